@@ -1,0 +1,121 @@
+"""One typed Settings object, built once at start-up from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class MissingSetting(Exception):
+    """A setting the process cannot start without; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the bot. Names are the environment variable names, upper-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # GitHub App credentials.
+    github_app_id: int | None = None
+    github_private_key: SecretStr | None = None
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_app_slug: str | None = None  # its comments (`<slug>[bot]`) never trigger a run
+
+    # Queue.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Triggers.
+    bot_handle: str = "openhands"
+    trigger_label: str = "openhands"
+    review_on_open: bool = True
+    review_on_push: bool = False
+    allowed_bots: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # LLM (litellm naming).
+    llm_model: str = "anthropic/claude-sonnet-4-5"
+    llm_api_key: SecretStr | None = None
+    llm_base_url: str | None = None
+
+    # Intake.
+    max_body_bytes: int = 25 * MiB
+    delivery_dedup_seconds: int = 7 * 24 * 3600  # GitHub redelivers for up to days
+
+    # Worker and GitHub client behaviour.
+    permission_cache_seconds: int = 300
+    github_write_interval_seconds: float = 1.0  # spacing of content writes per installation
+    github_max_retry_wait_seconds: float = 60.0  # longer rate-limit waits fail instead
+    github_timeout_seconds: float = 30.0
+    github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
+    max_jobs: int = 10
+    job_timeout_seconds: int = 3600
+
+    state_dir: Path = Path(".openhands-bot")
+    log_level: str = "INFO"
+
+    @field_validator("allowed_bots", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("bot_handle")
+    @classmethod
+    def _strip_at(cls, value: str) -> str:
+        handle = value.strip().lstrip("@")
+        if not handle:
+            raise ValueError("BOT_HANDLE must not be empty")
+        return handle
+
+    def private_key_pem(self) -> str:
+        """The App private key as PEM text, from the variable or the file it points to."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        if self.github_private_key_path is not None:
+            return self.github_private_key_path.read_text()
+        raise MissingSetting("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH is not set")
+
+    def webhook_secret(self) -> bytes:
+        """The webhook secret as bytes, ready for HMAC."""
+        if self.github_webhook_secret is None or not self.github_webhook_secret.get_secret_value():
+            raise MissingSetting("GITHUB_WEBHOOK_SECRET is not set")
+        return self.github_webhook_secret.get_secret_value().encode()
+
+    def require_web(self) -> None:
+        """Refuse to serve webhooks without a secret and App credentials, naming what is missing."""
+        missing = []
+        if self.github_webhook_secret is None or not self.github_webhook_secret.get_secret_value():
+            missing.append("GITHUB_WEBHOOK_SECRET")
+        missing.extend(self._missing_app())
+        if missing:
+            raise MissingSetting("missing required settings: " + ", ".join(missing))
+
+    def require_app(self) -> None:
+        """Refuse to act on GitHub without App credentials, naming what is missing."""
+        missing = self._missing_app()
+        if missing:
+            raise MissingSetting("missing required settings: " + ", ".join(missing))
+
+    def _missing_app(self) -> list[str]:
+        missing = []
+        if self.github_app_id is None:
+            missing.append("GITHUB_APP_ID")
+        if self.github_private_key is None and self.github_private_key_path is None:
+            missing.append("GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)")
+        elif self.github_private_key_path is not None and self.github_private_key is None:
+            if not self.github_private_key_path.is_file():
+                path = self.github_private_key_path
+                missing.append(f"GITHUB_PRIVATE_KEY_PATH (no file at {path})")
+        return missing

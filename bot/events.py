@@ -1,0 +1,112 @@
+"""Lenient views of webhook payloads: only the fields we use, so old deliveries still parse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Account(_Lenient):
+    login: str
+    type: str = "User"
+
+
+class Repository(_Lenient):
+    id: int | None = None
+    name: str
+    full_name: str | None = None
+    owner: Account
+    clone_url: str | None = None
+    default_branch: str | None = None
+    private: bool = False
+
+
+class InstallationRef(_Lenient):
+    id: int
+
+
+class Comment(_Lenient):
+    id: int
+    body: str | None = None
+    user: Account
+    created_at: str | None = None
+    path: str | None = None
+    line: int | None = None
+    original_line: int | None = None
+    diff_hunk: str | None = None
+
+
+class Label(_Lenient):
+    name: str
+
+
+class Issue(_Lenient):
+    number: int
+    title: str | None = None
+    body: str | None = None
+    user: Account | None = None
+    pull_request: dict[str, Any] | None = None
+
+
+class Ref(_Lenient):
+    ref: str
+    sha: str
+    repo: Repository | None = None
+
+
+class PullRequest(_Lenient):
+    number: int
+    draft: bool = False
+    state: str | None = None
+    user: Account
+    head: Ref
+    base: Ref
+
+
+class _Event(_Lenient):
+    action: str | None = None
+    sender: Account
+    repository: Repository
+    installation: InstallationRef | None = None
+
+
+class IssueCommentEvent(_Event):
+    issue: Issue
+    comment: Comment
+
+
+class ReviewCommentEvent(_Event):
+    pull_request: PullRequest
+    comment: Comment
+
+
+class IssuesEvent(_Event):
+    issue: Issue
+    label: Label | None = None
+
+
+class PullRequestEvent(_Event):
+    pull_request: PullRequest
+
+
+class InstallationRepo(_Lenient):
+    full_name: str
+
+
+class InstallationBody(_Lenient):
+    id: int
+    account: Account | None = None
+
+
+class InstallationEvent(_Lenient):
+    action: str
+    sender: Account
+    installation: InstallationBody
+    repositories: list[InstallationRepo] = Field(default_factory=list)
+    repositories_added: list[InstallationRepo] = Field(default_factory=list)
+    repositories_removed: list[InstallationRepo] = Field(default_factory=list)

@@ -1,0 +1,140 @@
+"""Put tasks on the arq queue, batching concurrent enqueues into one atomic Redis script call.
+
+A delivery is acknowledged only after Redis has executed the script that stored its job, so a 202
+always means "queued". Batching keeps that promise while paying one round trip for many requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.tasks import Task, job_function
+
+DELIVERY_KEY_PREFIX = "openhands-bot:delivery:"
+EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropped
+
+# KEYS: queue, then (job key, result key, delivery key) per job.
+# ARGV: now_ms, expires_ms, dedup_seconds, then (job id, serialized job) per job.
+# Mirrors arq's enqueue_job (skip when the job or its result exists) plus a long-lived delivery
+# marker, so a redelivery days later is still a no-op.
+_ENQUEUE_LUA = """
+local now = tonumber(ARGV[1])
+local expires = tonumber(ARGV[2])
+local dedup = tonumber(ARGV[3])
+local out = {}
+local n = (#KEYS - 1) / 3
+for i = 1, n do
+  local jk, rk, dk = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local id, job = ARGV[2 * i + 2], ARGV[2 * i + 3]
+  if redis.call('EXISTS', jk, rk, dk) > 0 then
+    out[i] = 0
+  else
+    redis.call('SET', dk, now, 'EX', dedup)
+    redis.call('PSETEX', jk, expires, job)
+    redis.call('ZADD', KEYS[1], now, id)
+    out[i] = 1
+  end
+end
+return out
+"""
+
+Outcome = Literal["queued", "duplicate"]
+
+
+class QueueUnavailable(Exception):
+    """Redis did not store the job; the delivery must not be acknowledged."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    job_id: str
+    payload: bytes
+    future: asyncio.Future[Outcome]
+
+
+class Enqueuer:
+    """Coalesces concurrent enqueues: while one script call is in flight, the next batch gathers."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue_name: str = default_queue_name,
+        dedup_seconds: int = 7 * 24 * 3600,
+        timeout: float = 5.0,
+        max_batch: int = 256,
+    ) -> None:
+        self._redis = redis
+        self._queue = queue_name
+        self._dedup = dedup_seconds
+        self._timeout = timeout
+        self._max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._script = redis.register_script(_ENQUEUE_LUA)
+
+    async def enqueue(self, task: Task) -> Outcome:
+        """Store the task's job with the run id as job id; "duplicate" when it already exists."""
+        payload = serialize_job(
+            job_function(task), (task.model_dump(mode="json"),), {}, None, int(time.time() * 1000)
+        )
+        return await self.enqueue_raw(task.run_id, payload)
+
+    async def enqueue_raw(self, job_id: str, payload: bytes) -> Outcome:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_forever(), name="enqueue-flusher")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        # A caller that timed out no longer awaits its future: mark its outcome as seen.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending.append(_Pending(job_id, payload, future))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError as exc:
+            raise QueueUnavailable("Redis did not answer in time") from exc
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        keys: list[str] = [self._queue]
+        args: list[Any] = [int(time.time() * 1000), EXPIRES_MS, self._dedup]
+        for item in batch:
+            keys += [
+                job_key_prefix + item.job_id,
+                result_key_prefix + item.job_id,
+                DELIVERY_KEY_PREFIX + item.job_id,
+            ]
+            args += [item.job_id, item.payload]
+        try:
+            results = await asyncio.wait_for(self._script(keys=keys, args=args), self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(QueueUnavailable(f"Redis unavailable: {exc}"))
+            return
+        for item, stored in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result("queued" if stored else "duplicate")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

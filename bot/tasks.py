@@ -1,0 +1,101 @@
+"""The work a delivery asks for: small typed task models that travel through the queue as JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class RepoRef(BaseModel):
+    """The repository a task is about, as the delivery described it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    name: str
+    id: int | None = None
+    clone_url: str | None = None
+    default_branch: str | None = None
+    private: bool = False
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+class _TaskBase(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    delivery_id: str
+    event: str
+    installation_id: int | None = None
+    repo: RepoRef
+    sender: str
+
+
+class MentionTask(_TaskBase):
+    """Someone asked the agent to work: a comment or review-comment mention, or the label."""
+
+    kind: Literal["mention"] = "mention"
+    trigger: Literal["issue_comment", "review_comment", "label"]
+    number: int
+    is_pull_request: bool
+    instruction: str
+    comment_id: int | None = None
+    comment_created_at: str | None = None
+    # Inline review comments carry the code they point at.
+    path: str | None = None
+    line: int | None = None
+    diff_hunk: str | None = None
+
+
+class ReviewTask(_TaskBase):
+    """A pull request to review: opened, reopened, ready, pushed to, or `@handle review`."""
+
+    kind: Literal["review"] = "review"
+    number: int
+    action: str
+    head_sha: str | None = None  # None for a comment-requested review: the worker looks it up
+    comment_id: int | None = None
+    rereview: bool = False
+
+
+class CancelTask(_TaskBase):
+    """`@handle stop`: interrupt the run on this issue or pull request."""
+
+    kind: Literal["cancel"] = "cancel"
+    number: int
+    is_pull_request: bool
+    comment_id: int | None = None
+    trigger: Literal["issue_comment", "review_comment"] = "issue_comment"
+
+
+class InstallationTask(_TaskBase):
+    """An installation changed: remember which repositories it covers."""
+
+    kind: Literal["installation"] = "installation"
+    action: str
+    account: str | None = None
+    repos_added: list[str] = Field(default_factory=list)
+    repos_removed: list[str] = Field(default_factory=list)
+
+
+Task = Annotated[
+    MentionTask | ReviewTask | CancelTask | InstallationTask, Field(discriminator="kind")
+]
+TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)
+
+# One arq job function per task kind.
+JOB_FUNCTIONS: dict[str, str] = {
+    "mention": "run_mention",
+    "review": "run_review",
+    "cancel": "run_cancel",
+    "installation": "sync_installation",
+}
+
+
+def job_function(task: Task) -> str:
+    """The arq function that runs this task."""
+    return JOB_FUNCTIONS[task.kind]

@@ -1,0 +1,256 @@
+"""Pure routing: a verified delivery in, a task or a deliberate reason to ignore it out. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot import events
+from bot.mentions import find_mention
+from bot.tasks import (
+    CancelTask,
+    InstallationTask,
+    MentionTask,
+    RepoRef,
+    ReviewTask,
+    Task,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """The settings routing depends on, copied once so routing stays pure and fast."""
+
+    handle: str
+    trigger_label: str
+    app_slug: str | None
+    allowed_bots: frozenset[str]
+    review_on_open: bool
+    review_on_push: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One verified webhook delivery."""
+
+    event: str
+    delivery_id: str
+    payload: dict[str, Any]
+
+    @property
+    def action(self) -> str | None:
+        action = self.payload.get("action")
+        return action if isinstance(action, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A delivery we deliberately do nothing with, and why."""
+
+    reason: str
+
+
+Route = Task | Ignored
+Handler = Callable[[Delivery, RouteConfig], Route]
+
+STOP_WORDS = frozenset({"stop", "cancel"})
+
+
+def _repo(repo: events.Repository) -> RepoRef:
+    owner = repo.owner.login
+    name = repo.name
+    if repo.full_name and "/" in repo.full_name:
+        owner, name = repo.full_name.split("/", 1)
+    return RepoRef(
+        owner=owner,
+        name=name,
+        id=repo.id,
+        clone_url=repo.clone_url,
+        default_branch=repo.default_branch,
+        private=repo.private,
+    )
+
+
+def _common(delivery: Delivery, event: events._Event) -> dict[str, Any]:
+    return {
+        "run_id": delivery.delivery_id,
+        "delivery_id": delivery.delivery_id,
+        "event": delivery.event,
+        "installation_id": event.installation.id if event.installation else None,
+        "repo": _repo(event.repository),
+        "sender": event.sender.login,
+    }
+
+
+def _robot_reason(account: events.Account, config: RouteConfig) -> str | None:
+    """Why an author may not trigger the bot, or None when they may."""
+    login = account.login.lower()
+    if config.app_slug and login == f"{config.app_slug.lower()}[bot]":
+        return "comment by this app itself"
+    if account.type == "Bot" and login not in config.allowed_bots:
+        return f"author {account.login} is a bot that is not allow-listed"
+    return None
+
+
+def _comment_route(
+    delivery: Delivery,
+    config: RouteConfig,
+    event: events._Event,
+    comment: events.Comment,
+    *,
+    number: int,
+    is_pr: bool,
+    trigger: str,
+) -> Route:
+    if (reason := _robot_reason(comment.user, config)) is not None:
+        return Ignored(reason)
+    mention = find_mention(comment.body, config.handle)
+    if mention is None:
+        return Ignored(f"no @{config.handle} mention")
+    common = _common(delivery, event)
+    if mention.is_bare_command and mention.command in STOP_WORDS:
+        return CancelTask(
+            **common,
+            number=number,
+            is_pull_request=is_pr,
+            comment_id=comment.id,
+            trigger="review_comment" if trigger == "review_comment" else "issue_comment",
+        )
+    if is_pr and mention.is_bare_command and mention.command == "review":
+        return ReviewTask(
+            **common, number=number, action="requested", comment_id=comment.id, rereview=True
+        )
+    return MentionTask(
+        **common,
+        trigger=trigger,
+        number=number,
+        is_pull_request=is_pr,
+        instruction=mention.instruction,
+        comment_id=comment.id,
+        comment_created_at=comment.created_at,
+        path=comment.path,
+        line=comment.line if comment.line is not None else comment.original_line,
+        diff_hunk=comment.diff_hunk,
+    )
+
+
+def issue_comment_created(delivery: Delivery, config: RouteConfig) -> Route:
+    event = events.IssueCommentEvent.model_validate(delivery.payload)
+    return _comment_route(
+        delivery,
+        config,
+        event,
+        event.comment,
+        number=event.issue.number,
+        is_pr=event.issue.pull_request is not None,
+        trigger="issue_comment",
+    )
+
+
+def review_comment_created(delivery: Delivery, config: RouteConfig) -> Route:
+    event = events.ReviewCommentEvent.model_validate(delivery.payload)
+    return _comment_route(
+        delivery,
+        config,
+        event,
+        event.comment,
+        number=event.pull_request.number,
+        is_pr=True,
+        trigger="review_comment",
+    )
+
+
+def issues_labeled(delivery: Delivery, config: RouteConfig) -> Route:
+    event = events.IssuesEvent.model_validate(delivery.payload)
+    if event.label is None or event.label.name.lower() != config.trigger_label.lower():
+        return Ignored(f"label is not {config.trigger_label!r}")
+    if (reason := _robot_reason(event.sender, config)) is not None:
+        return Ignored(reason)
+    return MentionTask(
+        **_common(delivery, event),
+        trigger="label",
+        number=event.issue.number,
+        is_pull_request=event.issue.pull_request is not None,
+        instruction="",
+    )
+
+
+def pull_request_changed(delivery: Delivery, config: RouteConfig) -> Route:
+    event = events.PullRequestEvent.model_validate(delivery.payload)
+    pr = event.pull_request
+    if event.action == "synchronize" and not config.review_on_push:
+        return Ignored("reviews on push are disabled")
+    if event.action != "synchronize" and not config.review_on_open:
+        return Ignored("automatic reviews are disabled")
+    if pr.draft:
+        return Ignored("draft pull request")
+    if pr.state is not None and pr.state != "open":
+        return Ignored(f"pull request is {pr.state}")
+    if (reason := _robot_reason(pr.user, config)) is not None:
+        return Ignored(reason)
+    return ReviewTask(
+        **_common(delivery, event),
+        number=pr.number,
+        action=event.action or "opened",
+        head_sha=pr.head.sha,
+    )
+
+
+def installation_changed(delivery: Delivery, config: RouteConfig) -> Route:
+    event = events.InstallationEvent.model_validate(delivery.payload)
+    added = [r.full_name for r in (event.repositories_added or event.repositories)]
+    if event.action == "deleted":
+        added = []
+    removed = [r.full_name for r in event.repositories_removed]
+    account = event.installation.account.login if event.installation.account else None
+    return InstallationTask(
+        run_id=delivery.delivery_id,
+        delivery_id=delivery.delivery_id,
+        event=delivery.event,
+        installation_id=event.installation.id,
+        repo=RepoRef(owner=account or "", name=""),
+        sender=event.sender.login,
+        action=event.action,
+        account=account,
+        repos_added=added,
+        repos_removed=removed,
+    )
+
+
+def _ignore(reason: str) -> Handler:
+    return lambda _delivery, _config: Ignored(reason)
+
+
+# (event, action) → handler; action None matches any action of that event.
+ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("issue_comment", "created"): issue_comment_created,
+    ("issue_comment", "edited"): _ignore("edited comments do not trigger runs"),
+    ("issue_comment", "deleted"): _ignore("deleted comments do not trigger runs"),
+    ("pull_request_review_comment", "created"): review_comment_created,
+    ("pull_request_review_comment", "edited"): _ignore("edited comments do not trigger runs"),
+    ("pull_request_review_comment", "deleted"): _ignore("deleted comments do not trigger runs"),
+    ("issues", "labeled"): issues_labeled,
+    ("pull_request", "opened"): pull_request_changed,
+    ("pull_request", "reopened"): pull_request_changed,
+    ("pull_request", "ready_for_review"): pull_request_changed,
+    ("pull_request", "synchronize"): pull_request_changed,
+    ("installation", None): installation_changed,
+    ("installation_repositories", None): installation_changed,
+    ("ping", None): _ignore("ping"),
+}
+
+
+def route(delivery: Delivery, config: RouteConfig) -> Route:
+    """Decide what a delivery asks for. Never raises on payload content."""
+    handler = ROUTES.get((delivery.event, delivery.action)) or ROUTES.get((delivery.event, None))
+    if handler is None:
+        action = f".{delivery.action}" if delivery.action else ""
+        return Ignored(f"{delivery.event}{action} is not handled")
+    try:
+        return handler(delivery, config)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        return Ignored("payload lacks fields we need: " + ", ".join(fields[:5]))

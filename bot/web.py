@@ -1,0 +1,139 @@
+"""The web process: verify each GitHub delivery, route it, queue it, and answer in milliseconds."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot import signature
+from bot.config import Settings
+from bot.queue import Enqueuer, QueueUnavailable
+from bot.triggers import Delivery, Ignored, RouteConfig, route
+
+log = logging.getLogger("bot.web")
+
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_EVENT = re.compile(r"^[a-z_]{1,64}$")
+
+
+def _json(status: int, body: dict[str, object]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def route_config(settings: Settings) -> RouteConfig:
+    return RouteConfig(
+        handle=settings.bot_handle,
+        trigger_label=settings.trigger_label,
+        app_slug=settings.github_app_slug,
+        allowed_bots=frozenset(b.lower() for b in settings.allowed_bots),
+        review_on_open=settings.review_on_open,
+        review_on_push=settings.review_on_push,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                return None
+        except ValueError:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Intake:
+    """`POST /webhooks/github`: bytes → verify → parse → route → enqueue → answer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secret = settings.webhook_secret()
+        self._config = route_config(settings)
+        self._limit = settings.max_body_bytes
+
+    async def handle(self, request: Request) -> Response:
+        body = await _read_body(request, self._limit)
+        if body is None:
+            return _json(413, {"error": f"body exceeds {self._limit} bytes"})
+        if not signature.verify(self._secret, body, request.headers.get("x-hub-signature-256")):
+            log.warning("rejected delivery: bad or missing signature")
+            return _json(401, {"error": "bad or missing X-Hub-Signature-256"})
+        event = request.headers.get("x-github-event")
+        delivery_id = request.headers.get("x-github-delivery")
+        if not event or not _EVENT.match(event):
+            return _json(400, {"error": "missing or invalid X-GitHub-Event"})
+        if not delivery_id or not _DELIVERY_ID.match(delivery_id):
+            return _json(400, {"error": "missing or invalid X-GitHub-Delivery"})
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _json(400, {"error": "body is not valid JSON"})
+        if not isinstance(payload, dict):
+            return _json(400, {"error": "body is not a JSON object"})
+        return await self._dispatch(request, Delivery(event, delivery_id, payload))
+
+    async def _dispatch(self, request: Request, delivery: Delivery) -> Response:
+        ids = {"delivery_id": delivery.delivery_id, "event": delivery.event}
+        outcome = route(delivery, self._config)
+        if isinstance(outcome, Ignored):
+            log.info("ignored delivery: %s", outcome.reason, extra=ids)
+            return _json(200, {"status": "ignored", "reason": outcome.reason})
+        try:
+            stored = await request.app.state.enqueuer.enqueue(outcome)
+        except QueueUnavailable as exc:
+            log.error("could not queue delivery: %s", exc, extra=ids)
+            return _json(503, {"error": "queue unavailable, redeliver later"})
+        log.info("%s %s task", stored, outcome.kind, extra={**ids, "run_id": outcome.run_id})
+        status = 202 if stored == "queued" else 200
+        return _json(status, {"status": stored, "run_id": outcome.run_id, "task": outcome.kind})
+
+
+def create_app(settings: Settings, *, redis: Redis | None = None) -> FastAPI:
+    """The FastAPI app; `settings` must already hold a webhook secret (see Settings.require_web)."""
+    intake = Intake(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = redis or Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5
+        )
+        app.state.redis = client
+        app.state.enqueuer = Enqueuer(client, dedup_seconds=settings.delivery_dedup_seconds)
+        try:
+            yield
+        finally:
+            await app.state.enqueuer.close()
+            if redis is None:
+                await client.aclose()
+
+    app = FastAPI(title="OpenHands GitHub bot", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # A plain route, not a FastAPI endpoint: no dependency injection or body models on the hot path.
+    app.add_route("/webhooks/github", intake.handle, methods=["POST"])
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        try:
+            await request.app.state.redis.ping()
+        except (RedisError, OSError) as exc:
+            return _json(503, {"status": "unavailable", "redis": str(exc)})
+        return _json(200, {"status": "ready"})
+
+    return app

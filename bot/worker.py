@@ -1,0 +1,207 @@
+"""The worker process: arq job functions, one per task kind, with long-lived clients in `ctx`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import Retry
+from arq.connections import RedisSettings
+from githubkit.exception import GitHubException
+
+from bot.config import Settings
+from bot.errors import PermanentError, TransientError, classify_github
+from bot.github import GitHubApp
+from bot.permissions import can_write
+from bot.tasks import CancelTask, InstallationTask, MentionTask, RepoRef, ReviewTask
+
+log = logging.getLogger("bot.worker")
+
+REPO_INSTALLATION_KEY = "openhands-bot:repo-installation"  # hash: "owner/name" -> installation id
+INSTALLATION_REPOS_PREFIX = "openhands-bot:installation-repos:"  # set per installation
+MAX_TRIES = 5
+
+# The bot's own token for gating and acknowledging: one repository, no code access.
+ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
+
+
+def _deps(ctx: dict[str, Any]) -> tuple[Settings, GitHubApp]:
+    return ctx["settings"], ctx["github"]
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    ctx["github"] = GitHubApp(settings, ctx["redis"])
+    log.info("worker ready", extra={"github_api_url": settings.github_api_url})
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    log.info("worker stopping")
+
+
+async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None) -> int:
+    """The installation covering `repo`: from the delivery, our records, or GitHub."""
+    if known is not None:
+        return known
+    redis = ctx["redis"]
+    recorded = await redis.hget(REPO_INSTALLATION_KEY, repo.full_name.lower())
+    if recorded is not None:
+        return int(recorded)
+    _, github = _deps(ctx)
+    try:
+        installation_id = await github.find_installation(repo.owner, repo.name)
+    except GitHubException as exc:
+        raise classify_github(exc, f"looking up the installation for {repo.full_name}") from exc
+    await redis.hset(REPO_INSTALLATION_KEY, repo.full_name.lower(), installation_id)
+    return installation_id
+
+
+def _retry_or_fail(ctx: dict[str, Any], exc: TransientError | PermanentError, run_id: str) -> None:
+    """Raise arq's Retry for a transient error while tries remain; otherwise log and give up."""
+    tries = int(ctx.get("job_try", 1))
+    if isinstance(exc, TransientError) and tries < MAX_TRIES:
+        defer = max(exc.retry_after, 2.0**tries)
+        log.warning(
+            "run %s: %s; retry %d in %.0fs",
+            run_id,
+            exc.user_message,
+            tries,
+            defer,
+            extra={"run_id": run_id},
+        )
+        raise Retry(defer=defer) from exc
+    log.error("run %s failed: %s", run_id, exc.user_message, extra={"run_id": run_id})
+
+
+async def _gate(ctx: dict[str, Any], task: MentionTask | CancelTask) -> tuple[bool, Any]:
+    """Check the sender may write; return (allowed, installation client)."""
+    settings, github = _deps(ctx)
+    installation_id = await installation_for(ctx, task.repo, task.installation_id)
+    try:
+        gh = await github.installation_client(
+            installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
+        )
+        allowed = await can_write(
+            gh,
+            ctx["redis"],
+            task.repo,
+            task.sender,
+            cache_seconds=settings.permission_cache_seconds,
+        )
+    except GitHubException as exc:
+        raise classify_github(exc, f"checking {task.sender}'s permission") from exc
+    return allowed, gh
+
+
+async def _react(gh: Any, task: MentionTask | CancelTask, content: str) -> None:
+    owner, name = task.repo.owner, task.repo.name
+    try:
+        if task.trigger == "review_comment" and task.comment_id is not None:
+            await gh.rest.reactions.async_create_for_pull_request_review_comment(
+                owner, name, task.comment_id, content=content
+            )
+        elif task.comment_id is not None:
+            await gh.rest.reactions.async_create_for_issue_comment(
+                owner, name, task.comment_id, content=content
+            )
+        else:
+            await gh.rest.reactions.async_create_for_issue(
+                owner, name, task.number, content=content
+            )
+    except GitHubException as exc:
+        raise classify_github(exc, "adding a reaction") from exc
+
+
+async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A mention or the trigger label: gate on permission, then acknowledge with 👀."""
+    task = MentionTask.model_validate(data)
+    extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
+    try:
+        allowed, gh = await _gate(ctx, task)
+        if not allowed:
+            log.info(
+                "run %s: %s may not write to %s; ignoring",
+                task.run_id,
+                task.sender,
+                task.repo.full_name,
+                extra=extra,
+            )
+            return {"run_id": task.run_id, "status": "denied"}
+        await _react(gh, task, "eyes")
+    except (TransientError, PermanentError) as exc:
+        _retry_or_fail(ctx, exc, task.run_id)
+        return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
+    log.info("run %s: acknowledged %s's request", task.run_id, task.sender, extra=extra)
+    return {"run_id": task.run_id, "status": "acknowledged"}
+
+
+async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """`@handle stop`: gated like a mention. Interrupting runs arrives with agent runs."""
+    task = CancelTask.model_validate(data)
+    try:
+        allowed, gh = await _gate(ctx, task)
+        if not allowed:
+            return {"run_id": task.run_id, "status": "denied"}
+        await _react(gh, task, "eyes")
+    except (TransientError, PermanentError) as exc:
+        _retry_or_fail(ctx, exc, task.run_id)
+        return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
+    return {"run_id": task.run_id, "status": "acknowledged"}
+
+
+async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A pull request to review. Reviews are not available yet: record that plainly."""
+    task = ReviewTask.model_validate(data)
+    log.warning(
+        "run %s: review of %s#%d requested, but reviews are not available yet",
+        task.run_id,
+        task.repo.full_name,
+        task.number,
+        extra={"run_id": task.run_id},
+    )
+    return {"run_id": task.run_id, "status": "unavailable"}
+
+
+async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Remember which repositories an installation covers, so jobs can find their installation."""
+    task = InstallationTask.model_validate(data)
+    assert task.installation_id is not None
+    redis = ctx["redis"]
+    members = f"{INSTALLATION_REPOS_PREFIX}{task.installation_id}"
+    if task.action == "deleted":
+        old = await redis.smembers(members)
+        names = [m.decode() if isinstance(m, bytes) else m for m in old] + task.repos_removed
+        if names:
+            await redis.hdel(REPO_INSTALLATION_KEY, *[n.lower() for n in names])
+        await redis.delete(members)
+        ctx["github"].tokens.forget(task.installation_id)
+        return {"run_id": task.run_id, "status": "removed", "repos": len(names)}
+    if task.repos_added:
+        await redis.sadd(members, *[r.lower() for r in task.repos_added])
+        mapping = {r.lower(): task.installation_id for r in task.repos_added}
+        await redis.hset(REPO_INSTALLATION_KEY, mapping=mapping)
+    if task.repos_removed:
+        await redis.srem(members, *[r.lower() for r in task.repos_removed])
+        await redis.hdel(REPO_INSTALLATION_KEY, *[r.lower() for r in task.repos_removed])
+    return {
+        "run_id": task.run_id,
+        "status": "recorded",
+        "added": len(task.repos_added),
+        "removed": len(task.repos_removed),
+    }
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker`, with `settings` in every job's ctx."""
+    return {
+        "functions": [run_mention, run_cancel, run_review, sync_installation],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "ctx": {"settings": settings},
+        "max_jobs": settings.max_jobs,
+        "job_timeout": settings.job_timeout_seconds,
+        "max_tries": MAX_TRIES,
+        "allow_abort_jobs": True,
+        "keep_result": 24 * 3600,
+    }

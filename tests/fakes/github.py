@@ -1,0 +1,1469 @@
+"""A fake GitHub REST API on a real loopback port, so the bot's HTTP client is tested end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import string
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from tests.servers import ServerThread
+
+EXAMPLES_DIR = Path(
+    os.environ.get("GITHUB_REST_EXAMPLES", "/work/shared/github/rest-examples")
+)
+DOCS = "https://docs.github.com/rest"
+HTML_BASE = "https://github.com"
+EXAMPLE_API_BASE = "https://api.github.com"
+
+DEFAULT_PERMISSIONS: dict[str, str] = {
+    "contents": "write",
+    "issues": "write",
+    "pull_requests": "write",
+    "metadata": "read",
+}
+ROLES = ("admin", "maintain", "write", "triage", "read", "none")
+# The permission endpoint's legacy `permission` field only knows admin/write/read/none.
+LEGACY_PERMISSION = {
+    "admin": "admin",
+    "maintain": "write",
+    "write": "write",
+    "triage": "read",
+    "read": "read",
+    "none": "none",
+}
+REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
+REVIEW_STATES = {
+    "APPROVE": "APPROVED",
+    "REQUEST_CHANGES": "CHANGES_REQUESTED",
+    "COMMENT": "COMMENTED",
+}
+MAX_BODY = 65536
+JWT_MAX_LIFETIME = 600  # GitHub: exp at most 10 minutes after iat
+CLOCK_SLACK = 5  # seconds of leeway for the client's clock
+TOKEN_LIFETIME = timedelta(hours=1)
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+_OWNER = r"(?P<owner>[^/]+)"
+_REPO = r"(?P<repo>[^/]+)"
+_R = f"/repos/{_OWNER}/{_REPO}"
+
+
+@cache
+def _load_example(operation_id: str) -> Any:
+    return json.loads((EXAMPLES_DIR / f"{operation_id}.json").read_text())
+
+
+def example(operation_id: str) -> Any:
+    """A fresh copy of GitHub's documented example body for `operation_id`."""
+    return copy.deepcopy(_load_example(operation_id))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _node_id(kind: str, number: int) -> str:
+    return base64.b64encode(f"{kind}{number}".encode()).decode()
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha1(":".join(parts).encode()).hexdigest()
+
+
+def _replace_strings(value: Any, replacements: list[tuple[str, str]]) -> Any:
+    """Apply substring replacements to every string inside a JSON value."""
+    if isinstance(value, str):
+        for old, new in replacements:
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, list):
+        return [_replace_strings(item, replacements) for item in value]
+    if isinstance(value, dict):
+        return {key: _replace_strings(item, replacements) for key, item in value.items()}
+    return value
+
+
+@dataclass
+class RecordedRequest:
+    """One request the fake received, and the status it answered."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: Any
+    status: int = 0
+
+
+@dataclass
+class IssuedToken:
+    """An installation token the fake minted; `repositories` is None when not narrowed."""
+
+    token: str
+    installation_id: int
+    repositories: list[str] | None
+    permissions: dict[str, str]
+    expires_at: datetime
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= datetime.now(UTC)
+
+
+@dataclass
+class FakeRepo:
+    id: int
+    full_name: str
+    default_branch: str
+    private: bool
+    clone_url: str | None
+    description: str | None
+    fork: bool
+    created_at: datetime
+
+    @property
+    def owner(self) -> str:
+        return self.full_name.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.full_name.split("/", 1)[1]
+
+
+@dataclass
+class FakeInstallation:
+    id: int
+    account_login: str
+    account_type: str
+    repos: list[str]
+    permissions: dict[str, str]
+    repository_selection: str
+    created_at: datetime
+
+
+@dataclass
+class FakeIssue:
+    id: int
+    repo: str
+    number: int
+    title: str
+    body: str | None
+    user: str
+    is_pr: bool
+    created_at: datetime
+    state: str = "open"
+
+
+@dataclass
+class FakePull:
+    id: int
+    repo: str
+    number: int
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    base_sha: str
+    draft: bool
+    fork_full_name: str | None
+    files: list[dict[str, Any]]
+    created_at: datetime
+
+
+@dataclass
+class _Failure:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    headers: dict[str, str]
+    body: Any
+    times: int
+
+
+@dataclass
+class _Delay:
+    method: str
+    path: re.Pattern[str]
+    seconds: float
+    times: int | None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer with a GitHub-style error body."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(f"{status} {message}")
+        self.reply = _Reply(
+            status, {"message": message, "documentation_url": DOCS, **extra, "status": str(status)}
+        )
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "Not Found")
+
+
+def _validation_failed(*errors: dict[str, Any]) -> ApiError:
+    return ApiError(422, "Validation Failed", errors=list(errors))
+
+
+@dataclass
+class _Call:
+    """What a handler gets: the recorded request, the URL params and the fake's public base URL."""
+
+    request: RecordedRequest
+    params: dict[str, str]
+    api_base: str
+
+    @property
+    def body(self) -> dict[str, Any]:
+        data = self.request.json
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ApiError(400, "Problems parsing JSON")
+        return data
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.params['owner']}/{self.params['repo']}"
+
+    def int_param(self, name: str) -> int:
+        return int(self.params[name])
+
+
+Handler = Callable[[_Call], _Reply]
+
+
+class FakeGitHub:
+    """A stateful fake of the GitHub REST endpoints the bot uses, answered in GitHub's shapes.
+
+    Bodies start from GitHub's documented examples (`EXAMPLES_DIR`) and carry the fake's state.
+    Auth is enforced like GitHub does for an App, with these deliberate differences:
+
+    - App endpoints (`/app...`, `/repos/{o}/{r}/installation`) need a valid RS256 App JWT.
+    - Every other endpoint needs a live installation token (`token` or `Bearer` scheme) whose
+      installation, and narrowed repository list if any, includes the repo. Unlike GitHub, public
+      repos are not readable without such a token: the fake is stricter on purpose.
+    - Writes need the matching permission (`issues`, `pull_requests`) at `write`, else 403.
+    - Collaborator permission of a user never given a role: `read` on a public repo and 404 on a
+      private one (GitHub answers 404 for non-collaborators it may not disclose).
+    - Anything not implemented answers 501 and is listed in `unexpected`.
+
+    State is guarded by one lock: the server thread mutates it while tests read snapshots.
+    """
+
+    def __init__(
+        self,
+        app_id: int,
+        public_key_pem: str,
+        *,
+        app_slug: str = "fake-bot",
+        app_owner: str = "fake-owner",
+    ) -> None:
+        self.app_id = app_id
+        self.app_slug = app_slug
+        self.app_owner = app_owner
+        self._public_key = load_pem_public_key(public_key_pem.encode())
+        self._lock = threading.RLock()
+        self._server: ServerThread | None = None
+        self._next_id = 1000
+        self._user_ids: dict[str, int] = {}
+        self._repos: dict[str, FakeRepo] = {}
+        self._installations: dict[int, FakeInstallation] = {}
+        self._roles: dict[tuple[str, str], str] = {}
+        self._tokens: dict[str, IssuedToken] = {}
+        self._token_log: list[IssuedToken] = []
+        self._jwt_claims: list[dict[str, Any]] = []
+        self._jwt_rejections: list[str] = []
+        self._issues: dict[tuple[str, int], FakeIssue] = {}
+        self._pulls: dict[tuple[str, int], FakePull] = {}
+        self._comments: dict[int, dict[str, Any]] = {}
+        self._review_comments: dict[int, dict[str, Any]] = {}
+        self._reactions: list[dict[str, Any]] = []
+        self._created_pulls: list[dict[str, Any]] = []
+        self._reviews: list[dict[str, Any]] = []
+        self._requests: list[RecordedRequest] = []
+        self._unexpected: list[str] = []
+        self._failures: list[_Failure] = []
+        self._delays: list[_Delay] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            (method, re.compile(pattern), handler)
+            for method, pattern, handler in [
+                ("GET", r"/app", self._get_app),
+                ("POST", r"/app/installations/(?P<id>\d+)/access_tokens", self._create_token),
+                ("GET", rf"{_R}/installation", self._get_repo_installation),
+                ("GET", _R, self._get_repo),
+                ("GET", rf"{_R}/collaborators/(?P<user>[^/]+)/permission", self._get_permission),
+                ("GET", rf"{_R}/issues/(?P<n>\d+)", self._get_issue),
+                ("GET", rf"{_R}/issues/(?P<n>\d+)/comments", self._list_comments),
+                ("POST", rf"{_R}/issues/(?P<n>\d+)/comments", self._create_comment),
+                ("GET", rf"{_R}/issues/comments/(?P<id>\d+)", self._get_comment),
+                ("PATCH", rf"{_R}/issues/comments/(?P<id>\d+)", self._update_comment),
+                ("POST", rf"{_R}/issues/comments/(?P<id>\d+)/reactions", self._react_comment),
+                ("POST", rf"{_R}/issues/(?P<n>\d+)/reactions", self._react_issue),
+                ("POST", rf"{_R}/pulls/comments/(?P<id>\d+)/reactions", self._react_review_comment),
+                ("GET", rf"{_R}/pulls/(?P<n>\d+)", self._get_pull),
+                ("GET", rf"{_R}/pulls/(?P<n>\d+)/files", self._list_pull_files),
+                ("POST", rf"{_R}/pulls", self._create_pull),
+                ("POST", rf"{_R}/pulls/(?P<n>\d+)/reviews", self._create_review),
+            ]
+        ]
+
+    # ------------------------------------------------------------------ serving
+
+    @contextmanager
+    def serving(self) -> Iterator[FakeGitHub]:
+        """Serve on a loopback port for the duration of the block; `url` is set inside it."""
+        with ServerThread(self) as server:
+            self._server = server
+            try:
+                yield self
+            finally:
+                self._server = None
+
+    @property
+    def url(self) -> str:
+        """The API base URL, e.g. ``http://127.0.0.1:54321`` (use as `GITHUB_API_URL`)."""
+        if self._server is None:
+            raise RuntimeError("FakeGitHub is not serving; use `with fake.serving():`")
+        return self._server.url
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.app_slug}[bot]"
+
+    # ------------------------------------------------------------------ configuration
+
+    def add_repo(
+        self,
+        full_name: str,
+        *,
+        default_branch: str = "main",
+        private: bool = False,
+        clone_url: str | None = None,
+        description: str | None = None,
+        fork: bool = False,
+    ) -> FakeRepo:
+        """Register a repo (ids count up). Calling again replaces its settings, keeping its id."""
+        with self._lock:
+            existing = self._repos.get(full_name.lower())
+            repo = FakeRepo(
+                id=existing.id if existing else self._new_id(),
+                full_name=full_name,
+                default_branch=default_branch,
+                private=private,
+                clone_url=clone_url,
+                description=description,
+                fork=fork,
+                created_at=existing.created_at if existing else _now(),
+            )
+            self._repos[full_name.lower()] = repo
+            return repo
+
+    def add_installation(
+        self,
+        installation_id: int,
+        account_login: str,
+        repos: list[str],
+        *,
+        account_type: str = "User",
+        permissions: dict[str, str] | None = None,
+        repository_selection: str = "all",
+    ) -> None:
+        """Install the App on `account_login` for `repos` ("owner/name"), adding unknown repos."""
+        with self._lock:
+            for full_name in repos:
+                if full_name.lower() not in self._repos:
+                    self.add_repo(full_name)
+            self._installations[installation_id] = FakeInstallation(
+                id=installation_id,
+                account_login=account_login,
+                account_type=account_type,
+                repos=[self._repos[name.lower()].full_name for name in repos],
+                permissions=dict(permissions or DEFAULT_PERMISSIONS),
+                repository_selection=repository_selection,
+                created_at=_now(),
+            )
+
+    def set_permission(self, full_name: str, username: str, role: str) -> None:
+        """Give `username` a role on the repo: admin, maintain, write, triage, read or none."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        with self._lock:
+            self._roles[(full_name.lower(), username.lower())] = role
+
+    def add_issue(
+        self,
+        full_name: str,
+        number: int,
+        title: str = "An issue",
+        body: str | None = "",
+        user: str = "octocat",
+        is_pr: bool = False,
+    ) -> None:
+        with self._lock:
+            repo = self._require_repo(full_name)
+            self._issues[(repo.full_name.lower(), number)] = FakeIssue(
+                id=self._new_id(),
+                repo=repo.full_name,
+                number=number,
+                title=title,
+                body=body,
+                user=user,
+                is_pr=is_pr,
+                created_at=_now(),
+            )
+
+    def add_pull(
+        self,
+        full_name: str,
+        number: int,
+        head_ref: str,
+        head_sha: str,
+        base_ref: str = "main",
+        user: str = "octocat",
+        *,
+        draft: bool = False,
+        fork_full_name: str | None = None,
+        title: str = "A pull request",
+        body: str | None = "",
+        base_sha: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Add an open PR (and its issue). `files` items: filename, status, additions, ..."""
+        with self._lock:
+            repo = self._require_repo(full_name)
+            if fork_full_name and fork_full_name.lower() not in self._repos:
+                self.add_repo(fork_full_name, fork=True)
+            self.add_issue(repo.full_name, number, title, body, user, is_pr=True)
+            self._pulls[(repo.full_name.lower(), number)] = FakePull(
+                id=self._new_id(),
+                repo=repo.full_name,
+                number=number,
+                head_ref=head_ref,
+                head_sha=head_sha,
+                base_ref=base_ref,
+                base_sha=base_sha or _sha(repo.full_name, base_ref),
+                draft=draft,
+                fork_full_name=fork_full_name,
+                files=[dict(item) for item in files or []],
+                created_at=_now(),
+            )
+
+    def add_comment(self, full_name: str, issue_number: int, body: str, user: str) -> int:
+        """Seed an issue or PR conversation comment; returns its id."""
+        with self._lock:
+            issue = self._require_issue(full_name, issue_number)
+            return self._store_comment(issue, body, user)
+
+    def add_review_comment(self, full_name: str, pull_number: int, body: str, user: str) -> int:
+        """Seed a PR review (diff) comment so reactions to it can be tested; returns its id."""
+        with self._lock:
+            repo = self._require_repo(full_name)
+            comment_id = self._new_id()
+            self._review_comments[comment_id] = {
+                "id": comment_id,
+                "repo": repo.full_name,
+                "pull_number": pull_number,
+                "body": body,
+                "user": user,
+            }
+            return comment_id
+
+    def expire_tokens(self) -> None:
+        """Make every issued installation token expired, as after an hour."""
+        with self._lock:
+            for token in self._tokens.values():
+                token.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+    def fail_next(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        *,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next `times` requests matching (`re.search` on the path) with `status`."""
+        with self._lock:
+            self._failures.append(
+                _Failure(
+                    method=method.upper(),
+                    path=re.compile(path_regex),
+                    status=status,
+                    headers={key.lower(): value for key, value in (headers or {}).items()},
+                    body=body,
+                    times=times,
+                )
+            )
+
+    def delay(self, method: str, path_regex: str, seconds: float, *, times: int | None = None) -> None:
+        """Wait `seconds` before answering matching requests (all of them unless `times`)."""
+        with self._lock:
+            self._delays.append(_Delay(method.upper(), re.compile(path_regex), seconds, times))
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return copy.deepcopy(self._requests)
+
+    def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
+        """Recorded requests with this method whose path matches (`re.search`)."""
+        pattern = re.compile(path_regex)
+        return [
+            request
+            for request in self.requests
+            if request.method == method.upper() and pattern.search(request.path)
+        ]
+
+    @property
+    def unexpected(self) -> list[str]:
+        with self._lock:
+            return list(self._unexpected)
+
+    def assert_no_unexpected(self) -> None:
+        unexpected = self.unexpected
+        if unexpected:
+            raise AssertionError("FakeGitHub got unexpected requests:\n" + "\n".join(unexpected))
+
+    @property
+    def comments(self) -> dict[int, dict[str, Any]]:
+        """id → {id, repo, issue_number, body, user, created_at, updated_at, history}.
+
+        `history` lists every body the comment had, oldest first (the last one is `body`).
+        """
+        with self._lock:
+            return copy.deepcopy(self._comments)
+
+    @property
+    def reactions(self) -> list[dict[str, Any]]:
+        """Dicts {id, target_kind, target_id, content, repo, user}; target_kind is one of
+        issue_comment, issue, pull_request_review_comment."""
+        with self._lock:
+            return copy.deepcopy(self._reactions)
+
+    @property
+    def token_log(self) -> list[IssuedToken]:
+        with self._lock:
+            return copy.deepcopy(self._token_log)
+
+    @property
+    def jwt_claims(self) -> list[dict[str, Any]]:
+        """Claims of every App JWT the fake accepted."""
+        with self._lock:
+            return copy.deepcopy(self._jwt_claims)
+
+    @property
+    def jwt_rejections(self) -> list[str]:
+        """Why each rejected App JWT was rejected."""
+        with self._lock:
+            return list(self._jwt_rejections)
+
+    @property
+    def created_pulls(self) -> list[dict[str, Any]]:
+        """PRs opened through the API: {repo, number, title, body, head, base, draft, user}."""
+        with self._lock:
+            return copy.deepcopy(self._created_pulls)
+
+    @property
+    def reviews(self) -> list[dict[str, Any]]:
+        """Reviews submitted: {id, repo, pull_number, body, event, state, comments, commit_id}."""
+        with self._lock:
+            return copy.deepcopy(self._reviews)
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self._respond(request)
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        raw = await request.body()
+        record = RecordedRequest(
+            method=request.method.upper(),
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers=dict(request.headers),
+            json=None,
+        )
+        with self._lock:
+            self._requests.append(record)
+        api_base = f"{request.url.scheme}://{request.url.netloc}"
+        if (seconds := self._take_delay(record)) is not None:
+            await asyncio.sleep(seconds)
+        reply = self._dispatch(record, raw, api_base)
+        with self._lock:
+            record.status = reply.status
+        headers = {**self._standard_headers(), **reply.headers}
+        if reply.body is None:
+            return Response(status_code=reply.status, headers=headers)
+        return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+
+    def _dispatch(self, record: RecordedRequest, raw: bytes, api_base: str) -> _Reply:
+        with self._lock:
+            if (failure := self._take_failure(record)) is not None:
+                return failure
+            try:
+                record.json = json.loads(raw) if raw else None
+            except ValueError:
+                return ApiError(400, "Problems parsing JSON").reply
+            for method, pattern, handler in self._routes:
+                match = pattern.fullmatch(record.path)
+                if match and method == record.method:
+                    try:
+                        return handler(_Call(record, match.groupdict(), api_base))
+                    except ApiError as error:
+                        return error.reply
+                    except Exception:
+                        self._unexpected.append(
+                            f"{record.method} {record.path} crashed the fake:\n"
+                            + traceback.format_exc()
+                        )
+                        return ApiError(500, "FakeGitHub handler crashed").reply
+            self._unexpected.append(f"{record.method} {record.path}")
+            return ApiError(501, f"FakeGitHub does not implement {record.method} {record.path}").reply
+
+    def _take_failure(self, record: RecordedRequest) -> _Reply | None:
+        for failure in self._failures:
+            if failure.method == record.method and failure.path.search(record.path):
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+                body = failure.body
+                if body is None:
+                    body = {"message": f"Injected {failure.status}", "documentation_url": DOCS}
+                return _Reply(failure.status, body, dict(failure.headers))
+        return None
+
+    def _take_delay(self, record: RecordedRequest) -> float | None:
+        with self._lock:
+            for item in self._delays:
+                if item.method == record.method and item.path.search(record.path):
+                    if item.times is not None:
+                        item.times -= 1
+                        if item.times <= 0:
+                            self._delays.remove(item)
+                    return item.seconds
+        return None
+
+    @staticmethod
+    def _standard_headers() -> dict[str, str]:
+        return {
+            "x-github-media-type": "github.v3; format=json",
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": "4999",
+            "x-ratelimit-reset": str(int(time.time()) + 3600),
+            "x-ratelimit-used": "1",
+            "x-ratelimit-resource": "core",
+        }
+
+    # ------------------------------------------------------------------ auth
+
+    def _verify_app_jwt(self, call: _Call) -> dict[str, Any]:
+        scheme, _, credential = call.request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            return self._reject_jwt("no Bearer JWT", "A JSON web token could not be decoded")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                credential.strip(),
+                self._public_key,  # type: ignore[arg-type]
+                algorithms=["RS256"],
+                options={
+                    "require": ["iat", "exp", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_iss": False,
+                },
+            )
+        except jwt.InvalidTokenError as error:
+            return self._reject_jwt(f"decode: {error}", "A JSON web token could not be decoded")
+        now = time.time()
+        iat, exp = claims["iat"], claims["exp"]
+        if str(claims["iss"]) != str(self.app_id):
+            return self._reject_jwt(
+                f"iss {claims['iss']!r} is not {self.app_id}", "A JSON web token could not be decoded"
+            )
+        if not isinstance(iat, int | float) or iat > now + CLOCK_SLACK:
+            return self._reject_jwt(
+                f"iat {iat} is in the future",
+                "'Issued at' claim ('iat') must be an Integer representing a time in the past.",
+            )
+        if not isinstance(exp, int | float) or exp <= now:
+            return self._reject_jwt(
+                f"exp {exp} has passed",
+                "'Expiration time' claim ('exp') must be a numeric value representing the future"
+                " time at which the assertion expires.",
+            )
+        if exp - iat > JWT_MAX_LIFETIME + CLOCK_SLACK or exp > now + JWT_MAX_LIFETIME + CLOCK_SLACK:
+            return self._reject_jwt(
+                f"exp {exp} is more than {JWT_MAX_LIFETIME}s ahead",
+                "'Expiration time' claim ('exp') is too far in the future",
+            )
+        self._jwt_claims.append(claims)
+        return claims
+
+    def _reject_jwt(self, reason: str, message: str) -> Any:
+        self._jwt_rejections.append(reason)
+        raise ApiError(401, message)
+
+    def _token_for_repo(self, call: _Call, write: tuple[str, ...] = ()) -> tuple[FakeRepo, IssuedToken]:
+        """The repo and the caller's token, if that token may read (and with `write`, write) it."""
+        scheme, _, credential = call.request.headers.get("authorization", "").partition(" ")
+        if not credential.strip():
+            raise ApiError(401, "Requires authentication")
+        token = self._tokens.get(credential.strip())
+        if scheme.lower() not in {"token", "bearer"} or token is None or token.expired:
+            raise ApiError(401, "Bad credentials")
+        repo = self._repos.get(call.full_name.lower())
+        installation = self._installations.get(token.installation_id)
+        if repo is None or installation is None or repo.full_name not in installation.repos:
+            raise _not_found()
+        if token.repositories is not None and repo.full_name not in token.repositories:
+            raise _not_found()
+        if write and not any(token.permissions.get(name) == "write" for name in write):
+            raise ApiError(403, "Resource not accessible by integration")
+        return repo, token
+
+    # ------------------------------------------------------------------ state helpers
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _user_id(self, login: str) -> int:
+        return self._user_ids.setdefault(login.lower(), len(self._user_ids) + 1)
+
+    def _require_repo(self, full_name: str) -> FakeRepo:
+        repo = self._repos.get(full_name.lower())
+        if repo is None:
+            raise KeyError(f"unknown repo {full_name}; call add_repo first")
+        return repo
+
+    def _require_issue(self, full_name: str, number: int) -> FakeIssue:
+        issue = self._issues.get((full_name.lower(), number))
+        if issue is None:
+            raise KeyError(f"unknown issue {full_name}#{number}; call add_issue first")
+        return issue
+
+    def _store_comment(self, issue: FakeIssue, body: str, user: str) -> int:
+        comment_id = self._new_id()
+        stamp = _iso(_now())
+        self._comments[comment_id] = {
+            "id": comment_id,
+            "repo": issue.repo,
+            "issue_number": issue.number,
+            "body": body,
+            "user": user,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "history": [body],
+        }
+        return comment_id
+
+    def _issue_comments(self, issue: FakeIssue) -> list[dict[str, Any]]:
+        return [
+            comment
+            for comment in self._comments.values()
+            if comment["repo"] == issue.repo and comment["issue_number"] == issue.number
+        ]
+
+    def _role(self, repo: FakeRepo, login: str) -> str | None:
+        if login.lower() == repo.owner.lower():
+            return "admin"
+        return self._roles.get((repo.full_name.lower(), login.lower()))
+
+    def _author_association(self, repo: FakeRepo, login: str) -> str:
+        if login.lower() == repo.owner.lower():
+            return "OWNER"
+        if self._role(repo, login) in {"admin", "maintain", "write", "triage"}:
+            return "COLLABORATOR"
+        return "NONE"
+
+    def _issue_write_permissions(self, issue: FakeIssue) -> tuple[str, ...]:
+        return ("issues", "pull_requests") if issue.is_pr else ("issues",)
+
+    def _issue_for(self, call: _Call, repo: FakeRepo) -> FakeIssue:
+        issue = self._issues.get((repo.full_name.lower(), call.int_param("n")))
+        if issue is None:
+            raise _not_found()
+        return issue
+
+    def _comment_for(self, call: _Call, repo: FakeRepo) -> dict[str, Any]:
+        comment = self._comments.get(call.int_param("id"))
+        if comment is None or comment["repo"] != repo.full_name:
+            raise _not_found()
+        return comment
+
+    def _owner_type(self, login: str) -> str:
+        for installation in self._installations.values():
+            if installation.account_login.lower() == login.lower():
+                return installation.account_type
+        return "User"
+
+    # ------------------------------------------------------------------ renderers
+
+    def _user(self, login: str, api_base: str, user_type: str | None = None) -> dict[str, Any]:
+        user_id = self._user_id(login)
+        user = _replace_strings(
+            example("repos/get-collaborator-permission-level")["user"],
+            [(EXAMPLE_API_BASE, api_base), ("octocat", login)],
+        )
+        user.update(
+            id=user_id,
+            node_id=_node_id("04:User", user_id),
+            avatar_url=f"https://avatars.githubusercontent.com/u/{user_id}?v=4",
+            html_url=f"{HTML_BASE}/{login}",
+            type=user_type or ("Bot" if login.endswith("[bot]") else self._owner_type(login)),
+        )
+        return user
+
+    def _repo_json(self, repo: FakeRepo, api_base: str, *, full: bool) -> dict[str, Any]:
+        """A repository object: `full` is the GET /repos shape, else the summary shape."""
+        if full:
+            data = example("repos/get")
+            for key in ("parent", "source", "organization"):
+                data.pop(key, None)
+            data["template_repository"] = None
+        else:
+            data = example("apps/create-installation-access-token")["repositories"][0]
+        data = _replace_strings(
+            data, [("octocat/Hello-World", repo.full_name), (EXAMPLE_API_BASE, api_base)]
+        )
+        owner = self._user(repo.owner, api_base)
+        if full and owner["type"] == "Organization":
+            data["organization"] = owner
+        stamp = _iso(repo.created_at)
+        data.update(
+            id=repo.id,
+            node_id=_node_id("010:Repository", repo.id),
+            name=repo.name,
+            full_name=repo.full_name,
+            owner=owner,
+            private=repo.private,
+            visibility="private" if repo.private else "public",
+            fork=repo.fork,
+            description=repo.description,
+            default_branch=repo.default_branch,
+            clone_url=repo.clone_url or f"{HTML_BASE}/{repo.full_name}.git",
+            language=None,  # repos/get's example omits it, but githubkit requires it
+            mirror_url=None,
+            homepage=None,
+            topics=[],
+            is_template=False,
+            created_at=stamp,
+            updated_at=stamp,
+            pushed_at=stamp,
+        )
+        return data
+
+    def _installation_json(self, installation: FakeInstallation, api_base: str) -> dict[str, Any]:
+        data = example("apps/get-repo-installation")
+        account = self._user(installation.account_login, api_base, installation.account_type)
+        settings = (
+            f"{HTML_BASE}/organizations/{installation.account_login}/settings"
+            if installation.account_type == "Organization"
+            else f"{HTML_BASE}/settings"
+        )
+        stamp = _iso(installation.created_at)
+        data.update(
+            id=installation.id,
+            account=account,
+            repository_selection=installation.repository_selection,
+            access_tokens_url=f"{api_base}/app/installations/{installation.id}/access_tokens",
+            repositories_url=f"{api_base}/installation/repositories",
+            html_url=f"{settings}/installations/{installation.id}",
+            app_id=self.app_id,
+            client_id=f"Iv1.fake{self.app_id}",
+            target_id=account["id"],
+            target_type=installation.account_type,
+            permissions=dict(installation.permissions),
+            events=["issue_comment", "issues", "pull_request", "pull_request_review_comment"],
+            created_at=stamp,
+            updated_at=stamp,
+            single_file_name=None,
+            has_multiple_single_files=False,
+            single_file_paths=[],
+            app_slug=self.app_slug,
+        )
+        return data
+
+    def _issue_json(self, issue: FakeIssue, api_base: str) -> dict[str, Any]:
+        repo = self._require_repo(issue.repo)
+        data = _replace_strings(
+            example("issues/get"),
+            [
+                ("octocat/Hello-World", repo.full_name),
+                ("/1347", f"/{issue.number}"),
+                (EXAMPLE_API_BASE, api_base),
+            ],
+        )
+        if issue.is_pr:
+            data["pull_request"]["merged_at"] = None
+        else:
+            data.pop("pull_request", None)
+        stamp = _iso(issue.created_at)
+        data.update(
+            id=issue.id,
+            node_id=_node_id("05:Issue", issue.id),
+            number=issue.number,
+            title=issue.title,
+            body=issue.body,
+            user=self._user(issue.user, api_base),
+            state=issue.state,
+            labels=[],
+            assignee=None,
+            assignees=[],
+            milestone=None,
+            locked=False,
+            active_lock_reason=None,
+            comments=len(self._issue_comments(issue)),
+            closed_at=None,
+            closed_by=None,
+            created_at=stamp,
+            updated_at=stamp,
+            author_association=self._author_association(repo, issue.user),
+            state_reason=None,
+            pinned_comment=None,
+        )
+        return data
+
+    def _comment_json(self, comment: dict[str, Any], api_base: str) -> dict[str, Any]:
+        repo = self._require_repo(comment["repo"])
+        issue = self._require_issue(repo.full_name, comment["issue_number"])
+        kind = "pull" if issue.is_pr else "issues"
+        data = example("issues/create-comment")
+        data.update(
+            id=comment["id"],
+            node_id=_node_id("012:IssueComment", comment["id"]),
+            url=f"{api_base}/repos/{repo.full_name}/issues/comments/{comment['id']}",
+            html_url=(
+                f"{HTML_BASE}/{repo.full_name}/{kind}/{issue.number}"
+                f"#issuecomment-{comment['id']}"
+            ),
+            body=comment["body"],
+            user=self._user(comment["user"], api_base),
+            created_at=comment["created_at"],
+            updated_at=comment["updated_at"],
+            issue_url=f"{api_base}/repos/{repo.full_name}/issues/{issue.number}",
+            author_association=self._author_association(repo, comment["user"]),
+        )
+        return data
+
+    def _pull_json(self, pull: FakePull, api_base: str) -> dict[str, Any]:
+        repo = self._require_repo(pull.repo)
+        issue = self._require_issue(pull.repo, pull.number)
+        data = _replace_strings(
+            example("pulls/get"),
+            [
+                ("octocat/Hello-World", repo.full_name),
+                ("/1347", f"/{pull.number}"),
+                ("6dcb09b5b57875f334f61aebed695e2e4193db5e", pull.head_sha),
+                (EXAMPLE_API_BASE, api_base),
+            ],
+        )
+        head_repo = self._require_repo(pull.fork_full_name or pull.repo)
+        stamp = _iso(pull.created_at)
+        data.update(
+            id=pull.id,
+            node_id=_node_id("011:PullRequest", pull.id),
+            number=pull.number,
+            state=issue.state,
+            locked=False,
+            title=issue.title,
+            user=self._user(issue.user, api_base),
+            body=issue.body,
+            labels=[],
+            milestone=None,
+            active_lock_reason=None,
+            created_at=stamp,
+            updated_at=stamp,
+            closed_at=None,
+            merged_at=None,
+            merge_commit_sha=None,
+            assignee=None,
+            assignees=[],
+            requested_reviewers=[],
+            requested_teams=[],
+            head={
+                "label": f"{head_repo.owner}:{pull.head_ref}",
+                "ref": pull.head_ref,
+                "sha": pull.head_sha,
+                "user": self._user(head_repo.owner, api_base),
+                "repo": self._repo_json(head_repo, api_base, full=False),
+            },
+            base={
+                "label": f"{repo.owner}:{pull.base_ref}",
+                "ref": pull.base_ref,
+                "sha": pull.base_sha,
+                "user": self._user(repo.owner, api_base),
+                "repo": self._repo_json(repo, api_base, full=False),
+            },
+            author_association=self._author_association(repo, issue.user),
+            auto_merge=None,
+            draft=pull.draft,
+            merged=False,
+            mergeable=True,
+            rebaseable=True,
+            mergeable_state="clean",
+            merged_by=None,
+            comments=len(self._issue_comments(issue)),
+            review_comments=sum(
+                1
+                for comment in self._review_comments.values()
+                if comment["repo"] == repo.full_name and comment["pull_number"] == pull.number
+            ),
+            maintainer_can_modify=pull.fork_full_name is not None,
+            commits=1,
+            additions=sum(int(item.get("additions", 0)) for item in pull.files),
+            deletions=sum(int(item.get("deletions", 0)) for item in pull.files),
+            changed_files=len(pull.files),
+        )
+        return data
+
+    def _file_json(self, repo: FakeRepo, pull: FakePull, item: dict[str, Any]) -> dict[str, Any]:
+        data = example("pulls/list-files")[0]
+        filename = item["filename"]
+        additions = int(item.get("additions", 0))
+        deletions = int(item.get("deletions", 0))
+        data.update(
+            sha=item.get("sha", _sha(repo.full_name, pull.head_sha, filename)),
+            filename=filename,
+            status=item.get("status", "modified"),
+            additions=additions,
+            deletions=deletions,
+            changes=additions + deletions,
+            blob_url=f"{HTML_BASE}/{repo.full_name}/blob/{pull.head_sha}/{filename}",
+            raw_url=f"{HTML_BASE}/{repo.full_name}/raw/{pull.head_sha}/{filename}",
+            contents_url=f"{EXAMPLE_API_BASE}/repos/{repo.full_name}/contents/{filename}"
+            f"?ref={pull.head_sha}",
+            patch=item.get("patch", ""),
+        )
+        if "previous_filename" in item:
+            data["previous_filename"] = item["previous_filename"]
+        return data
+
+    def _reaction_json(self, reaction: dict[str, Any], api_base: str) -> dict[str, Any]:
+        data = example("reactions/create-for-issue-comment")
+        data.update(
+            id=reaction["id"],
+            node_id=_node_id("08:Reaction", reaction["id"]),
+            user=self._user(reaction["user"], api_base),
+            content=reaction["content"],
+            created_at=reaction["created_at"],
+        )
+        return data
+
+    def _paginate(self, call: _Call, items: list[Any]) -> _Reply:
+        """One page of `items` per `per_page`/`page`, with GitHub's `Link` header."""
+        query = call.request.query
+        per_page = min(max(_int_or(query.get("per_page"), 30), 1), 100)
+        page = max(_int_or(query.get("page"), 1), 1)
+        last = max(math.ceil(len(items) / per_page), 1)
+
+        def link(number: int, rel: str) -> str:
+            params = urlencode({**query, "per_page": per_page, "page": number})
+            return f'<{call.api_base}{call.request.path}?{params}>; rel="{rel}"'
+
+        links = []
+        if page > 1:
+            links += [link(min(page - 1, last), "prev"), link(1, "first")]
+        if page < last:
+            links += [link(page + 1, "next"), link(last, "last")]
+        headers = {"link": ", ".join(links)} if links else {}
+        return _Reply(200, items[(page - 1) * per_page : page * per_page], headers)
+
+    # ------------------------------------------------------------------ App endpoints
+
+    def _get_app(self, call: _Call) -> _Reply:
+        self._verify_app_jwt(call)
+        stamp = "2024-01-01T00:00:00Z"
+        return _Reply(
+            200,
+            {
+                "id": self.app_id,
+                "slug": self.app_slug,
+                "node_id": _node_id("03:Integration", self.app_id),
+                "client_id": f"Iv1.fake{self.app_id}",
+                "owner": self._user(self.app_owner, call.api_base),
+                "name": self.app_slug.replace("-", " ").title(),
+                "description": "A fake GitHub App",
+                "external_url": f"{HTML_BASE}/{self.app_owner}",
+                "html_url": f"{HTML_BASE}/apps/{self.app_slug}",
+                "created_at": stamp,
+                "updated_at": stamp,
+                "permissions": dict(DEFAULT_PERMISSIONS),
+                "events": ["issue_comment", "issues", "pull_request"],
+                "installations_count": len(self._installations),
+            },
+        )
+
+    def _get_repo_installation(self, call: _Call) -> _Reply:
+        self._verify_app_jwt(call)
+        for installation in self._installations.values():
+            if call.full_name.lower() in (name.lower() for name in installation.repos):
+                return _Reply(200, self._installation_json(installation, call.api_base))
+        raise _not_found()
+
+    def _create_token(self, call: _Call) -> _Reply:
+        self._verify_app_jwt(call)
+        installation = self._installations.get(call.int_param("id"))
+        if installation is None:
+            raise _not_found()
+        body = call.body
+        repos = self._narrowed_repos(installation, body)
+        requested = body.get("permissions")
+        permissions = dict(requested) if requested else dict(installation.permissions)
+        levels = {"read": 1, "write": 2}
+        for name, level in permissions.items():
+            if levels.get(installation.permissions.get(name, ""), 0) < levels.get(level, 3):
+                raise ApiError(
+                    422, "The permissions requested are not granted to this installation."
+                )
+        token = IssuedToken(
+            token="ghs_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36)),
+            installation_id=installation.id,
+            repositories=[repo.full_name for repo in repos] if repos is not None else None,
+            permissions=permissions,
+            expires_at=_now() + TOKEN_LIFETIME,
+        )
+        self._tokens[token.token] = token
+        self._token_log.append(copy.deepcopy(token))
+        data = example("apps/create-installation-access-token")
+        data.update(
+            token=token.token,
+            expires_at=_iso(token.expires_at),
+            permissions=permissions,
+            repository_selection="selected" if repos is not None else installation.repository_selection,
+        )
+        if repos is None:
+            data.pop("repositories", None)
+        else:
+            data["repositories"] = [self._repo_json(repo, call.api_base, full=False) for repo in repos]
+        return _Reply(201, data)
+
+    def _narrowed_repos(
+        self, installation: FakeInstallation, body: dict[str, Any]
+    ) -> list[FakeRepo] | None:
+        names = body.get("repositories")
+        ids = body.get("repository_ids")
+        if not names and not ids:
+            return None
+        installed = [self._require_repo(name) for name in installation.repos]
+        chosen: list[FakeRepo] = []
+        for name in names or []:
+            match = [repo for repo in installed if repo.name.lower() == str(name).lower()]
+            if not match:
+                raise _validation_failed(
+                    {"resource": "Repository", "field": "repositories", "code": "invalid"}
+                )
+            chosen += match
+        for repo_id in ids or []:
+            match = [repo for repo in installed if repo.id == repo_id]
+            if not match:
+                raise _validation_failed(
+                    {"resource": "Repository", "field": "repository_ids", "code": "invalid"}
+                )
+            chosen += match
+        return list({repo.id: repo for repo in chosen}.values())
+
+    # ------------------------------------------------------------------ repo endpoints
+
+    def _get_repo(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        return _Reply(200, self._repo_json(repo, call.api_base, full=True))
+
+    def _get_permission(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        login = call.params["user"]
+        role = self._role(repo, login)
+        if role is None:
+            if repo.private:
+                raise _not_found()
+            role = "read"
+        data = example("repos/get-collaborator-permission-level")
+        user = self._user(login, call.api_base)
+        rank = ROLES.index(role)
+        user.update(
+            role_name=role,  # githubkit's Collaborator model requires it; the example lacks it
+            permissions={
+                "admin": rank <= ROLES.index("admin"),
+                "maintain": rank <= ROLES.index("maintain"),
+                "push": rank <= ROLES.index("write"),
+                "triage": rank <= ROLES.index("triage"),
+                "pull": rank <= ROLES.index("read"),
+            },
+        )
+        data.update(permission=LEGACY_PERMISSION[role], role_name=role, user=user)
+        return _Reply(200, data)
+
+    def _get_issue(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        return _Reply(200, self._issue_json(self._issue_for(call, repo), call.api_base))
+
+    def _list_comments(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        issue = self._issue_for(call, repo)
+        comments = sorted(self._issue_comments(issue), key=lambda comment: comment["id"])
+        return self._paginate(call, [self._comment_json(c, call.api_base) for c in comments])
+
+    def _create_comment(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        issue = self._issue_for(call, repo)
+        self._token_for_repo(call, self._issue_write_permissions(issue))
+        body = _comment_body(call)
+        comment_id = self._store_comment(issue, body, self.bot_login)
+        return _Reply(201, self._comment_json(self._comments[comment_id], call.api_base))
+
+    def _get_comment(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        return _Reply(200, self._comment_json(self._comment_for(call, repo), call.api_base))
+
+    def _update_comment(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        comment = self._comment_for(call, repo)
+        issue = self._require_issue(repo.full_name, comment["issue_number"])
+        self._token_for_repo(call, self._issue_write_permissions(issue))
+        body = _comment_body(call)
+        comment.update(body=body, updated_at=_iso(_now()))
+        comment["history"].append(body)
+        return _Reply(200, self._comment_json(comment, call.api_base))
+
+    def _react_comment(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        comment = self._comment_for(call, repo)
+        issue = self._require_issue(repo.full_name, comment["issue_number"])
+        self._token_for_repo(call, self._issue_write_permissions(issue))
+        return self._react(call, repo, "issue_comment", comment["id"])
+
+    def _react_issue(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        issue = self._issue_for(call, repo)
+        self._token_for_repo(call, self._issue_write_permissions(issue))
+        return self._react(call, repo, "issue", issue.number)
+
+    def _react_review_comment(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        comment = self._review_comments.get(call.int_param("id"))
+        if comment is None or comment["repo"] != repo.full_name:
+            raise _not_found()
+        self._token_for_repo(call, ("pull_requests",))
+        return self._react(call, repo, "pull_request_review_comment", comment["id"])
+
+    def _react(self, call: _Call, repo: FakeRepo, kind: str, target_id: int) -> _Reply:
+        content = call.body.get("content")
+        if content not in REACTIONS:
+            raise _validation_failed({"resource": "Reaction", "field": "content", "code": "invalid"})
+        for reaction in self._reactions:
+            if (reaction["repo"], reaction["target_kind"], reaction["target_id"]) == (
+                repo.full_name,
+                kind,
+                target_id,
+            ) and (reaction["content"], reaction["user"]) == (content, self.bot_login):
+                return _Reply(200, self._reaction_json(reaction, call.api_base))
+        reaction = {
+            "id": self._new_id(),
+            "target_kind": kind,
+            "target_id": target_id,
+            "content": content,
+            "repo": repo.full_name,
+            "user": self.bot_login,
+            "created_at": _iso(_now()),
+        }
+        self._reactions.append(reaction)
+        return _Reply(201, self._reaction_json(reaction, call.api_base))
+
+    def _pull_for(self, call: _Call, repo: FakeRepo) -> FakePull:
+        pull = self._pulls.get((repo.full_name.lower(), call.int_param("n")))
+        if pull is None:
+            raise _not_found()
+        return pull
+
+    def _get_pull(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        return _Reply(200, self._pull_json(self._pull_for(call, repo), call.api_base))
+
+    def _list_pull_files(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        pull = self._pull_for(call, repo)
+        return self._paginate(call, [self._file_json(repo, pull, item) for item in pull.files])
+
+    def _create_pull(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call, ("pull_requests",))
+        body = call.body
+        for name in ("title", "head", "base"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise _validation_failed(
+                    {"resource": "PullRequest", "field": name, "code": "missing_field"}
+                )
+        head_owner, _, head_ref = body["head"].rpartition(":")
+        fork = None
+        if head_owner and head_owner.lower() != repo.owner.lower():
+            fork = f"{head_owner}/{repo.name}"
+        if fork is None and head_ref == body["base"]:
+            raise _validation_failed(
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"No commits between {body['base']} and {head_ref}",
+                }
+            )
+        for pull in self._pulls.values():
+            issue = self._issues[(pull.repo.lower(), pull.number)]
+            if (
+                pull.repo == repo.full_name
+                and issue.state == "open"
+                and (pull.head_ref, pull.base_ref, pull.fork_full_name)
+                == (head_ref, body["base"], fork)
+            ):
+                raise _validation_failed(
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"A pull request already exists for {body['head']}.",
+                    }
+                )
+        number = 1 + max(
+            (number for name, number in self._issues if name == repo.full_name.lower()), default=0
+        )
+        self.add_pull(
+            repo.full_name,
+            number,
+            head_ref,
+            _sha(fork or repo.full_name, head_ref),
+            body["base"],
+            self.bot_login,
+            draft=bool(body.get("draft", False)),
+            fork_full_name=fork,
+            title=body["title"],
+            body=body.get("body"),
+        )
+        self._created_pulls.append(
+            {
+                "repo": repo.full_name,
+                "number": number,
+                "title": body["title"],
+                "body": body.get("body"),
+                "head": body["head"],
+                "base": body["base"],
+                "draft": bool(body.get("draft", False)),
+                "user": self.bot_login,
+            }
+        )
+        pull = self._pulls[(repo.full_name.lower(), number)]
+        return _Reply(201, self._pull_json(pull, call.api_base))
+
+    def _create_review(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call, ("pull_requests",))
+        pull = self._pull_for(call, repo)
+        issue = self._require_issue(repo.full_name, pull.number)
+        body = call.body
+        event = body.get("event")
+        if event is not None and event not in REVIEW_STATES:
+            raise ApiError(422, "Unprocessable Entity", errors=[f"Invalid event {event!r}"])
+        if event in {"REQUEST_CHANGES", "COMMENT"} and not body.get("body"):
+            raise ApiError(
+                422, "Unprocessable Entity", errors=[f"Review body is required for {event}"]
+            )
+        if event in {"APPROVE", "REQUEST_CHANGES"} and issue.user == self.bot_login:
+            verb = "approve" if event == "APPROVE" else "request changes on"
+            raise ApiError(
+                422, "Unprocessable Entity", errors=[f"Can not {verb} your own pull request"]
+            )
+        state = REVIEW_STATES.get(event or "", "PENDING")
+        review_id = self._new_id()
+        commit_id = body.get("commit_id") or pull.head_sha
+        self._reviews.append(
+            {
+                "id": review_id,
+                "repo": repo.full_name,
+                "pull_number": pull.number,
+                "body": body.get("body", ""),
+                "event": event,
+                "state": state,
+                "comments": copy.deepcopy(body.get("comments", [])),
+                "commit_id": commit_id,
+            }
+        )
+        html = f"{HTML_BASE}/{repo.full_name}/pull/{pull.number}#pullrequestreview-{review_id}"
+        api = f"{call.api_base}/repos/{repo.full_name}/pulls/{pull.number}"
+        data = example("pulls/create-review")
+        data.update(
+            id=review_id,
+            node_id=_node_id("017:PullRequestReview", review_id),
+            user=self._user(self.bot_login, call.api_base),
+            body=body.get("body", ""),
+            state=state,
+            html_url=html,
+            pull_request_url=api,
+            _links={"html": {"href": html}, "pull_request": {"href": api}},
+            submitted_at=None if state == "PENDING" else _iso(_now()),
+            commit_id=commit_id,
+            author_association=self._author_association(repo, self.bot_login),
+        )
+        if state == "PENDING":
+            data.pop("submitted_at")
+        return _Reply(200, data)
+
+
+def _int_or(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _comment_body(call: _Call) -> str:
+    body = call.body.get("body")
+    if not isinstance(body, str) or not body:
+        raise _validation_failed({"resource": "IssueComment", "field": "body", "code": "missing_field"})
+    if len(body) > MAX_BODY:
+        raise _validation_failed(
+            {
+                "resource": "IssueComment",
+                "field": "body",
+                "code": "custom",
+                "message": f"Body is too long (maximum is {MAX_BODY} characters)",
+            }
+        )
+    return body
