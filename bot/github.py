@@ -192,9 +192,10 @@ class GitHubApp:
             body["repositories"] = repositories
         if permissions:
             body["permissions"] = permissions
-        response = await self.app_client().rest.apps.async_create_installation_access_token(
+        client = self.app_client()  # githubkit namespaces hold only a weak reference to it
+        response = await client.rest.apps.async_create_installation_access_token(
             installation_id,
-            data=body or None,  # type: ignore[arg-type]
+            data=body,  # type: ignore[call-overload]
         )
         data = response.parsed_data
         granted = (
@@ -247,5 +248,6 @@ class GitHubApp:
 
     async def find_installation(self, owner: str, repo: str) -> int:
         """The installation id covering a repository, asked of GitHub as the App."""
-        response = await self.app_client().rest.apps.async_get_repo_installation(owner, repo)
+        client = self.app_client()
+        response = await client.rest.apps.async_get_repo_installation(owner, repo)
         return response.parsed_data.id

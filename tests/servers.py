@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 import httpx
 import uvicorn
@@ -21,7 +21,8 @@ class ServerThread:
             httpx.get(f"{server.url}/healthz")
 
     Port 0 lets the kernel pick a free port; the real one is read back once uvicorn listens.
-    With `health_path`, `start()` also waits until that path answers below 500.
+    With `health_path`, `start()` also waits until that path answers below 500. `lifespan="on"`
+    runs the app's startup and shutdown events (off by default: fakes have none).
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class ServerThread:
         app: ASGIApp,
         *,
         health_path: str | None = None,
+        lifespan: Literal["on", "off", "auto"] = "off",
         startup_timeout: float = 10.0,
     ) -> None:
         self._config = uvicorn.Config(
@@ -37,7 +39,7 @@ class ServerThread:
             port=0,
             loop="asyncio",
             ws="none",  # no websockets: avoids their deprecation warnings under -W error
-            lifespan="off",
+            lifespan=lifespan,  # "on" runs the app's startup/shutdown in the server thread
             log_config=None,  # leave the test's logging configuration alone
             log_level="warning",
             access_log=False,

@@ -32,8 +32,12 @@ from starlette.types import Receive, Scope, Send
 
 from tests.servers import ServerThread
 
+# GitHub's documented response examples, kept next to the repository (see their SOURCE.md).
 EXAMPLES_DIR = Path(
-    os.environ.get("GITHUB_REST_EXAMPLES", "/work/shared/github/rest-examples")
+    os.environ.get(
+        "GITHUB_REST_EXAMPLES",
+        Path(__file__).resolve().parents[3] / "shared" / "github" / "rest-examples",
+    )
 )
 DOCS = "https://docs.github.com/rest"
 HTML_BASE = "https://github.com"
@@ -65,7 +69,6 @@ MAX_BODY = 65536
 JWT_MAX_LIFETIME = 600  # GitHub: exp at most 10 minutes after iat
 CLOCK_SLACK = 5  # seconds of leeway for the client's clock
 TOKEN_LIFETIME = timedelta(hours=1)
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 _OWNER = r"(?P<owner>[^/]+)"
 _REPO = r"(?P<repo>[^/]+)"
@@ -125,7 +128,7 @@ class RecordedRequest:
 
 @dataclass
 class IssuedToken:
-    """An installation token the fake minted; `repositories` is None when not narrowed."""
+    """A minted installation token; `repositories` holds full names, None if not narrowed."""
 
     token: str
     installation_id: int
@@ -272,13 +275,15 @@ class FakeGitHub:
     """A stateful fake of the GitHub REST endpoints the bot uses, answered in GitHub's shapes.
 
     Bodies start from GitHub's documented examples (`EXAMPLES_DIR`) and carry the fake's state.
-    Auth is enforced like GitHub does for an App, with these deliberate differences:
+    The rules it enforces:
 
     - App endpoints (`/app...`, `/repos/{o}/{r}/installation`) need a valid RS256 App JWT.
     - Every other endpoint needs a live installation token (`token` or `Bearer` scheme) whose
-      installation, and narrowed repository list if any, includes the repo. Unlike GitHub, public
-      repos are not readable without such a token: the fake is stricter on purpose.
+      installation, and narrowed repository list if any, includes the repo, else 401/404. Unlike
+      GitHub, public repos are not readable without such a token: stricter on purpose.
     - Writes need the matching permission (`issues`, `pull_requests`) at `write`, else 403.
+    - Issues, PRs and comments must be seeded (`add_issue`, `add_comment`, `add_from_webhook`,
+      ...) before they are read or reacted to; unknown ones answer 404 as on GitHub.
     - Collaborator permission of a user never given a role: `read` on a public repo and 404 on a
       private one (GitHub answers 404 for non-collaborators it may not disclose).
     - Anything not implemented answers 501 and is listed in `unexpected`.
@@ -306,7 +311,7 @@ class FakeGitHub:
         self._installations: dict[int, FakeInstallation] = {}
         self._roles: dict[tuple[str, str], str] = {}
         self._tokens: dict[str, IssuedToken] = {}
-        self._token_log: list[IssuedToken] = []
+        self._token_log: list[dict[str, Any]] = []
         self._jwt_claims: list[dict[str, Any]] = []
         self._jwt_rejections: list[str] = []
         self._issues: dict[tuple[str, int], FakeIssue] = {}
@@ -434,11 +439,14 @@ class FakeGitHub:
         body: str | None = "",
         user: str = "octocat",
         is_pr: bool = False,
+        *,
+        issue_id: int | None = None,
     ) -> None:
+        """Add an open issue (`is_pr` marks a PR's issue; `add_pull` sets it for you)."""
         with self._lock:
             repo = self._require_repo(full_name)
             self._issues[(repo.full_name.lower(), number)] = FakeIssue(
-                id=self._new_id(),
+                id=self._claim_id(issue_id),
                 repo=repo.full_name,
                 number=number,
                 title=title,
@@ -484,17 +492,33 @@ class FakeGitHub:
                 created_at=_now(),
             )
 
-    def add_comment(self, full_name: str, issue_number: int, body: str, user: str) -> int:
-        """Seed an issue or PR conversation comment; returns its id."""
+    def add_comment(
+        self,
+        full_name: str,
+        issue_number: int,
+        body: str,
+        user: str,
+        *,
+        comment_id: int | None = None,
+    ) -> int:
+        """Seed an issue or PR conversation comment; returns its id (`comment_id` if given)."""
         with self._lock:
             issue = self._require_issue(full_name, issue_number)
-            return self._store_comment(issue, body, user)
+            return self._store_comment(issue, body, user, comment_id)
 
-    def add_review_comment(self, full_name: str, pull_number: int, body: str, user: str) -> int:
+    def add_review_comment(
+        self,
+        full_name: str,
+        pull_number: int,
+        body: str,
+        user: str,
+        *,
+        comment_id: int | None = None,
+    ) -> int:
         """Seed a PR review (diff) comment so reactions to it can be tested; returns its id."""
         with self._lock:
             repo = self._require_repo(full_name)
-            comment_id = self._new_id()
+            comment_id = self._claim_id(comment_id)
             self._review_comments[comment_id] = {
                 "id": comment_id,
                 "repo": repo.full_name,
@@ -503,6 +527,66 @@ class FakeGitHub:
                 "user": user,
             }
             return comment_id
+
+    def add_from_webhook(self, payload: dict[str, Any]) -> None:
+        """Seed the repo, issue or PR, and comment a webhook payload talks about, with its ids.
+
+        Handles `issue_comment`, `issues`, `pull_request`, `pull_request_review_comment` payloads.
+        Installations are not touched: call `add_installation` yourself.
+        """
+        with self._lock:
+            repository = payload["repository"]
+            full_name = repository["full_name"]
+            if full_name.lower() not in self._repos:
+                self.add_repo(
+                    full_name,
+                    default_branch=repository.get("default_branch", "main"),
+                    private=bool(repository.get("private", False)),
+                )
+            if pull := payload.get("pull_request"):
+                head_repo = (pull["head"].get("repo") or {}).get("full_name") or full_name
+                self.add_pull(
+                    full_name,
+                    pull["number"],
+                    pull["head"]["ref"],
+                    pull["head"]["sha"],
+                    pull["base"]["ref"],
+                    pull["user"]["login"],
+                    draft=bool(pull.get("draft", False)),
+                    fork_full_name=head_repo if head_repo.lower() != full_name.lower() else None,
+                    title=pull.get("title", ""),
+                    body=pull.get("body"),
+                    base_sha=pull["base"].get("sha"),
+                )
+            if issue := payload.get("issue"):
+                key = (full_name.lower(), issue["number"])
+                if key not in self._issues:
+                    self.add_issue(
+                        full_name,
+                        issue["number"],
+                        issue.get("title", ""),
+                        issue.get("body"),
+                        issue["user"]["login"],
+                        is_pr="pull_request" in issue,
+                        issue_id=issue.get("id"),
+                    )
+            comment = payload.get("comment")
+            if comment and pull and "diff_hunk" in comment:
+                self.add_review_comment(
+                    full_name,
+                    pull["number"],
+                    comment["body"],
+                    comment["user"]["login"],
+                    comment_id=comment["id"],
+                )
+            elif comment and issue:
+                self.add_comment(
+                    full_name,
+                    issue["number"],
+                    comment["body"],
+                    comment["user"]["login"],
+                    comment_id=comment["id"],
+                )
 
     def expire_tokens(self) -> None:
         """Make every issued installation token expired, as after an hour."""
@@ -533,7 +617,9 @@ class FakeGitHub:
                 )
             )
 
-    def delay(self, method: str, path_regex: str, seconds: float, *, times: int | None = None) -> None:
+    def delay(
+        self, method: str, path_regex: str, seconds: float, *, times: int | None = None
+    ) -> None:
         """Wait `seconds` before answering matching requests (all of them unless `times`)."""
         with self._lock:
             self._delays.append(_Delay(method.upper(), re.compile(path_regex), seconds, times))
@@ -581,7 +667,13 @@ class FakeGitHub:
             return copy.deepcopy(self._reactions)
 
     @property
-    def token_log(self) -> list[IssuedToken]:
+    def token_log(self) -> list[dict[str, Any]]:
+        """Every token minted: {token, installation_id, repositories, repository_ids,
+        repository_full_names, permissions, expires_at}.
+
+        `repositories` and `repository_ids` are the narrowing as requested (None when absent);
+        `repository_full_names` what it resolved to; `permissions` what was granted.
+        """
         with self._lock:
             return copy.deepcopy(self._token_log)
 
@@ -642,11 +734,14 @@ class FakeGitHub:
 
     def _dispatch(self, record: RecordedRequest, raw: bytes, api_base: str) -> _Reply:
         with self._lock:
-            if (failure := self._take_failure(record)) is not None:
-                return failure
             try:
                 record.json = json.loads(raw) if raw else None
+                parsed = True
             except ValueError:
+                parsed = False
+            if (failure := self._take_failure(record)) is not None:
+                return failure
+            if not parsed:
                 return ApiError(400, "Problems parsing JSON").reply
             for method, pattern, handler in self._routes:
                 match = pattern.fullmatch(record.path)
@@ -662,7 +757,9 @@ class FakeGitHub:
                         )
                         return ApiError(500, "FakeGitHub handler crashed").reply
             self._unexpected.append(f"{record.method} {record.path}")
-            return ApiError(501, f"FakeGitHub does not implement {record.method} {record.path}").reply
+            return ApiError(
+                501, f"FakeGitHub does not implement {record.method} {record.path}"
+            ).reply
 
     def _take_failure(self, record: RecordedRequest) -> _Reply | None:
         for failure in self._failures:
@@ -703,7 +800,7 @@ class FakeGitHub:
     def _verify_app_jwt(self, call: _Call) -> dict[str, Any]:
         scheme, _, credential = call.request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            return self._reject_jwt("no Bearer JWT", "A JSON web token could not be decoded")
+            raise self._jwt_error("no Bearer JWT", "A JSON web token could not be decoded")
         try:
             claims: dict[str, Any] = jwt.decode(
                 credential.strip(),
@@ -717,37 +814,42 @@ class FakeGitHub:
                 },
             )
         except jwt.InvalidTokenError as error:
-            return self._reject_jwt(f"decode: {error}", "A JSON web token could not be decoded")
+            raise self._jwt_error(
+                f"decode: {error}", "A JSON web token could not be decoded"
+            ) from None
         now = time.time()
         iat, exp = claims["iat"], claims["exp"]
         if str(claims["iss"]) != str(self.app_id):
-            return self._reject_jwt(
-                f"iss {claims['iss']!r} is not {self.app_id}", "A JSON web token could not be decoded"
+            raise self._jwt_error(
+                f"iss {claims['iss']!r} is not {self.app_id}",
+                "A JSON web token could not be decoded",
             )
         if not isinstance(iat, int | float) or iat > now + CLOCK_SLACK:
-            return self._reject_jwt(
+            raise self._jwt_error(
                 f"iat {iat} is in the future",
                 "'Issued at' claim ('iat') must be an Integer representing a time in the past.",
             )
         if not isinstance(exp, int | float) or exp <= now:
-            return self._reject_jwt(
+            raise self._jwt_error(
                 f"exp {exp} has passed",
                 "'Expiration time' claim ('exp') must be a numeric value representing the future"
                 " time at which the assertion expires.",
             )
         if exp - iat > JWT_MAX_LIFETIME + CLOCK_SLACK or exp > now + JWT_MAX_LIFETIME + CLOCK_SLACK:
-            return self._reject_jwt(
+            raise self._jwt_error(
                 f"exp {exp} is more than {JWT_MAX_LIFETIME}s ahead",
                 "'Expiration time' claim ('exp') is too far in the future",
             )
         self._jwt_claims.append(claims)
         return claims
 
-    def _reject_jwt(self, reason: str, message: str) -> Any:
+    def _jwt_error(self, reason: str, message: str) -> ApiError:
         self._jwt_rejections.append(reason)
-        raise ApiError(401, message)
+        return ApiError(401, message)
 
-    def _token_for_repo(self, call: _Call, write: tuple[str, ...] = ()) -> tuple[FakeRepo, IssuedToken]:
+    def _token_for_repo(
+        self, call: _Call, write: tuple[str, ...] = ()
+    ) -> tuple[FakeRepo, IssuedToken]:
         """The repo and the caller's token, if that token may read (and with `write`, write) it."""
         scheme, _, credential = call.request.headers.get("authorization", "").partition(" ")
         if not credential.strip():
@@ -771,6 +873,13 @@ class FakeGitHub:
         self._next_id += 1
         return self._next_id
 
+    def _claim_id(self, wanted: int | None) -> int:
+        """`wanted` (keeping later ids above it), or a fresh id."""
+        if wanted is None:
+            return self._new_id()
+        self._next_id = max(self._next_id, wanted)
+        return wanted
+
     def _user_id(self, login: str) -> int:
         return self._user_ids.setdefault(login.lower(), len(self._user_ids) + 1)
 
@@ -786,8 +895,10 @@ class FakeGitHub:
             raise KeyError(f"unknown issue {full_name}#{number}; call add_issue first")
         return issue
 
-    def _store_comment(self, issue: FakeIssue, body: str, user: str) -> int:
-        comment_id = self._new_id()
+    def _store_comment(
+        self, issue: FakeIssue, body: str, user: str, comment_id: int | None = None
+    ) -> int:
+        comment_id = self._claim_id(comment_id)
         stamp = _iso(_now())
         self._comments[comment_id] = {
             "id": comment_id,
@@ -845,7 +956,7 @@ class FakeGitHub:
 
     def _user(self, login: str, api_base: str, user_type: str | None = None) -> dict[str, Any]:
         user_id = self._user_id(login)
-        user = _replace_strings(
+        user: dict[str, Any] = _replace_strings(
             example("repos/get-collaborator-permission-level")["user"],
             [(EXAMPLE_API_BASE, api_base), ("octocat", login)],
         )
@@ -861,7 +972,7 @@ class FakeGitHub:
     def _repo_json(self, repo: FakeRepo, api_base: str, *, full: bool) -> dict[str, Any]:
         """A repository object: `full` is the GET /repos shape, else the summary shape."""
         if full:
-            data = example("repos/get")
+            data: dict[str, Any] = example("repos/get")
             for key in ("parent", "source", "organization"):
                 data.pop(key, None)
             data["template_repository"] = None
@@ -898,7 +1009,7 @@ class FakeGitHub:
         return data
 
     def _installation_json(self, installation: FakeInstallation, api_base: str) -> dict[str, Any]:
-        data = example("apps/get-repo-installation")
+        data: dict[str, Any] = example("apps/get-repo-installation")
         account = self._user(installation.account_login, api_base, installation.account_type)
         settings = (
             f"{HTML_BASE}/organizations/{installation.account_login}/settings"
@@ -930,7 +1041,7 @@ class FakeGitHub:
 
     def _issue_json(self, issue: FakeIssue, api_base: str) -> dict[str, Any]:
         repo = self._require_repo(issue.repo)
-        data = _replace_strings(
+        data: dict[str, Any] = _replace_strings(
             example("issues/get"),
             [
                 ("octocat/Hello-World", repo.full_name),
@@ -972,14 +1083,13 @@ class FakeGitHub:
         repo = self._require_repo(comment["repo"])
         issue = self._require_issue(repo.full_name, comment["issue_number"])
         kind = "pull" if issue.is_pr else "issues"
-        data = example("issues/create-comment")
+        data: dict[str, Any] = example("issues/create-comment")
         data.update(
             id=comment["id"],
             node_id=_node_id("012:IssueComment", comment["id"]),
             url=f"{api_base}/repos/{repo.full_name}/issues/comments/{comment['id']}",
             html_url=(
-                f"{HTML_BASE}/{repo.full_name}/{kind}/{issue.number}"
-                f"#issuecomment-{comment['id']}"
+                f"{HTML_BASE}/{repo.full_name}/{kind}/{issue.number}#issuecomment-{comment['id']}"
             ),
             body=comment["body"],
             user=self._user(comment["user"], api_base),
@@ -993,7 +1103,7 @@ class FakeGitHub:
     def _pull_json(self, pull: FakePull, api_base: str) -> dict[str, Any]:
         repo = self._require_repo(pull.repo)
         issue = self._require_issue(pull.repo, pull.number)
-        data = _replace_strings(
+        data: dict[str, Any] = _replace_strings(
             example("pulls/get"),
             [
                 ("octocat/Hello-World", repo.full_name),
@@ -1061,8 +1171,10 @@ class FakeGitHub:
         )
         return data
 
-    def _file_json(self, repo: FakeRepo, pull: FakePull, item: dict[str, Any]) -> dict[str, Any]:
-        data = example("pulls/list-files")[0]
+    def _file_json(
+        self, repo: FakeRepo, pull: FakePull, item: dict[str, Any], api_base: str
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = example("pulls/list-files")[0]
         filename = item["filename"]
         additions = int(item.get("additions", 0))
         deletions = int(item.get("deletions", 0))
@@ -1075,7 +1187,7 @@ class FakeGitHub:
             changes=additions + deletions,
             blob_url=f"{HTML_BASE}/{repo.full_name}/blob/{pull.head_sha}/{filename}",
             raw_url=f"{HTML_BASE}/{repo.full_name}/raw/{pull.head_sha}/{filename}",
-            contents_url=f"{EXAMPLE_API_BASE}/repos/{repo.full_name}/contents/{filename}"
+            contents_url=f"{api_base}/repos/{repo.full_name}/contents/{filename}"
             f"?ref={pull.head_sha}",
             patch=item.get("patch", ""),
         )
@@ -1084,7 +1196,7 @@ class FakeGitHub:
         return data
 
     def _reaction_json(self, reaction: dict[str, Any], api_base: str) -> dict[str, Any]:
-        data = example("reactions/create-for-issue-comment")
+        data: dict[str, Any] = example("reactions/create-for-issue-comment")
         data.update(
             id=reaction["id"],
             node_id=_node_id("08:Reaction", reaction["id"]),
@@ -1161,25 +1273,40 @@ class FakeGitHub:
                     422, "The permissions requested are not granted to this installation."
                 )
         token = IssuedToken(
-            token="ghs_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36)),
+            token="ghs_"
+            + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36)),
             installation_id=installation.id,
             repositories=[repo.full_name for repo in repos] if repos is not None else None,
             permissions=permissions,
             expires_at=_now() + TOKEN_LIFETIME,
         )
         self._tokens[token.token] = token
-        self._token_log.append(copy.deepcopy(token))
-        data = example("apps/create-installation-access-token")
+        self._token_log.append(
+            {
+                "token": token.token,
+                "installation_id": installation.id,
+                "repositories": body.get("repositories"),
+                "repository_ids": body.get("repository_ids"),
+                "repository_full_names": copy.copy(token.repositories),
+                "permissions": dict(permissions),
+                "expires_at": _iso(token.expires_at),
+            }
+        )
+        data: dict[str, Any] = example("apps/create-installation-access-token")
         data.update(
             token=token.token,
             expires_at=_iso(token.expires_at),
             permissions=permissions,
-            repository_selection="selected" if repos is not None else installation.repository_selection,
+            repository_selection="selected"
+            if repos is not None
+            else installation.repository_selection,
         )
         if repos is None:
             data.pop("repositories", None)
         else:
-            data["repositories"] = [self._repo_json(repo, call.api_base, full=False) for repo in repos]
+            data["repositories"] = [
+                self._repo_json(repo, call.api_base, full=False) for repo in repos
+            ]
         return _Reply(201, data)
 
     def _narrowed_repos(
@@ -1221,7 +1348,7 @@ class FakeGitHub:
             if repo.private:
                 raise _not_found()
             role = "read"
-        data = example("repos/get-collaborator-permission-level")
+        data: dict[str, Any] = example("repos/get-collaborator-permission-level")
         user = self._user(login, call.api_base)
         rank = ROLES.index(role)
         user.update(
@@ -1293,7 +1420,9 @@ class FakeGitHub:
     def _react(self, call: _Call, repo: FakeRepo, kind: str, target_id: int) -> _Reply:
         content = call.body.get("content")
         if content not in REACTIONS:
-            raise _validation_failed({"resource": "Reaction", "field": "content", "code": "invalid"})
+            raise _validation_failed(
+                {"resource": "Reaction", "field": "content", "code": "invalid"}
+            )
         for reaction in self._reactions:
             if (reaction["repo"], reaction["target_kind"], reaction["target_id"]) == (
                 repo.full_name,
@@ -1326,7 +1455,9 @@ class FakeGitHub:
     def _list_pull_files(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call)
         pull = self._pull_for(call, repo)
-        return self._paginate(call, [self._file_json(repo, pull, item) for item in pull.files])
+        return self._paginate(
+            call, [self._file_json(repo, pull, item, call.api_base) for item in pull.files]
+        )
 
     def _create_pull(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call, ("pull_requests",))
@@ -1427,7 +1558,7 @@ class FakeGitHub:
         )
         html = f"{HTML_BASE}/{repo.full_name}/pull/{pull.number}#pullrequestreview-{review_id}"
         api = f"{call.api_base}/repos/{repo.full_name}/pulls/{pull.number}"
-        data = example("pulls/create-review")
+        data: dict[str, Any] = example("pulls/create-review")
         data.update(
             id=review_id,
             node_id=_node_id("017:PullRequestReview", review_id),
@@ -1456,7 +1587,9 @@ def _int_or(value: str | None, default: int) -> int:
 def _comment_body(call: _Call) -> str:
     body = call.body.get("body")
     if not isinstance(body, str) or not body:
-        raise _validation_failed({"resource": "IssueComment", "field": "body", "code": "missing_field"})
+        raise _validation_failed(
+            {"resource": "IssueComment", "field": "body", "code": "missing_field"}
+        )
     if len(body) > MAX_BODY:
         raise _validation_failed(
             {

@@ -1,0 +1,669 @@
+"""Measure how fast the real app acks signed deliveries, against an HMAC-only ceiling."""
+# ruff: noqa: T201
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import hashlib
+import hmac
+import importlib.metadata
+import os
+import platform
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal, cast
+
+import orjson
+import uvicorn
+from arq.constants import default_queue_name
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot import logs
+from bot.config import Settings
+from bot.web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = Path("/work/shared/github/webhook-payloads/issue_comment/created.with-installation.json")
+WEBHOOK_PATH = "/webhooks/github"
+SECRET_ENV = "WEBHOOK_INTAKE_SECRET"
+KEY_ENV = "WEBHOOK_INTAKE_PRIVATE_KEY"
+HOST = "127.0.0.1"
+MENTION = "@openhands fix this"
+GOAL_RATIO = 0.60
+GOAL_P99_MS = 15.0
+GOAL_CONCURRENCY = 64
+MAX_REJECTIONS_KEPT = 5
+
+Target = Literal["bare", "real"]
+TARGETS: tuple[Target, ...] = ("bare", "real")
+
+
+# --- servers (run in a subprocess: `--serve bare|real --port N`) ------------------------------
+
+
+def bare_app(secret: bytes) -> Starlette:
+    """The ceiling: read the body, check its HMAC in constant time, answer 202."""
+    accepted = b'{"status":"queued"}'
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        given = request.headers.get("x-hub-signature-256", "").encode()
+        expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        if not hmac.compare_digest(expected, given):
+            return Response(b'{"error":"bad signature"}', 401, media_type="application/json")
+        return Response(accepted, 202, media_type="application/json")
+
+    return Starlette(routes=[Route(WEBHOOK_PATH, webhook, methods=["POST"])])
+
+
+def real_app(redis_url: str, bot_log_level: str | None) -> FastAPI:
+    """The bot's own app, built the way `openhands-bot web` builds it."""
+    settings = Settings(
+        _env_file=None,
+        github_app_id=1,
+        github_private_key=os.environ[KEY_ENV],
+        github_webhook_secret=os.environ[SECRET_ENV],
+        redis_url=redis_url,
+        bot_handle="openhands",
+    )
+    settings.require_web()
+    if bot_log_level is not None:
+        logs.configure(bot_log_level)
+    return create_app(settings)
+
+
+def serve(target: Target, port: int, redis_url: str, bot_log_level: str | None) -> None:
+    secret = os.environ[SECRET_ENV].encode()
+    app = bare_app(secret) if target == "bare" else real_app(redis_url, bot_log_level)
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        ws="none",
+        lifespan="on" if target == "real" else "off",
+        access_log=False,
+        log_level="warning",
+    )
+    uvicorn.Server(config).run()
+
+
+def serve_profiled(
+    target: Target, port: int, redis_url: str, bot_log_level: str | None, out: Path
+) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        serve(target, port, redis_url, bot_log_level)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(out)
+
+
+# --- deliveries -------------------------------------------------------------------------------
+
+
+def delivery_body(size: int) -> bytes:
+    """The fixture with a comment that mentions the bot, padded (before the mention) to ~size."""
+    payload = orjson.loads(PAYLOAD.read_bytes())
+    payload["comment"]["body"] = MENTION
+    shortfall = size - len(orjson.dumps(payload))
+    if shortfall > 2:
+        line = "The flaky test in the intake module fails about once in twenty runs on CI. "
+        filler = (line * (shortfall // len(line) + 1))[: shortfall - 2]
+        payload["comment"]["body"] = f"{filler}\n\n{MENTION}"
+    return orjson.dumps(payload)
+
+
+class Requests:
+    """Pre-built request bytes; only the X-GitHub-Delivery value changes between requests."""
+
+    def __init__(self, body: bytes, secret: bytes, port: int) -> None:
+        signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        self._head = (
+            f"POST {WEBHOOK_PATH} HTTP/1.1\r\n"
+            f"Host: {HOST}:{port}\r\n"
+            "User-Agent: GitHub-Hookshot/bench\r\n"
+            "Accept: */*\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "X-GitHub-Event: issue_comment\r\n"
+            "X-GitHub-Hook-ID: 424242\r\n"
+            "X-GitHub-Hook-Installation-Target-ID: 1\r\n"
+            "X-GitHub-Hook-Installation-Target-Type: integration\r\n"
+            f"X-Hub-Signature-256: {signature}\r\n"
+            "X-GitHub-Delivery: "
+        ).encode()
+        self._tail = b"\r\n\r\n" + body
+        self._prefix = uuid.uuid4().hex[:12].encode()
+        self.count = 0
+
+    def next(self) -> bytes:
+        self.count += 1
+        return b"%b%b-%d%b" % (self._head, self._prefix, self.count, self._tail)
+
+
+# --- load generator: one keep-alive connection per concurrency slot, closed loop ---------------
+
+
+class ResponseError(Exception):
+    """The server answered something this client cannot frame."""
+
+
+def parse_response(buf: bytearray) -> tuple[int, bytes, int] | None:
+    """(status, body, bytes consumed) for the first complete response in `buf`, else None."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).lower()
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        raise ResponseError(f"response without Content-Length: {head[:200]!r}")
+    stop = head.find(b"\r\n", at + 2)
+    length = int(head[at + 17 : stop if stop >= 0 else len(head)])
+    total = end + 4 + length
+    if len(buf) < total:
+        return None
+    return int(head[9:12]), bytes(buf[end + 4 : total]), total
+
+
+class Connection(asyncio.Protocol):
+    """Sends the next request from the response callback: no coroutine per request."""
+
+    def __init__(self, load: Load) -> None:
+        self._load = load
+        self._buf = bytearray()
+        self._sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        request = self._load.requests.next()
+        self._sent_at = time.perf_counter()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self._buf += data
+        try:
+            while (parsed := parse_response(self._buf)) is not None:
+                status, body, consumed = parsed
+                del self._buf[:consumed]
+                self._load.on_response(self, status, body, now - self._sent_at)
+        except (ResponseError, ValueError) as exc:
+            self._load.on_error(self, str(exc))
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._load.on_lost(self, exc)
+
+
+@dataclass(slots=True)
+class CpuSample:
+    client: float
+    server: float | None
+    redis: float | None
+
+
+@dataclass(slots=True)
+class Level:
+    """What one target did at one concurrency during the measured window."""
+
+    target: Target
+    concurrency: int
+    latencies: list[float]
+    seconds: float
+    cpu: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+class Load:
+    """Closed loop over `concurrency` connections: warm-up, measured window, drain."""
+
+    def __init__(self, requests: Requests, concurrency: int, max_requests: int) -> None:
+        self.requests = requests
+        self.concurrency = concurrency
+        self.max_requests = max_requests
+        self.phase: Literal["warmup", "measure", "drain"] = "warmup"
+        self.latencies: list[float] = []
+        self.statuses: Counter[int] = Counter()
+        self.rejections: list[str] = []
+        self.errors: list[str] = []
+        self.started = 0.0
+        self.ended = 0.0
+        self.on_start: Callable[[], None] = lambda: None
+        self.on_stop: Callable[[], None] = lambda: None
+        self._idle: set[int] = set()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start_measure(self) -> None:
+        if self.phase == "warmup":
+            self.on_start()
+            self.started = time.perf_counter()
+            self.phase = "measure"
+
+    def stop(self) -> None:
+        if self.phase == "measure":
+            self.ended = time.perf_counter()
+            self.on_stop()
+        self.phase = "drain"
+
+    def on_response(self, conn: Connection, status: int, body: bytes, latency: float) -> None:
+        self.statuses[status] += 1
+        if status != 202 and len(self.rejections) < MAX_REJECTIONS_KEPT:
+            self.rejections.append(f"{status} {body[:200]!r}")
+        if self.phase == "measure":
+            self.latencies.append(latency)
+            if len(self.latencies) >= self.max_requests:
+                self.stop()
+        if self.phase == "drain":
+            self._retire(conn)
+        else:
+            conn.send()
+
+    def on_error(self, conn: Connection, message: str) -> None:
+        self.errors.append(message)
+        self._retire(conn)
+
+    def on_lost(self, conn: Connection, exc: Exception | None) -> None:
+        if self.phase != "drain" or id(conn) not in self._idle:
+            self.errors.append(f"connection lost mid-run: {exc!r}")
+        self._retire(conn)
+
+    def _retire(self, conn: Connection) -> None:
+        self._idle.add(id(conn))
+        if len(self._idle) >= self.concurrency and not self.done.done():
+            self.done.set_result(None)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process, from /proc; None where that is unreadable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    def __init__(self, server_pid: int | None, redis_pid: int | None) -> None:
+        self._pids = server_pid, redis_pid
+        self._start: CpuSample | None = None
+        self.used: dict[str, float | None] = {}
+
+    def _sample(self) -> CpuSample:
+        return CpuSample(time.process_time(), *(cpu_seconds(p) for p in self._pids))
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> None:
+        assert self._start is not None
+        end = self._sample()
+        for name in ("client", "server", "redis"):
+            a, b = getattr(self._start, name), getattr(end, name)
+            self.used[name] = None if a is None or b is None else b - a
+
+
+async def run_level(
+    target: Target,
+    port: int,
+    requests: Requests,
+    concurrency: int,
+    options: Options,
+    cpu: CpuMeter,
+) -> tuple[Level, Load]:
+    loop = asyncio.get_running_loop()
+    load = Load(requests, concurrency, options.max_requests)
+    load.on_start, load.on_stop = cpu.start, cpu.stop
+    connections: list[Connection] = []
+    for _ in range(concurrency):
+        _, conn = await loop.create_connection(lambda: Connection(load), HOST, port)
+        connections.append(conn)
+    for conn in connections:
+        conn.send()
+    loop.call_later(options.warmup, load.start_measure)
+    loop.call_later(options.warmup + options.seconds, load.stop)
+    try:
+        await asyncio.wait_for(asyncio.shield(load.done), options.warmup + options.seconds + 60)
+    except TimeoutError:
+        load.errors.append("the run did not drain within 60 s of its end")
+    for conn in connections:
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0.05)
+    seconds = load.ended - load.started if load.ended else 0.0
+    level = Level(target, concurrency, load.latencies, seconds)
+    level.cpu = {
+        k: (v / seconds if v is not None and seconds else None) for k, v in cpu.used.items()
+    }
+    return level, load
+
+
+async def probe(port: int, requests: Requests) -> tuple[int, bytes]:
+    """One request on its own connection, to check the server's answer before loading it."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(requests.next())
+        buf = bytearray()
+        while (parsed := parse_response(buf)) is None:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ResponseError("connection closed before a full response")
+            buf += chunk
+        return parsed[0], parsed[1]
+    finally:
+        writer.close()
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    seconds: float
+    warmup: float
+    max_requests: int
+    concurrency: tuple[int, ...]
+    body_bytes: int
+    redis_db: int
+    bot_log_level: str | None
+    profile: Path | None
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:6379/{self.redis_db}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def private_key_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@contextlib.asynccontextmanager
+async def server(
+    target: Target, options: Options, env: dict[str, str], log: IO[bytes]
+) -> AsyncIterator[tuple[int, int]]:
+    """Start `--serve target` in a subprocess, wait until it accepts, stop it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.webhook_intake", "--serve", target]
+    command += ["--port", str(port), "--redis-db", str(options.redis_db)]
+    if options.bot_log_level is not None:
+        command += ["--bot-log-level", options.bot_log_level]
+    if options.profile is not None and target == "real":
+        command += ["--profile", str(options.profile)]
+    proc = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        await wait_listening(proc, port)
+        yield port, proc.pid
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def wait_listening(proc: asyncio.subprocess.Process, port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise RuntimeError("server did not listen within 30 s")
+
+
+@dataclass(slots=True)
+class Run:
+    levels: list[Level] = field(default_factory=list)
+    statuses: dict[Target, Counter[int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    queued: int | None = None
+
+
+async def redis_client(options: Options) -> tuple[Redis, int | None]:
+    client = Redis.from_url(options.redis_url)
+    info = await client.info("server")
+    pid = info.get("process_id")
+    return client, int(pid) if pid is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    options: Options
+    env: dict[str, str]
+    body: bytes
+    redis_pid: int | None
+    log: IO[bytes]
+
+
+async def bench_target(target: Target, setup: Setup, run: Run) -> None:
+    options, env, log, body = setup.options, setup.env, setup.log, setup.body
+    secret = env[SECRET_ENV].encode()
+    statuses = run.statuses.setdefault(target, Counter())
+    async with server(target, options, env, log) as (port, pid):
+        requests = Requests(body, secret, port)
+        status, answer = await probe(port, requests)
+        statuses[status] += 1
+        if status != 202 or orjson.loads(answer).get("status") != "queued":
+            run.problems.append(f"{target}: first delivery answered {status} {answer[:200]!r}")
+            return
+        for concurrency in options.concurrency:
+            level, load = await run_level(
+                target, port, requests, concurrency, options, CpuMeter(pid, setup.redis_pid)
+            )
+            run.levels.append(level)
+            statuses.update(load.statuses)
+            for rejection in load.rejections:
+                run.problems.append(f"{target} c={concurrency}: answered {rejection}")
+            for error in load.errors[:MAX_REJECTIONS_KEPT]:
+                run.problems.append(f"{target} c={concurrency}: {error}")
+            print(f"  {target:4} c={concurrency:<3} {level.rps:8.0f} req/s", file=sys.stderr)
+
+
+async def bench(options: Options) -> Run:
+    if options.redis_db == 0:
+        raise SystemExit("refusing to use Redis DB 0: pick a dedicated DB with --redis-db")
+    env = {**os.environ, SECRET_ENV: uuid.uuid4().hex, KEY_ENV: private_key_pem()}
+    body = delivery_body(options.body_bytes)
+    run = Run()
+    client, redis_pid = await redis_client(options)
+    await client.flushdb()
+    try:
+        with tempfile.TemporaryFile() as log:
+            setup = Setup(options, env, body, redis_pid, log)
+            for target in TARGETS:
+                try:
+                    await bench_target(target, setup, run)
+                except (OSError, RuntimeError) as exc:
+                    run.problems.append(f"{target}: {exc}")
+                    log.seek(0)
+                    print(log.read().decode(errors="replace")[-4000:], file=sys.stderr)
+                    continue
+                if target == "real":
+                    run.queued = int(await client.zcard(default_queue_name))
+    finally:
+        await client.flushdb()
+        await client.aclose()
+    acked = run.statuses.get("real", Counter())[202]
+    if run.queued is not None and run.queued != acked:
+        run.problems.append(f"real: {acked} deliveries acked 202 but {run.queued} jobs queued")
+    return run
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def versions() -> str:
+    names = ("uvicorn", "httptools", "uvloop", "starlette", "fastapi", "redis", "arq", "orjson")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} -")
+    return ", ".join(found)
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def report(run: Run, options: Options, body: bytes) -> bool:
+    """Print the table, ratios and goal verdict; True when the goal is met."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    print(f"machine: {platform.machine()}, nproc {affinity or os.cpu_count()}, {platform.system()}")
+    print(f"python {platform.python_version()}, {versions()}")
+    print(
+        f"body {len(body)} bytes, {options.seconds:g} s measured after {options.warmup:g} s "
+        f"warm-up per level, at most {options.max_requests} requests per level"
+    )
+    print("cpu columns: share of one core during the measured window\n")
+    header = (
+        f"{'target':6} {'conc':>4} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'server':>7} {'redis':>6} {'client':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for lv in run.levels:
+        print(
+            f"{lv.target:6} {lv.concurrency:>4} {len(lv.latencies):>9} {lv.rps:>8.0f}"
+            f" {lv.percentile_ms(0.5):>7.2f} {lv.percentile_ms(0.99):>7.2f}"
+            f" {percent(lv.cpu.get('server')):>7} {percent(lv.cpu.get('redis')):>6}"
+            f" {percent(lv.cpu.get('client')):>7}"
+        )
+    print()
+    by_key = {(lv.target, lv.concurrency): lv for lv in run.levels}
+    for c in options.concurrency:
+        bare, real = by_key.get(("bare", c)), by_key.get(("real", c))
+        if bare and real and bare.rps:
+            print(f"c={c:<3} real/bare throughput: {real.rps / bare.rps:.2f}")
+    return verdict(by_key)
+
+
+def verdict(by_key: dict[tuple[Target, int], Level]) -> bool:
+    bare, real = by_key.get(("bare", GOAL_CONCURRENCY)), by_key.get(("real", GOAL_CONCURRENCY))
+    if bare is None or real is None or not bare.rps:
+        print(f"goal: not evaluated (no c={GOAL_CONCURRENCY} result for both targets)")
+        return False
+    ratio, p99 = real.rps / bare.rps, real.percentile_ms(0.99)
+    ok = ratio >= GOAL_RATIO and p99 < GOAL_P99_MS
+    print(
+        f"{'PASS' if ok else 'FAIL'}: at c={GOAL_CONCURRENCY} real is {ratio:.0%} of the ceiling "
+        f"(goal >= {GOAL_RATIO:.0%}) with p99 {p99:.2f} ms (goal < {GOAL_P99_MS:g} ms)"
+    )
+    return ok
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per level")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="cap per level")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated levels")
+    parser.add_argument("--body-bytes", type=int, default=10 * 1024, help="pad the body to this")
+    parser.add_argument("--redis-db", type=int, default=14, help="dedicated DB, flushed")
+    parser.add_argument(
+        "--bot-log-level", default=None, help="configure bot.logs (e.g. INFO as in production)"
+    )
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile the real server")
+    parser.add_argument(
+        "--client-loop", choices=("uvloop", "asyncio"), default="uvloop", help="load generator"
+    )
+    parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = Options(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        max_requests=args.max_requests,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",") if c.strip()),
+        body_bytes=args.body_bytes,
+        redis_db=args.redis_db,
+        bot_log_level=args.bot_log_level,
+        profile=args.profile,
+    )
+    if args.serve is not None:
+        if args.profile is not None:
+            serve_profiled(
+                args.serve, args.port, options.redis_url, args.bot_log_level, args.profile
+            )
+        else:
+            serve(args.serve, args.port, options.redis_url, args.bot_log_level)
+        return 0
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if args.client_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    run = asyncio.run(bench(options), loop_factory=loop_factory)
+    print()
+    report(run, options, delivery_body(options.body_bytes))
+    for problem in run.problems:
+        print(f"CORRECTNESS: {problem}")
+    return 1 if run.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

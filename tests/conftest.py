@@ -1,0 +1,160 @@
+"""Shared fixtures: real Redis, a fake GitHub on loopback, the real web app, a real arq worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from arq.worker import Worker
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from redis.asyncio import Redis
+
+from bot import signature
+from bot.config import Settings
+from bot.web import create_app
+from bot.worker import worker_options
+from tests.fakes.github import FakeGitHub
+from tests.servers import ServerThread
+
+PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "github" / "webhook-payloads"
+if not PAYLOADS.is_dir():  # CI clones the project beside shared/
+    PAYLOADS = Path(__file__).resolve().parents[1].parent / "shared" / "github" / "webhook-payloads"
+
+APP_ID = 424242
+WEBHOOK_SECRET = "test-webhook-secret-Zx81"
+# Its own database number, flushed around each test, so the test run never touches other data.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def load_payload(relative: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((PAYLOADS / relative).read_text())
+    return data
+
+
+def all_payloads() -> list[Path]:
+    return sorted(PAYLOADS.glob("*/*.json"))
+
+
+@pytest.fixture(scope="session")
+def rsa_keys() -> tuple[str, str]:
+    """(private PEM, public PEM) of a throwaway App key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+@pytest.fixture
+def fake_github(rsa_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(APP_ID, rsa_keys[1])
+    with fake.serving():
+        yield fake
+    fake.assert_no_unexpected()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(fake_github: FakeGitHub, rsa_keys: tuple[str, str], tmp_path: Path) -> Settings:
+    return make_settings(fake_github.url, rsa_keys[0], tmp_path)
+
+
+def make_settings(api_url: str, private_key: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "github_app_id": APP_ID,
+        "github_private_key": private_key,
+        "github_webhook_secret": WEBHOOK_SECRET,
+        "github_api_url": api_url,
+        "github_app_slug": "openhands-test",
+        "redis_url": REDIS_URL,
+        "github_write_interval_seconds": 0.0,
+        "github_retry_base_seconds": 0.01,
+        "state_dir": tmp_path / "state",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def web(settings: Settings, redis: Redis) -> Iterator[ServerThread]:
+    """The real web app on a loopback port, talking to real Redis."""
+    with ServerThread(create_app(settings), health_path="/healthz", lifespan="on") as server:
+        yield server
+
+
+class Deliverer:
+    """Posts signed deliveries to the web app, as GitHub does."""
+
+    def __init__(self, url: str, secret: str = WEBHOOK_SECRET) -> None:
+        self.url = url + "/webhooks/github"
+        self.secret = secret.encode()
+        self.client = httpx.Client(timeout=10)
+
+    def post(
+        self,
+        event: str,
+        payload: dict[str, Any] | bytes,
+        *,
+        delivery_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        sent = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature.sign(self.secret, body),
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/test",
+        }
+        sent.update(headers or {})
+        return self.client.post(self.url, content=body, headers=sent)
+
+    def __enter__(self) -> Deliverer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+
+@pytest.fixture
+def deliver(web: ServerThread) -> Iterator[Deliverer]:
+    with Deliverer(web.url) as deliverer:
+        yield deliverer
+
+
+async def run_worker(settings: Settings, *, max_burst_jobs: int = -1) -> Worker:
+    """Run a real arq worker until the queue is empty (burst mode), as production would run jobs."""
+    worker = Worker(
+        **worker_options(settings),
+        burst=True,
+        poll_delay=0,
+        handle_signals=False,
+        max_burst_jobs=max_burst_jobs,
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker

@@ -1,0 +1,220 @@
+"""Routing is a pure function: every real delivery maps to the right task or a deliberate ignore."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.tasks import CancelTask, InstallationTask, MentionTask, ReviewTask
+from bot.triggers import Delivery, Ignored, RouteConfig, route
+from tests.conftest import PAYLOADS, all_payloads, load_payload
+
+CONFIG = RouteConfig(
+    handle="openhands",
+    trigger_label="openhands",
+    app_slug="openhands-test",
+    allowed_bots=frozenset({"renovate[bot]"}),
+    review_on_open=True,
+    review_on_push=False,
+)
+
+# Expected outcome of every stored delivery, as it is: a task kind, or a fragment of the reason.
+EXPECTED: dict[str, str] = {
+    "installation/created.json": "installation",
+    "installation/created.with-requester.json": "installation",
+    "installation/deleted.json": "installation",
+    "installation_repositories/added.json": "installation",
+    "installation_repositories/removed.json": "installation",
+    "issue_comment/created.1.json": "no @openhands mention",
+    "issue_comment/created.json": "no @openhands mention",
+    "issue_comment/created.with-installation.json": "no @openhands mention",
+    "issue_comment/created.with-organization.json": "no @openhands mention",
+    "issue_comment/deleted.json": "deleted comments",
+    "issue_comment/deleted.with-organization.json": "deleted comments",
+    "issue_comment/edited.json": "edited comments",
+    "issue_comment/edited.with-organization.json": "edited comments",
+    "issues/labeled.json": "label is not",
+    "issues/labeled.with-organization.json": "label is not",
+    "ping/default.json": "ping",
+    "ping/with-app_id.json": "ping",
+    "ping/with-organization.json": "ping",
+    "pull_request/opened.json": "review",
+    "pull_request/opened.with-null-body.json": "review",
+    "pull_request/opened.with-organization.json": "review",
+    "pull_request/ready_for_review.json": "review",
+    "pull_request/ready_for_review.with-installation.json": "review",
+    "pull_request/ready_for_review.with-organization.json": "review",
+    "pull_request/reopened.json": "review",
+    "pull_request/reopened.with-organization.json": "review",
+    "pull_request/synchronize.json": "reviews on push are disabled",
+    "pull_request_review_comment/created.json": "no @openhands mention",
+    "pull_request_review_comment/created.with-organization.json": "no @openhands mention",
+}
+TASK_KINDS = {"installation", "review", "mention", "cancel"}
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(PAYLOADS))
+
+
+def _route(event: str, payload: dict[str, Any], config: RouteConfig = CONFIG) -> Any:
+    return route(Delivery(event, "delivery-1", payload), config)
+
+
+def test_the_corpus_is_all_here() -> None:
+    assert len(all_payloads()) == 71
+
+
+@pytest.mark.parametrize("path", all_payloads(), ids=_id)
+def test_every_real_delivery_routes_deliberately(path: Path) -> None:
+    payload = load_payload(_id(path))
+    outcome = _route(path.parent.name, payload)
+    expected = EXPECTED.get(_id(path), "is not handled")
+    if expected in TASK_KINDS:
+        assert not isinstance(outcome, Ignored), outcome
+        assert outcome.kind == expected
+        assert outcome.run_id == "delivery-1"
+    else:
+        assert isinstance(outcome, Ignored)
+        assert expected in outcome.reason
+
+
+def _with_comment(relative: str, body: str, **user: Any) -> dict[str, Any]:
+    payload = copy.deepcopy(load_payload(relative))
+    payload["comment"]["body"] = body
+    payload["comment"]["user"].update(user)
+    return payload
+
+
+def test_issue_comment_mention_becomes_a_mention_task() -> None:
+    payload = _with_comment("issue_comment/created.with-installation.json", "@openhands fix it")
+    task = _route("issue_comment", payload)
+    assert isinstance(task, MentionTask)
+    assert task.trigger == "issue_comment"
+    assert task.instruction == "fix it"
+    assert task.number == payload["issue"]["number"]
+    assert task.comment_id == payload["comment"]["id"]
+    assert task.installation_id == payload["installation"]["id"]
+    assert task.repo.full_name == payload["repository"]["full_name"]
+    assert task.sender == payload["sender"]["login"]
+    assert task.is_pull_request is ("pull_request" in payload["issue"])
+
+
+def test_mention_on_a_pull_request_conversation() -> None:
+    payload = _with_comment("issue_comment/created.json", "@openhands rebase please")
+    payload["issue"]["pull_request"] = {"url": "https://api.github.com/repos/o/r/pulls/1"}
+    task = _route("issue_comment", payload)
+    assert isinstance(task, MentionTask)
+    assert task.is_pull_request
+
+
+def test_review_comment_mention_carries_the_code_context() -> None:
+    payload = _with_comment("pull_request_review_comment/created.json", "@openhands rename this")
+    task = _route("pull_request_review_comment", payload)
+    assert isinstance(task, MentionTask)
+    assert task.trigger == "review_comment"
+    assert task.is_pull_request
+    assert task.number == payload["pull_request"]["number"]
+    assert task.path == payload["comment"]["path"]
+    assert task.diff_hunk == payload["comment"]["diff_hunk"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("> @openhands fix it\n\nyes please", "no @openhands mention"),
+        ("```\n@openhands fix it\n```", "no @openhands mention"),
+        ("ping @openhands-bot", "no @openhands mention"),
+    ],
+)
+def test_quoted_or_coded_mentions_are_ignored(body: str, reason: str) -> None:
+    outcome = _route("issue_comment", _with_comment("issue_comment/created.json", body))
+    assert outcome == Ignored(reason)
+
+
+def test_bot_comments_are_ignored_unless_allow_listed() -> None:
+    bot = _with_comment(
+        "issue_comment/created.json", "@openhands go", login="dependabot[bot]", type="Bot"
+    )
+    outcome = _route("issue_comment", bot)
+    assert isinstance(outcome, Ignored)
+    assert "bot" in outcome.reason
+    allowed = _with_comment(
+        "issue_comment/created.json", "@openhands go", login="renovate[bot]", type="Bot"
+    )
+    assert isinstance(_route("issue_comment", allowed), MentionTask)
+
+
+def test_the_apps_own_comments_never_trigger() -> None:
+    own = _with_comment(
+        "issue_comment/created.json", "@openhands loop", login="openhands-test[bot]", type="Bot"
+    )
+    # Even allow-listing the app's own login must not let it talk to itself.
+    config = dataclasses.replace(CONFIG, allowed_bots=frozenset({"openhands-test[bot]"}))
+    outcome = _route("issue_comment", own, config)
+    assert isinstance(outcome, Ignored)
+    assert "this app" in outcome.reason
+
+
+@pytest.mark.parametrize("word", ["stop", "Stop.", "cancel"])
+def test_stop_becomes_a_cancel_task(word: str) -> None:
+    payload = _with_comment("issue_comment/created.json", f"@openhands {word}")
+    task = _route("issue_comment", payload)
+    assert isinstance(task, CancelTask)
+    assert task.number == payload["issue"]["number"]
+
+
+def test_review_command_on_a_pr_requests_a_rereview() -> None:
+    payload = _with_comment("issue_comment/created.json", "@openhands review")
+    payload["issue"]["pull_request"] = {"url": "x"}
+    task = _route("issue_comment", payload)
+    assert isinstance(task, ReviewTask)
+    assert task.rereview
+    assert task.head_sha is None
+
+
+def test_trigger_label_starts_a_run() -> None:
+    payload = copy.deepcopy(load_payload("issues/labeled.json"))
+    payload["label"]["name"] = "OpenHands"
+    task = _route("issues", payload)
+    assert isinstance(task, MentionTask)
+    assert task.trigger == "label"
+    assert task.comment_id is None
+    assert task.number == payload["issue"]["number"]
+
+
+def test_draft_pull_requests_are_not_reviewed() -> None:
+    payload = copy.deepcopy(load_payload("pull_request/opened.json"))
+    payload["pull_request"]["draft"] = True
+    assert _route("pull_request", payload) == Ignored("draft pull request")
+
+
+def test_synchronize_reviews_only_when_enabled() -> None:
+    payload = load_payload("pull_request/synchronize.json")
+    on_push = dataclasses.replace(CONFIG, review_on_push=True)
+    task = _route("pull_request", payload, on_push)
+    assert isinstance(task, ReviewTask)
+    assert task.head_sha == payload["pull_request"]["head"]["sha"]
+
+
+def test_installation_records_repositories() -> None:
+    added = _route(
+        "installation_repositories", load_payload("installation_repositories/added.json")
+    )
+    assert isinstance(added, InstallationTask)
+    assert added.repos_added
+    removed = _route(
+        "installation_repositories", load_payload("installation_repositories/removed.json")
+    )
+    assert isinstance(removed, InstallationTask)
+    assert removed.repos_removed
+
+
+def test_missing_fields_are_ignored_not_raised() -> None:
+    outcome = _route("issue_comment", {"action": "created", "comment": {"body": "@openhands x"}})
+    assert isinstance(outcome, Ignored)
+    assert "lacks fields" in outcome.reason
