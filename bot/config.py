@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,31 @@ class Settings(BaseSettings):
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
     max_jobs: int = 10
     job_timeout_seconds: int = 3600
+
+    # Workspaces: where the agent runs.
+    workspace_kind: Literal["local", "server", "runtime"] = "local"
+    workspace_start_timeout_seconds: float = 90.0
+    agent_user: str = "openhands-agent"  # the local agent-server's user when the bot is root
+    agent_server_url: str | None = None
+    agent_server_api_key: SecretStr | None = None
+    agent_server_workspace_root: str = "/workspace/runs"
+    runtime_api_url: str | None = None
+    runtime_api_key: SecretStr | None = None
+    runtime_image: str = "ghcr.io/openhands/agent-server:latest-python"
+    runtime_working_dir: str = "/workspace"
+
+    # Agent runs.
+    max_iterations: int = 100
+    run_timeout_seconds: float = 1800.0
+    setup_timeout_seconds: int = 600
+    setup_failure_fatal: bool = False
+    clone_timeout_seconds: int = 300
+    llm_num_retries: int = 3  # total attempts per LLM call (the agent-server counts that way)
+    llm_retry_min_wait: float = 1.0
+    llm_retry_max_wait: float = 8.0
+    llm_timeout_seconds: float = 120.0
+    llm_input_cost_per_token: float | None = None  # for models litellm has no price for
+    llm_output_cost_per_token: float | None = None
 
     state_dir: Path = Path(".openhands-bot")
     log_level: str = "INFO"

@@ -23,9 +23,9 @@ from bot.worker import worker_options
 from tests.fakes.github import FakeGitHub
 from tests.servers import ServerThread
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "github" / "webhook-payloads"
-if not PAYLOADS.is_dir():  # CI clones the project beside shared/
-    PAYLOADS = Path(__file__).resolve().parents[1].parent / "shared" / "github" / "webhook-payloads"
+# The project is checked out beside shared/, which holds the real deliveries.
+SHARED = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+PAYLOADS = SHARED / "github" / "webhook-payloads"
 
 APP_ID = 424242
 WEBHOOK_SECRET = "test-webhook-secret-Zx81"

@@ -1,0 +1,258 @@
+"""`local` workspaces, the embedded default: an agent-server subprocess the bot starts and owns.
+
+The agent runs arbitrary commands on this host, so the server gets a scrubbed environment and,
+when the bot runs as root, an unprivileged user of its own: it can read neither the bot's process
+environment nor its `.env` or key file. Production should prefer `runtime` or `server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.agent_server import AgentServerClient, AgentServerError
+from bot.workspace.base import Workspace, WorkspaceError
+
+log = logging.getLogger("bot.workspace.local")
+
+# Only these variables of the bot's own environment reach the agent-server (and its terminal).
+PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrubbed_env(*, home: Path, api_key: str, port: int) -> dict[str, str]:
+    """The agent-server's whole environment: nothing of the bot's secrets, by construction."""
+    env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(
+        {
+            "HOME": str(home),
+            "OH_SESSION_API_KEYS_0": api_key,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch at import (~4 s saved)
+            "OPENHANDS_SUPPRESS_BANNER": "1",
+            "OH_ENABLE_VSCODE": "false",
+            "OH_ENABLE_BROWSER": "false",
+            "OH_PRELOAD_TOOLS": "false",
+            "GIT_TERMINAL_PROMPT": "0",  # a clone without credentials fails instead of waiting
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _ensure_user(name: str, home: Path) -> pwd.struct_passwd:
+    """The unprivileged account the agent runs as, created on first use."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        raise WorkspaceError(f"cannot create the agent user {name!r}: useradd is not installed")
+    subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--home-dir",
+            str(home),
+            "--shell",
+            "/bin/bash",
+            "--user-group",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    log.info("created the unprivileged agent user %s", name)
+    return pwd.getpwnam(name)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let other users pass through (not list) the directories above `path`.
+
+    The agent user must reach the interpreter and our packages, which may live under /root.
+    """
+    for parent in [path, *path.parents]:
+        if not parent.is_dir():
+            continue
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, mode | stat.S_IXOTH)
+            log.warning("made %s traversable (o+x) so the agent user can run Python", parent)
+
+
+def protect_secret_files(paths: list[Path]) -> None:
+    """Make the bot's secret files readable by their owner only."""
+    for path in paths:
+        if path.is_file() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+            log.warning("restricted %s to its owner (it holds secrets)", path)
+
+
+class LocalProvider:
+    """One agent-server per worker process, shared by its jobs; restarted if it dies."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        agent_user: str = "openhands-agent",
+        start_timeout: float = 90.0,
+        secret_files: list[Path] | None = None,
+        keep_workspaces: bool = False,
+    ) -> None:
+        self._base = state_dir.resolve() / "agent-server"
+        self._home = self._base / "home"
+        self._data = self._base / "data"
+        self._agent_user = agent_user
+        self._start_timeout = start_timeout
+        self._secret_files = secret_files or []
+        self._keep = keep_workspaces
+        self._process: asyncio.subprocess.Process | None = None
+        self._client: AgentServerClient | None = None
+        self._lock = asyncio.Lock()
+        self.url = ""
+        self.api_key = ""
+        self.user: pwd.struct_passwd | None = None
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self._base / "workspaces"
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._start_locked()
+
+    def _prepare(self) -> dict[str, object]:
+        """Directories, the agent user and file modes; the subprocess options that follow."""
+        for directory in (self._base, self._home, self._data, self.workspaces_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        protect_secret_files(self._secret_files)
+        if os.geteuid() != 0:
+            return {}
+        self.user = _ensure_user(self._agent_user, self._home)
+        _ensure_traversable(Path(sys.executable).parent)
+        _ensure_traversable(Path(sys.executable).resolve().parent)
+        _ensure_traversable(self._base)
+        for directory in (self._base, self._home, self._data, self.workspaces_dir):
+            os.chown(directory, self.user.pw_uid, self.user.pw_gid)
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+
+    async def _start_locked(self) -> None:
+        user_kwargs = await asyncio.to_thread(self._prepare)
+        port = free_port()
+        self.api_key = secrets.token_urlsafe(32)
+        self.url = f"http://127.0.0.1:{port}"
+        log_file = open(self._base / "agent-server.log", "ab")  # noqa: ASYNC230 - local, instant
+        started = time.monotonic()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "openhands.agent_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            cwd=self._data,
+            env=scrubbed_env(home=self._home, api_key=self.api_key, port=port),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **user_kwargs,  # type: ignore[arg-type]
+        )
+        log_file.close()
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = AgentServerClient(self.url, self.api_key)
+        deadline = started + self._start_timeout
+        while time.monotonic() < deadline:
+            if self._process.returncode is not None:
+                raise WorkspaceError(
+                    f"the local agent-server exited with {self._process.returncode} at start-up; "
+                    f"see {self._base / 'agent-server.log'}"
+                )
+            if await self._client.healthy():
+                log.info(
+                    "local agent-server ready in %.1fs",
+                    time.monotonic() - started,
+                    extra={"url": self.url},
+                )
+                return
+            await asyncio.sleep(0.25)
+        await self._terminate()
+        raise WorkspaceError(
+            f"the local agent-server did not start within {self._start_timeout:.0f}s"
+        )
+
+    async def ensure_running(self) -> AgentServerClient:
+        """The shared server's client, restarting the server first if it died."""
+        async with self._lock:
+            alive = self._process is not None and self._process.returncode is None
+            if not alive or self._client is None or not await self._client.healthy():
+                if self._process is not None:
+                    log.warning("local agent-server is down; restarting it")
+                    await self._terminate()
+                await self._start_locked()
+            assert self._client is not None
+            return self._client
+
+    async def _terminate(self) -> None:
+        process = self._process
+        self._process = None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
+            await process.wait()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._terminate()
+            if self._client is not None:
+                await self._client.aclose()
+                self._client = None
+
+    @asynccontextmanager
+    async def open(self, run_id: str) -> AsyncIterator[Workspace]:
+        client = await self.ensure_running()
+        root = str(self.workspaces_dir / run_id)
+        try:
+            made = await client.bash(f"mkdir -p {shlex.quote(root)}/repo", limit_seconds=30)
+        except AgentServerError as exc:
+            raise WorkspaceError(f"the local agent-server failed: {exc}") from exc
+        if not made.ok:
+            raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
+        try:
+            yield Workspace(client=client, root=root, kind=self.kind)
+        finally:
+            if not self._keep:
+                with contextlib.suppress(AgentServerError):
+                    await client.bash(f"rm -rf {shlex.quote(root)}", limit_seconds=120)

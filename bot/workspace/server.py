@@ -1,0 +1,47 @@
+"""`server` workspaces: an agent-server someone else runs, reached by URL and session key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.agent_server import AgentServerClient, AgentServerError
+from bot.workspace.base import Workspace, WorkspaceError
+
+
+class ServerProvider:
+    """Every run gets its own directory under `workspace_root` on the shared server."""
+
+    kind = "server"
+
+    def __init__(self, url: str, api_key: str | None, workspace_root: str) -> None:
+        self._url = url
+        self._api_key = api_key
+        self._root = workspace_root.rstrip("/")
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @asynccontextmanager
+    async def open(self, run_id: str) -> AsyncIterator[Workspace]:
+        client = AgentServerClient(self._url, self._api_key)
+        root = f"{self._root}/{run_id}"
+        try:
+            if not await client.healthy():
+                raise WorkspaceError(f"the agent-server at {self._url} is not answering /health")
+            try:
+                made = await client.bash(f"mkdir -p {root}/repo", limit_seconds=30)
+            except AgentServerError as exc:
+                raise WorkspaceError(f"the agent-server at {self._url} failed: {exc}") from exc
+            if not made.ok:
+                raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
+            yield Workspace(client=client, root=root, kind=self.kind)
+        finally:
+            try:
+                await client.bash(f"rm -rf {root}", limit_seconds=60)
+            except AgentServerError:
+                pass
+            await client.aclose()
