@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     llm_retry_min_wait: float = 1.0
     llm_retry_max_wait: float = 8.0
     llm_timeout_seconds: float = 120.0
+    max_cost_per_run: float | None = None  # USD; the run is interrupted once it costs more
+    stop_hook_grace_seconds: float = 90.0  # how long a `finished` waits for the repo's stop hooks
     llm_input_cost_per_token: float | None = None  # for models litellm has no price for
     llm_output_cost_per_token: float | None = None
 

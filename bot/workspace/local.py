@@ -15,6 +15,7 @@ import pwd
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -110,7 +111,11 @@ def protect_secret_files(paths: list[Path]) -> None:
 
 
 class LocalProvider:
-    """One agent-server per worker process, shared by its jobs; restarted if it dies."""
+    """One agent-server per worker process, shared by its jobs; restarted if it dies.
+
+    The process is a plain `subprocess.Popen` and every run gets its own HTTP client, so the
+    provider does not belong to one event loop.
+    """
 
     kind = "local"
 
@@ -130,9 +135,9 @@ class LocalProvider:
         self._start_timeout = start_timeout
         self._secret_files = secret_files or []
         self._keep = keep_workspaces
-        self._process: asyncio.subprocess.Process | None = None
-        self._client: AgentServerClient | None = None
-        self._lock = asyncio.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
         self.api_key = ""
         self.user: pwd.struct_passwd | None = None
@@ -141,118 +146,134 @@ class LocalProvider:
     def workspaces_dir(self) -> Path:
         return self._base / "workspaces"
 
-    async def start(self) -> None:
-        async with self._lock:
-            await self._start_locked()
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
-    def _prepare(self) -> dict[str, object]:
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    def _prepare(self) -> tuple[int, int] | None:
         """Directories, the agent user and file modes; the subprocess options that follow."""
         for directory in (self._base, self._home, self._data, self.workspaces_dir):
             directory.mkdir(parents=True, exist_ok=True)
         protect_secret_files(self._secret_files)
         if os.geteuid() != 0:
-            return {}
+            return None
         self.user = _ensure_user(self._agent_user, self._home)
         _ensure_traversable(Path(sys.executable).parent)
         _ensure_traversable(Path(sys.executable).resolve().parent)
         _ensure_traversable(self._base)
         for directory in (self._base, self._home, self._data, self.workspaces_dir):
             os.chown(directory, self.user.pw_uid, self.user.pw_gid)
-        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        return self.user.pw_uid, self.user.pw_gid
 
-    async def _start_locked(self) -> None:
-        user_kwargs = await asyncio.to_thread(self._prepare)
+    def _spawn(self) -> None:
+        ids = self._prepare()
         port = free_port()
         self.api_key = secrets.token_urlsafe(32)
         self.url = f"http://127.0.0.1:{port}"
-        log_file = open(self._base / "agent-server.log", "ab")  # noqa: ASYNC230 - local, instant
+        with open(self._base / "agent-server.log", "ab") as log_file:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "openhands.agent_server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=self._data,
+                env=scrubbed_env(home=self._home, api_key=self.api_key, port=port),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=ids[0] if ids else None,
+                group=ids[1] if ids else None,
+                extra_groups=[] if ids else None,
+            )
+
+    def client(self) -> AgentServerClient:
+        """A fresh client for the shared server (close it when done)."""
+        return AgentServerClient(self.url, self.api_key)
+
+    async def start(self) -> None:
+        async with self._loop_lock():
+            await self._start_locked()
+
+    async def _start_locked(self) -> None:
         started = time.monotonic()
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "openhands.agent_server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            cwd=self._data,
-            env=scrubbed_env(home=self._home, api_key=self.api_key, port=port),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **user_kwargs,  # type: ignore[arg-type]
-        )
-        log_file.close()
-        if self._client is not None:
-            await self._client.aclose()
-        self._client = AgentServerClient(self.url, self.api_key)
+        await asyncio.to_thread(self._spawn)
+        assert self._process is not None
         deadline = started + self._start_timeout
-        while time.monotonic() < deadline:
-            if self._process.returncode is not None:
-                raise WorkspaceError(
-                    f"the local agent-server exited with {self._process.returncode} at start-up; "
-                    f"see {self._base / 'agent-server.log'}"
-                )
-            if await self._client.healthy():
-                log.info(
-                    "local agent-server ready in %.1fs",
-                    time.monotonic() - started,
-                    extra={"url": self.url},
-                )
-                return
-            await asyncio.sleep(0.25)
-        await self._terminate()
+        async with self.client() as client:
+            while time.monotonic() < deadline:
+                code = self._process.poll()
+                if code is not None:
+                    raise WorkspaceError(
+                        f"the local agent-server exited with {code} at start-up; "
+                        f"see {self._base / 'agent-server.log'}"
+                    )
+                if await client.healthy():
+                    log.info(
+                        "local agent-server ready in %.1fs",
+                        time.monotonic() - started,
+                        extra={"url": self.url},
+                    )
+                    return
+                await asyncio.sleep(0.25)
+        await asyncio.to_thread(self._terminate)
         raise WorkspaceError(
             f"the local agent-server did not start within {self._start_timeout:.0f}s"
         )
 
-    async def ensure_running(self) -> AgentServerClient:
-        """The shared server's client, restarting the server first if it died."""
-        async with self._lock:
-            alive = self._process is not None and self._process.returncode is None
-            if not alive or self._client is None or not await self._client.healthy():
-                if self._process is not None:
-                    log.warning("local agent-server is down; restarting it")
-                    await self._terminate()
-                await self._start_locked()
-            assert self._client is not None
-            return self._client
+    async def ensure_running(self) -> None:
+        """Restart the shared server first if it died or stopped answering."""
+        async with self._loop_lock():
+            if self._process is not None and self._process.poll() is None:
+                async with self.client() as client:
+                    if await client.healthy():
+                        return
+            if self._process is not None:
+                log.warning("local agent-server is down; restarting it")
+                await asyncio.to_thread(self._terminate)
+            await self._start_locked()
 
-    async def _terminate(self) -> None:
-        process = self._process
-        self._process = None
-        if process is None or process.returncode is not None:
+    def _terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
+            os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 9)
-            await process.wait()
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._terminate()
-            if self._client is not None:
-                await self._client.aclose()
-                self._client = None
+        await asyncio.to_thread(self._terminate)
 
     @asynccontextmanager
     async def open(self, run_id: str) -> AsyncIterator[Workspace]:
-        client = await self.ensure_running()
+        await self.ensure_running()
         root = str(self.workspaces_dir / run_id)
-        try:
-            made = await client.bash(f"mkdir -p {shlex.quote(root)}/repo", limit_seconds=30)
-        except AgentServerError as exc:
-            raise WorkspaceError(f"the local agent-server failed: {exc}") from exc
-        if not made.ok:
-            raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
-        try:
-            yield Workspace(client=client, root=root, kind=self.kind)
-        finally:
-            if not self._keep:
-                with contextlib.suppress(AgentServerError):
-                    await client.bash(f"rm -rf {shlex.quote(root)}", limit_seconds=120)
+        async with self.client() as client:
+            try:
+                made = await client.bash(f"mkdir -p {shlex.quote(root)}/repo", limit_seconds=30)
+            except AgentServerError as exc:
+                raise WorkspaceError(f"the local agent-server failed: {exc}") from exc
+            if not made.ok:
+                raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
+            try:
+                yield Workspace(client=client, root=root, kind=self.kind)
+            finally:
+                if not self._keep:
+                    with contextlib.suppress(AgentServerError):
+                        await client.bash(f"rm -rf {shlex.quote(root)}", limit_seconds=120)

@@ -34,7 +34,8 @@ LEVELS = {"read": 1, "write": 2, "admin": 3}
 IDENTITY = "Fake Git Host <git-host@example.com> 1700000000 +0000"
 CGI_TIMEOUT = 60.0
 _PATH = re.compile(
-    r"/(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/(?P<rest>info/refs|git-upload-pack|git-receive-pack)"
+    r"/(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?"
+    r"/(?P<rest>info/refs|git-upload-pack|git-receive-pack)"
 )
 # Hermetic git: no system or user configuration leaks into the served repositories.
 _GIT_ENV = {
@@ -348,7 +349,7 @@ class FakeGitHost:
         self, request: Request, full_name: str, record: GitRequest, username: str
     ) -> Response:
         owner, _, name = full_name.partition("/")
-        rest = "info/refs" if record.service is None or request.method == "GET" else record.service
+        rest = "info/refs" if request.method == "GET" else str(record.service)
         env = {
             **_GIT_ENV,
             "GIT_PROJECT_ROOT": str(self.root),
@@ -377,11 +378,13 @@ class FakeGitHost:
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
+        stdin, out, err = process.stdin, process.stdout, process.stderr
+        if stdin is None or out is None or err is None:
+            raise RuntimeError("subprocess pipes missing")
         try:
             async with asyncio.timeout(CGI_TIMEOUT):
-                assert process.stdin and process.stdout and process.stderr
                 _, stdout, stderr = await asyncio.gather(
-                    _feed(request, process.stdin), process.stdout.read(), process.stderr.read()
+                    _feed(request, stdin), out.read(), err.read()
                 )
                 returncode = await process.wait()
         finally:
@@ -450,11 +453,6 @@ class FakeGitHost:
                 stream += _data(content.encode() if isinstance(content, str) else content)
         stream += b"done\n"
         self._git_output(bare, "fast-import", "--quiet", "--done", input=bytes(stream))
-        return self.rev_parse(str(bare), f"refs/heads/{branch}") if False else self._tip(
-            bare, branch
-        )
-
-    def _tip(self, bare: Path, branch: str) -> str:
         return self._git_output(bare, "rev-parse", f"refs/heads/{branch}").decode().strip()
 
     @staticmethod
