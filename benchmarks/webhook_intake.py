@@ -326,8 +326,9 @@ def machine_ticks() -> tuple[int, int, int] | None:
 
 
 class CpuMeter:
-    """CPU use over the measured window: processes as a share of one core, idle and steal
-    (time the hypervisor ran something else) as a share of the whole machine."""
+    """CPU use over the measured window: processes (and everything else on the machine, kernel
+    included) as a share of one core; idle and steal (time the hypervisor ran something else)
+    as a share of the whole machine."""
 
     def __init__(self, server_pid: int | None, redis_pid: int | None) -> None:
         self._pids = {"server": server_pid, "redis": redis_pid}
@@ -353,8 +354,11 @@ class CpuMeter:
         ticks = machine_ticks()
         if ticks is not None and self._ticks is not None and ticks[0] > self._ticks[0]:
             spent = ticks[0] - self._ticks[0]
-            self.shares["idle"] = (ticks[1] - self._ticks[1]) / spent
-            self.shares["steal"] = (ticks[2] - self._ticks[2]) / spent
+            idle = self.shares["idle"] = (ticks[1] - self._ticks[1]) / spent
+            steal = self.shares["steal"] = (ticks[2] - self._ticks[2]) / spent
+            busy = (1 - idle - steal) * (os.cpu_count() or 1)
+            ours = [self.shares[name] for name in ("server", "redis", "client")]
+            self.shares["other"] = busy - sum(v for v in ours if v is not None)
 
 
 async def run_level(
@@ -636,7 +640,7 @@ class Row:
         )
 
 
-CPU_COLUMNS = ("server", "redis", "client", "idle", "steal")
+CPU_COLUMNS = ("server", "redis", "client", "other", "idle", "steal")
 
 
 def print_table(rows: list[Row]) -> None:
@@ -673,8 +677,9 @@ def report(run: Run, options: Options, body: bytes) -> bool:
         f"{options.rounds} round(s)"
     )
     print(
-        "server/redis/client: CPU as a share of one core; idle/steal: share of the whole machine"
-        " (steal = the hypervisor ran something else)\n"
+        "server/redis/client/other: CPU as a share of one core (other: every other process and"
+        " the kernel); idle/steal: share of the whole machine (steal: the hypervisor ran"
+        " something else)\n"
     )
     print_table([Row.of(level) for level in run.levels])
     summary = summarize(run, options)

@@ -237,12 +237,11 @@ class Conversation:
         settings: Settings,
         *,
         on_progress: ProgressCallback | None = None,
-        progress_throttle: float = 2.0,
         poll_interval: float = 1.0,
     ) -> None:
         self._client = client
         self._settings = settings
-        self._follower = _Follower(on_progress, progress_throttle)
+        self._follower = _Follower(on_progress, settings.progress_interval_seconds)
         self._poll_interval = poll_interval
 
     async def run(self, request: AgentRequest, *, base_ref: str | None = None) -> AgentResult:
@@ -366,6 +365,12 @@ class Conversation:
         follower = self._follower
         cid = result.conversation_id
         result.steps = follower.progress.steps
+        if result.status == "error" and result.error is None and follower.error is None:
+            # The error event can trail the status change on the socket: read it back.
+            with contextlib.suppress(AgentServerError):
+                for event in await self._client.all_events(cid):
+                    if event.get("kind") == "ConversationErrorEvent":
+                        await follower.feed(event)
         if result.status in ("error", "stuck") and result.error is None:
             result.error = follower.error or AgentError(
                 result.status,

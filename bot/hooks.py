@@ -86,7 +86,7 @@ def parse_hooks(text: str) -> dict[str, Any] | None:
             for hook in matcher.hooks:
                 if hook.type == "command" and not (hook.command or "").strip():
                     raise InvalidHooks(f"{event}: a command hook needs a command")
-    dumped = config.model_dump(by_alias=True, exclude_defaults=False)
+    dumped = config.model_dump(by_alias=True, exclude_none=True)
     hooks = {event: value for event, value in dumped.items() if value}
     return hooks or None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -14,13 +15,17 @@ import pytest
 from arq.worker import Worker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot import signature
 from bot.config import Settings
 from bot.web import create_app
 from bot.worker import worker_options
+from bot.workspace.local import LocalProvider
+from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
+from tests.fakes.llm import ScriptedLLM
 from tests.servers import ServerThread
 
 # The project is checked out beside shared/, which holds the real deliveries.
@@ -158,3 +163,65 @@ async def run_worker(settings: Settings, *, max_burst_jobs: int = -1) -> Worker:
     finally:
         await worker.close()
     return worker
+
+
+# ----------------------------------------------------------------------------- agent runs
+
+# Secrets the bot holds while the agent-server starts; the agent must never see any of them.
+BOT_SECRETS = {
+    "GITHUB_WEBHOOK_SECRET": "whsec-never-show-7f3a9c",
+    "BOT_API_TOKEN": "api-token-never-show-51d2e8",
+    "REDIS_PASSWORD": "redis-pass-never-show-c4b0a1",
+    "LLM_API_KEY": "sk-llm-never-show-9e8d7c",
+}
+
+
+@pytest.fixture(scope="session")
+def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvider]:
+    """One real agent-server subprocess for the whole session (it takes ~15-30 s to start),
+    started while the bot's process environment holds secrets."""
+    state = tmp_path_factory.mktemp("bot-state")
+    provider = LocalProvider(state, start_timeout=240)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in BOT_SECRETS.items():
+            patch.setenv(name, value)
+        asyncio.run(provider.start())
+    yield provider
+    asyncio.run(provider.close())
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    fake = ScriptedLLM(api_key=BOT_SECRETS["LLM_API_KEY"])
+    with fake.serving():
+        yield fake
+    fake.assert_no_unexpected()
+
+
+@pytest.fixture
+def git_host(fake_github: FakeGitHub, tmp_path: Path) -> Iterator[FakeGitHost]:
+    host = FakeGitHost(fake_github, tmp_path / "git")
+    with host.serving():
+        yield host
+    host.assert_no_errors()
+
+
+@pytest.fixture
+def agent_settings(settings: Settings, llm: ScriptedLLM) -> Settings:
+    """Settings for runs against the scripted LLM: fast LLM retries, short limits, known prices."""
+    return settings.model_copy(
+        update={
+            "llm_model": "openai/fake",
+            "llm_api_key": SecretStr(BOT_SECRETS["LLM_API_KEY"]),
+            "llm_base_url": llm.base_url,
+            "llm_num_retries": 2,
+            "llm_retry_min_wait": 1,
+            "llm_retry_max_wait": 1,
+            "llm_timeout_seconds": 3.0,
+            "run_timeout_seconds": 90.0,
+            "stop_hook_grace_seconds": 20.0,
+            "progress_interval_seconds": 0.0,
+            "llm_input_cost_per_token": 3e-6,
+            "llm_output_cost_per_token": 15e-6,
+        }
+    )

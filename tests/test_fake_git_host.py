@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,11 +65,13 @@ def _read_token(github: FakeGitHub, app_jwt: str, repo: str = "widgets") -> str:
     return _mint(github, app_jwt, repositories=[repo], permissions={"contents": "read"})
 
 
-def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _git(
+    *args: str, cwd: Path | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real git CLI, never prompting and ignoring any system or user configuration."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd or Path.cwd()),
+        "HOME": tempfile.gettempdir(),  # any existing dir; the global config is ignored anyway
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
@@ -82,6 +85,7 @@ def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
         ["git", "-c", "credential.helper=", *args],
         cwd=cwd,
         env=env,
+        input=input,
         capture_output=True,
         text=True,
         timeout=30,
@@ -134,15 +138,30 @@ def test_clone_and_fetch_pull_ref_with_a_narrowed_read_token(
     assert set(host.authorizations) == {_basic(token)}
 
 
-def test_protocol_v0_clone(
+def test_protocol_v0_and_gzipped_negotiation(
     host: FakeGitHost, fake_github: FakeGitHub, app_jwt: str, tmp_path: Path
 ) -> None:
     token = _read_token(fake_github, app_jwt, "gadgets")
-    url = host.clone_url(GADGETS, token=token)
-    cloned = _git("-c", "protocol.version=0", "clone", "--quiet", url, str(tmp_path / "v0"))
+    work = tmp_path / "v0"
+    v0 = ("-c", "protocol.version=0")
+    cloned = _git(*v0, "clone", "--quiet", host.clone_url(GADGETS, token=token), str(work))
     assert cloned.returncode == 0, cloned.stderr
-    assert (tmp_path / "v0" / "gadget.txt").read_text() == "gadget\n"
-    assert _git("branch", "--show-current", cwd=tmp_path / "v0").stdout.strip() == "trunk"
+    assert (work / "gadget.txt").read_text() == "gadget\n"
+    assert _git("branch", "--show-current", cwd=work).stdout.strip() == "trunk"
+
+    # Many local commits the server lacks: the "have" lines exceed 1 KiB, which git gzips.
+    stream = "".join(
+        f"commit refs/heads/local\ncommitter T <t@example.com> {1700000000 + n} +0000\n"
+        f"data 2\n{n % 10}\n" + ("from refs/heads/trunk\n" if n == 0 else "")
+        for n in range(60)
+    )
+    imported = _git("fast-import", "--quiet", cwd=work, input=stream)
+    assert imported.returncode == 0, imported.stderr
+    new = host.commit(GADGETS, {"more.txt": "more\n"}, branch="trunk")
+    fetched = _git(*v0, "fetch", "--quiet", "origin", cwd=work)
+    assert fetched.returncode == 0, fetched.stderr
+    assert _git("rev-parse", "origin/trunk", cwd=work).stdout.strip() == new
+    assert "gzip" in {r.content_encoding for r in host.requests if r.status == 200}
 
 
 def test_push_needs_contents_write(

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import threading
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class GitRequest:
     installation_id: int | None = None
     repositories: list[str] | None = None
     permissions: dict[str, str] | None = None
+    content_encoding: str | None = None
     status: int = 0
 
 
@@ -106,7 +108,7 @@ class FakeGitHost:
         self._lock = threading.Lock()
         self._requests: list[GitRequest] = []
         self._errors: list[str] = []
-        self._created: list[str] = []
+        self._created: dict[str, str] = {}  # lower-cased full name → as created (on disk)
         self._server: ServerThread | None = None
         self._backend = Path(self._git_output(None, "--exec-path").decode().strip())
         self.app = Starlette(
@@ -127,7 +129,7 @@ class FakeGitHost:
         with ServerThread(self.app) as server:
             self._server = server
             try:
-                for full_name in list(self._created):
+                for full_name in list(self._created.values()):
                     self._register_clone_url(full_name)
                 yield self
             finally:
@@ -177,7 +179,7 @@ class FakeGitHost:
             if full_name.lower() not in self.github._repos:
                 self.github.add_repo(full_name, default_branch=branch)
         with self._lock:
-            self._created.append(full_name)
+            self._created[full_name.lower()] = full_name
         if self._server is not None:
             self._register_clone_url(full_name)
         return sha
@@ -279,6 +281,7 @@ class FakeGitHost:
             authorization=header,
             username=username,
             token=token,
+            content_encoding=request.headers.get("content-encoding"),
         )
         with self._lock:
             self._requests.append(record)
@@ -287,12 +290,15 @@ class FakeGitHost:
             response = await self._run_backend(request, full_name, record, username or "")
         except _Refusal as refusal:
             response = refusal.response
+        except Exception:
+            self._error(record, traceback.format_exc())
+            response = Response("FakeGitHost crashed\n", status_code=500)
         with self._lock:
             record.status = response.status_code
         return response
 
     def _authorize(self, record: GitRequest, match: re.Match[str] | None, method: str) -> str:
-        """The repo's canonical full name, if the request's token may do what it asks."""
+        """The repo's full name as on disk, if the request's token may do what it asks."""
         scope = self._token_scope(record.token) if record.token else None
         if scope is None or scope.expired:
             raise _Refusal(
@@ -319,12 +325,14 @@ class FakeGitHost:
             scope.repositories is not None and full_name not in scope.repositories
         ):
             raise _Refusal(404, "Repository not found.")
-        if not self.bare_path(full_name).is_dir():
+        with self._lock:
+            on_disk = self._created.get(full_name.lower())
+        if on_disk is None:
             raise _Refusal(404, "Repository not found.")
         level = LEVELS.get(scope.permissions.get("contents", ""), 0)
         if level < NEEDED_LEVEL[str(record.service)]:
             raise _Refusal(403, f"Permission to {full_name}.git denied to {record.username}.")
-        return full_name
+        return on_disk
 
     def _token_scope(self, token: str) -> _Scope | None:
         """What FakeGitHub minted `token` for, None if it did not.

@@ -479,7 +479,8 @@ class ScriptedLLM:
     async def _handle(self, record: LLMRequest, raw: bytes, receive: Receive, send: Send) -> None:
         if record.headers.get("authorization") != f"Bearer {self.api_key}":
             given = record.headers.get("authorization", "<none>")
-            raise _Unexpected(401, f"Incorrect API key: Authorization {given!r}")
+            # OpenAI's wording: litellm maps it to AuthenticationError (else to BadRequestError).
+            raise _Unexpected(401, f"Incorrect API key provided: Authorization {given!r}")
         if (record.method, record.path) == ("GET", MODELS_PATH):
             models = {
                 "object": "list",

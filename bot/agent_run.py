@@ -1,0 +1,115 @@
+"""One agent run end to end: read-only token → workspace → clone and setup → conversation → result.
+
+Whatever fails, the caller gets an `AgentRun` with a classified error instead of an exception, so
+it can always finalize what the user sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from githubkit.exception import GitHubException
+
+from bot.agent_server import AgentServerError
+from bot.auth import READ_ONLY
+from bot.config import Settings
+from bot.conversation import (
+    AgentError,
+    AgentRequest,
+    AgentResult,
+    Conversation,
+    ProgressCallback,
+    conversation_id_for,
+)
+from bot.github import GitHubApp
+from bot.repo_prep import SetupFailed, SetupOutcome, prepare
+from bot.tasks import RepoRef
+from bot.workspace.base import WorkspaceError, WorkspaceProvider
+
+log = logging.getLogger("bot.agent_run")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What to run where."""
+
+    run_id: str
+    installation_id: int
+    repo: RepoRef
+    clone_url: str
+    prompt: str
+    branch: str | None = None  # the branch to check out (default branch when None)
+    fetch_ref: str | None = None  # e.g. refs/pull/7/head for a fork's pull request
+    tools: list[str] | None = None
+    max_iterations: int | None = None
+
+
+@dataclass(slots=True)
+class AgentRun:
+    result: AgentResult
+    setup: SetupOutcome | None = None
+    hooks_error: str | None = None
+    head_sha: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
+    return AgentResult(
+        conversation_id=conversation_id_for(spec.run_id),
+        status="error",
+        error=AgentError(code, detail),
+    )
+
+
+async def run_agent(
+    settings: Settings,
+    provider: WorkspaceProvider,
+    github: GitHubApp,
+    spec: RunSpec,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> AgentRun:
+    """Run the agent on the repository; never raises for a failed run (only for cancellation)."""
+    extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
+    try:
+        token = await github.installation_token(
+            spec.installation_id, repositories=[spec.repo.name], permissions=READ_ONLY
+        )
+    except GitHubException as exc:
+        log.warning("could not mint a clone token: %s", type(exc).__name__, extra=extra)
+        return AgentRun(_failed(spec, "github", "could not get a read-only token to clone"))
+    try:
+        async with provider.open(spec.run_id) as ws:
+            prepared = await prepare(
+                ws,
+                clone_url=spec.clone_url,
+                token=token.token,
+                branch=spec.branch,
+                fetch_ref=spec.fetch_ref,
+                clone_limit=settings.clone_timeout_seconds,
+                setup_limit=settings.setup_timeout_seconds,
+                setup_fatal=settings.setup_failure_fatal,
+            )
+            request = AgentRequest(
+                run_id=spec.run_id,
+                prompt=spec.prompt,
+                working_dir=prepared.path,
+                hook_config=prepared.hook_config,
+                tools=spec.tools,
+                max_iterations=spec.max_iterations,
+            )
+            conversation = Conversation(ws.client, settings, on_progress=on_progress)
+            result = await conversation.run(request, base_ref=prepared.head_sha)
+            return AgentRun(
+                result=result,
+                setup=prepared.setup,
+                hooks_error=prepared.hooks_error,
+                head_sha=prepared.head_sha,
+            )
+    except SetupFailed as exc:
+        log.warning("setup failed: %s", exc, extra=extra)
+        return AgentRun(_failed(spec, "setup", str(exc)))
+    except (WorkspaceError, AgentServerError) as exc:
+        log.warning("workspace failed: %s", exc, extra=extra)
+        return AgentRun(_failed(spec, "workspace", str(exc)))
