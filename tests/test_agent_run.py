@@ -110,7 +110,8 @@ async def test_the_agent_edits_adds_and_deletes_files(
     completion_tokens = sum(r.usage.completion_tokens for r in llm.completions if r.usage)
     assert result.prompt_tokens == prompt_tokens
     assert result.cost == pytest.approx(prompt_tokens * 3e-6 + completion_tokens * 15e-6)
-    assert progress and progress[-1].steps == 4
+    assert progress
+    assert progress[-1].steps == 4
     assert any("terminal" in p.last_action for p in progress)
     # The clone used a read-only token narrowed to this repository.
     (token,) = fake_github.token_log
@@ -189,7 +190,8 @@ async def test_the_wall_clock_limit_interrupts_the_run(
     run = await _run(settings, agent_server, redis, spec)
 
     assert run.result.status == "timeout"
-    assert run.result.error is not None and run.result.error.code == "timeout"
+    assert run.result.error is not None
+    assert run.result.error.code == "timeout"
     async with agent_server.client() as client:
         info = await client.conversation(run.result.conversation_id)
     assert info["execution_status"] != "running"
@@ -262,7 +264,8 @@ async def test_an_invalid_hooks_file_is_reported_not_fatal(
     run = await _run(agent_settings, agent_server, redis, _spec(git_host, "Go"))
 
     assert run.result.status == "finished"
-    assert run.hooks_error is not None and "invalid" in run.hooks_error
+    assert run.hooks_error is not None
+    assert "invalid" in run.hooks_error
 
 
 async def test_setup_script_runs_and_its_failure_is_reported(
@@ -280,14 +283,17 @@ async def test_setup_script_runs_and_its_failure_is_reported(
     llm.script(steps.finish("ok"))
 
     run = await _run(agent_settings, agent_server, redis, _spec(git_host, "Go"))
-    assert run.setup is not None and run.setup.ran and run.setup.exit_code == 3
+    assert run.setup is not None
+    assert run.setup.ran
+    assert run.setup.exit_code == 3
     assert "preparing-8812" in run.setup.output
     assert run.result.status == "finished"
 
     fatal = agent_settings.model_copy(update={"setup_failure_fatal": True})
     failed = await _run(fatal, agent_server, redis, _spec(git_host, "Go"))
     assert failed.result.status == "error"
-    assert failed.result.error is not None and failed.result.error.code == "setup"
+    assert failed.result.error is not None
+    assert failed.result.error.code == "setup"
 
 
 async def test_no_secret_reaches_the_agent(

@@ -139,11 +139,17 @@ def error(
     )
     return Error(
         status=status,
-        message=message if message is not None else f"scripted error {status}",
+        message=message if message is not None else _default_message(status),
         error_type=error_type or default_type,
         code=code if code is not None else default_code,
         headers=tuple((key.lower(), value) for key, value in (headers or {}).items()),
     )
+
+
+def _default_message(status: int) -> str:
+    if status == 401:  # litellm needs OpenAI's wording to raise AuthenticationError
+        return "Incorrect API key provided (scripted error 401)"
+    return f"scripted error {status}"
 
 
 def sleep(seconds: float, then: Step) -> Sleep:

@@ -1,0 +1,139 @@
+"""A small runtime API on loopback that starts a real agent-server process per session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bot.workspace.local import free_port
+from tests.servers import ServerThread
+
+
+class FakeRuntimeAPI:
+    """`POST /start` spawns an agent-server, `POST /stop/{id}` stops it; both are recorded."""
+
+    def __init__(self, root: Path, api_key: str = "rt-key") -> None:
+        self.root = root
+        self.api_key = api_key
+        self.started: list[dict[str, Any]] = []
+        self.stopped: list[str] = []
+        self.rejected: list[str] = []
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self.app = Starlette(
+            routes=[
+                Route("/start", self._start, methods=["POST"]),
+                Route("/stop/{runtime_id}", self._stop, methods=["POST"]),
+            ]
+        )
+        self._server: ServerThread | None = None
+
+    def _authorized(self, request: Request) -> bool:
+        if request.headers.get("x-api-key") == self.api_key:
+            return True
+        self.rejected.append(request.url.path)
+        return False
+
+    async def _start(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        body = await request.json()
+        runtime_id = f"rt-{secrets.token_hex(4)}"
+        port = free_port()
+        key = secrets.token_urlsafe(16)
+        cwd = self.root / runtime_id
+        cwd.mkdir(parents=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(cwd),
+            "OH_SESSION_API_KEYS_0": key,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OH_ENABLE_VSCODE": "false",
+            "OH_ENABLE_BROWSER": "false",
+            "OH_PRELOAD_TOOLS": "false",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        log = open(cwd / "server.log", "wb")  # noqa: ASYNC230 - test helper
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openhands.agent_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        with self._lock:
+            self._processes[runtime_id] = process
+            self.started.append({"runtime_id": runtime_id, **body})
+        return JSONResponse(
+            {"runtime_id": runtime_id, "url": f"http://127.0.0.1:{port}", "session_api_key": key}
+        )
+
+    async def _stop(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        runtime_id = request.path_params["runtime_id"]
+        with self._lock:
+            process = self._processes.pop(runtime_id, None)
+            self.stopped.append(runtime_id)
+        if process is None:
+            return JSONResponse({"error": "unknown runtime"}, status_code=404)
+        _kill(process)
+        return JSONResponse({"status": "stopped"})
+
+    @property
+    def running(self) -> list[str]:
+        with self._lock:
+            return [rid for rid, p in self._processes.items() if p.poll() is None]
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return self._server.url
+
+    @contextmanager
+    def serving(self) -> Iterator[FakeRuntimeAPI]:
+        with ServerThread(self.app) as server:
+            self._server = server
+            try:
+                yield self
+            finally:
+                with self._lock:
+                    leftovers = list(self._processes.values())
+                    self._processes.clear()
+                for process in leftovers:
+                    _kill(process)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
