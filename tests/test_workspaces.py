@@ -142,7 +142,7 @@ def test_local_is_the_default(settings: Settings) -> None:
 
 async def test_local_open_fails_clearly_when_the_server_cannot_start(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "state", start_timeout=0.5)
-    with pytest.raises(WorkspaceError, match="did not start|exited"):
+    with pytest.raises(WorkspaceError, match=r"did not start|exited"):
         async with provider.open("never"):
             pass
     await provider.close()

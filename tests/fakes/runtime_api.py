@@ -68,7 +68,7 @@ class FakeRuntimeAPI:
             "GIT_TERMINAL_PROMPT": "0",
         }
         log = open(cwd / "server.log", "wb")  # noqa: ASYNC230 - test helper
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: ASYNC220 - a fake; returns at once
             [
                 sys.executable,
                 "-m",
