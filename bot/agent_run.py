@@ -7,6 +7,7 @@ it can always finalize what the user sees.
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass, field
 
 from githubkit.exception import GitHubException
@@ -25,7 +26,7 @@ from bot.conversation import (
 from bot.github import GitHubApp
 from bot.repo_prep import SetupFailed, SetupOutcome, prepare
 from bot.tasks import RepoRef
-from bot.workspace.base import WorkspaceError, WorkspaceProvider
+from bot.workspace.base import Workspace, WorkspaceError, WorkspaceProvider
 
 log = logging.getLogger("bot.agent_run")
 
@@ -43,6 +44,7 @@ class RunSpec:
     fetch_ref: str | None = None  # e.g. refs/pull/7/head for a fork's pull request
     tools: list[str] | None = None
     max_iterations: int | None = None
+    want_patch: bool = False
 
 
 @dataclass(slots=True)
@@ -51,7 +53,18 @@ class AgentRun:
     setup: SetupOutcome | None = None
     hooks_error: str | None = None
     head_sha: str | None = None
+    patch: str | None = None  # the change as a git patch, when the spec asked for one
     notes: list[str] = field(default_factory=list)
+
+
+async def git_patch(ws: Workspace, base: str) -> str:
+    """The working tree's changes against `base` as a patch `git apply` accepts."""
+    repo = shlex.quote(ws.repo_dir)
+    result = await ws.client.bash(
+        f"cd {repo} && git add -A --intent-to-add && git diff --binary {shlex.quote(base)}",
+        limit_seconds=120,
+    )
+    return result.stdout
 
 
 def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
@@ -101,11 +114,15 @@ async def run_agent(
             )
             conversation = Conversation(ws.client, settings, on_progress=on_progress)
             result = await conversation.run(request, base_ref=prepared.head_sha)
+            patch = None
+            if spec.want_patch and result.changes:
+                patch = await git_patch(ws, prepared.head_sha)
             return AgentRun(
                 result=result,
                 setup=prepared.setup,
                 hooks_error=prepared.hooks_error,
                 head_sha=prepared.head_sha,
+                patch=patch,
             )
     except SetupFailed as exc:
         log.warning("setup failed: %s", exc, extra=extra)

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     llm_input_cost_per_token: float | None = None  # for models litellm has no price for
     llm_output_cost_per_token: float | None = None
 
+    # Publishing and the tracking comment.
+    open_pr_ready: bool = False  # open pull requests ready for review instead of as drafts
+    tracking_interval_seconds: float = 5.0  # minimum spacing of progress edits
+    thread_poll_seconds: float = 2.0  # how often a queued run checks whether its thread is free
+    public_url: str | None = None  # where this bot is reachable, for run links
+
     state_dir: Path = Path(".openhands-bot")
     log_level: str = "INFO"
 

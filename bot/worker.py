@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from arq import Retry
 from arq.connections import RedisSettings
+from arq.jobs import Job
 from githubkit.exception import GitHubException
 
 from bot.config import Settings
 from bot.errors import PermanentError, TransientError, classify_github
 from bot.github import GitHubApp
+from bot.mention import ACTIVE_PREFIX, STOP_PREFIX, MentionRun, thread_key
 from bot.permissions import can_write
 from bot.tasks import CancelTask, InstallationTask, MentionTask, RepoRef, ReviewTask
+from bot.workspace import WorkspaceProvider, make_provider
 
 log = logging.getLogger("bot.worker")
 
@@ -32,11 +37,31 @@ def _deps(ctx: dict[str, Any]) -> tuple[Settings, GitHubApp]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["github"] = GitHubApp(settings, ctx["redis"])
+    if "workspaces" not in ctx:  # not injected: this worker owns its provider
+        provider = make_provider(settings)
+        ctx["workspaces"] = provider
+        ctx["owns_workspaces"] = True
+        # Started in the background: the local agent-server takes ~15 s, jobs wait for it.
+        ctx["workspaces_starting"] = asyncio.create_task(provider.start())
     log.info("worker ready", extra={"github_api_url": settings.github_api_url})
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker stopping")
+    if ctx.get("owns_workspaces"):
+        starting = ctx.get("workspaces_starting")
+        if starting is not None and not starting.done():
+            starting.cancel()
+        await ctx["workspaces"].close()
+
+
+async def _workspaces(ctx: dict[str, Any]) -> WorkspaceProvider:
+    starting = ctx.get("workspaces_starting")
+    if starting is not None:
+        with contextlib.suppress(Exception):  # a failed start is retried by the provider
+            await asyncio.shield(starting)
+    provider: WorkspaceProvider = ctx["workspaces"]
+    return provider
 
 
 async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None) -> int:
@@ -113,9 +138,10 @@ async def _react(gh: Any, task: MentionTask | CancelTask, content: str) -> None:
 
 
 async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """A mention or the trigger label: gate on permission, then acknowledge with 👀."""
+    """A mention or the trigger label: gate on permission, 👀, then the agent run."""
     task = MentionTask.model_validate(data)
     extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
+    settings, github = _deps(ctx)
     try:
         allowed, gh = await _gate(ctx, task)
         if not allowed:
@@ -132,11 +158,28 @@ async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, An
         _retry_or_fail(ctx, exc, task.run_id)
         return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
     log.info("run %s: acknowledged %s's request", task.run_id, task.sender, extra=extra)
-    return {"run_id": task.run_id, "status": "acknowledged"}
+    if task.installation_id is None:
+        task = task.model_copy(
+            update={"installation_id": await installation_for(ctx, task.repo, None)}
+        )
+    run = MentionRun(
+        settings, ctx["redis"], github, await _workspaces(ctx), gh, task, ctx.get("job_id")
+    )
+    try:
+        return await run.execute()
+    except GitHubException as exc:
+        # The tracking comment itself could not be written: nothing more we can tell the user.
+        log.error(
+            "run %s: GitHub refused the tracking comment: %s",
+            task.run_id,
+            type(exc).__name__,
+            extra=extra,
+        )
+        return {"run_id": task.run_id, "status": "failed", "error": "github"}
 
 
 async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """`@handle stop`: gated like a mention. Interrupting runs arrives with agent runs."""
+    """`@handle stop` from a writer: abort the thread's running job at once."""
     task = CancelTask.model_validate(data)
     try:
         allowed, gh = await _gate(ctx, task)
@@ -146,7 +189,25 @@ async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
     except (TransientError, PermanentError) as exc:
         _retry_or_fail(ctx, exc, task.run_id)
         return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
-    return {"run_id": task.run_id, "status": "acknowledged"}
+    redis = ctx["redis"]
+    active = await redis.hgetall(ACTIVE_PREFIX + thread_key(task.repo.full_name, task.number))
+    run_id = active.get(b"run_id", b"").decode()
+    job_id = active.get(b"job_id", b"").decode()
+    if not run_id or not job_id:
+        log.info("stop on %s#%d: nothing is running", task.repo.full_name, task.number)
+        return {"run_id": task.run_id, "status": "nothing_running"}
+    await redis.set(STOP_PREFIX + run_id, task.sender, ex=3600)
+    # arq cancels the job's task: the run interrupts its conversation and finalizes its comment.
+    aborted = await Job(job_id, redis).abort(timeout=30)
+    log.info(
+        "stop on %s#%d: run %s aborted=%s",
+        task.repo.full_name,
+        task.number,
+        run_id,
+        aborted,
+        extra={"run_id": run_id},
+    )
+    return {"run_id": task.run_id, "status": "stopped", "stopped_run": run_id}
 
 
 async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -191,14 +252,20 @@ async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[s
     }
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for `arq.Worker`, with `settings` in every job's ctx."""
+def worker_options(
+    settings: Settings, *, workspaces: WorkspaceProvider | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker`, with `settings` (and an injected workspace provider,
+    which the caller then owns) in every job's ctx."""
+    ctx: dict[str, Any] = {"settings": settings}
+    if workspaces is not None:
+        ctx["workspaces"] = workspaces
     return {
         "functions": [run_mention, run_cancel, run_review, sync_installation],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
-        "ctx": {"settings": settings},
+        "ctx": ctx,
         "max_jobs": settings.max_jobs,
         "job_timeout": settings.job_timeout_seconds,
         "max_tries": MAX_TRIES,
