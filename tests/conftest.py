@@ -22,7 +22,9 @@ from bot import signature
 from bot.config import Settings
 from bot.web import create_app
 from bot.worker import worker_options
+from bot.workspace.base import WorkspaceProvider
 from bot.workspace.local import LocalProvider
+from bot.workspace.server import ServerProvider
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
@@ -149,10 +151,20 @@ def deliver(web: ServerThread) -> Iterator[Deliverer]:
         yield deliverer
 
 
-async def run_worker(settings: Settings, *, max_burst_jobs: int = -1) -> Worker:
-    """Run a real arq worker until the queue is empty (burst mode), as production would run jobs."""
+async def run_worker(
+    settings: Settings,
+    *,
+    workspaces: WorkspaceProvider | None = None,
+    max_burst_jobs: int = -1,
+) -> Worker:
+    """Run a real arq worker until the queue is empty (burst mode), as production would run jobs.
+
+    Without `workspaces`, runs get a `server` workspace nobody answers at, so a test that reaches
+    the agent sees a workspace failure instead of starting an agent-server of its own."""
+    if workspaces is None:
+        workspaces = ServerProvider("http://127.0.0.1:9", None, "/nonexistent")
     worker = Worker(
-        **worker_options(settings),
+        **worker_options(settings, workspaces=workspaces),
         burst=True,
         poll_delay=0,
         handle_signals=False,

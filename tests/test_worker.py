@@ -74,10 +74,17 @@ async def test_a_writer_gets_an_eyes_reaction(
     assert reactions[0]["content"] == "eyes"
     assert reactions[0]["target_kind"] == "issue_comment"
     assert reactions[0]["target_id"] == payload["comment"]["id"]
-    # The bot's token was narrowed to this one repository, with no access to code.
-    (token,) = github.token_log
-    assert token["repositories"] == ["Hello-World"]
-    assert "contents" not in token["permissions"]
+    # The bot's own token was narrowed to this one repository, with no access to code...
+    ack, clone = github.token_log
+    assert ack["repositories"] == ["Hello-World"]
+    assert "contents" not in ack["permissions"]
+    # ... and the workspace's token could only read it.
+    assert clone["repositories"] == ["Hello-World"]
+    assert clone["permissions"] == {"contents": "read", "metadata": "read"}
+    # Nobody answers at this test's workspace: the tracking comment says so, finalized.
+    (comment,) = [c for c in github.comments.values() if "openhands-run:" in c["body"]]
+    assert "could not start or use its workspace" in comment["body"]
+    assert "What you can do" in comment["body"]
 
 
 @pytest.mark.parametrize("role", ["read", "triage", "none"])
