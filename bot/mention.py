@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable
@@ -28,6 +29,7 @@ from bot.workspace.base import WorkspaceProvider
 
 log = logging.getLogger("bot.mention")
 
+PUBLISH = {"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"}
 THREAD_LOCK_PREFIX = "openhands-bot:thread-lock:"
 ACTIVE_PREFIX = "openhands-bot:active:"  # hash per thread: run_id, job_id
 STOP_PREFIX = "openhands-bot:stop:"  # run id → who asked to stop it
@@ -163,6 +165,7 @@ class MentionRun:
         self.lock = ThreadLock(redis, self.key, task.run_id, settings.job_timeout_seconds + 300)
         self.started = time.monotonic()
         self.handle = settings.bot_handle
+        self.writer: GitHub[Any] = gh
 
     async def execute(self) -> dict[str, Any]:
         task = self.task
@@ -180,6 +183,13 @@ class MentionRun:
         except asyncio.CancelledError:
             await asyncio.shield(self._finalize_cancelled())
             raise
+        except Exception:
+            # A bug of ours must still not leave the user in silence.
+            log.exception("run %s failed unexpectedly", task.run_id, extra={"run_id": task.run_id})
+            headline, details = messages.failure("internal", self.handle)
+            with contextlib.suppress(Exception):
+                await self.tracking.finalize(headline, details)
+            return {"run_id": task.run_id, "status": "failed", "error": "internal"}
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._release())
@@ -232,7 +242,7 @@ class MentionRun:
             return await self._fail("github", publish.describe_failure(exc))
         previous = await self.redis.get(SUMMARY_PREFIX + self.key)
         if previous is not None:
-            context.previous_summary = previous.decode()  # type: ignore[misc]
+            context = dataclasses.replace(context, previous_summary=previous.decode())
         workdir = "the repository root (your working directory)"
         spec = RunSpec(
             run_id=task.run_id,
@@ -271,6 +281,10 @@ class MentionRun:
             return {"run_id": task.run_id, "status": "answered"}
         await self.tracking.phase("publishing")
         try:
+            # Only publishing may write code, with a token of its own for this one repository.
+            self.writer = await self.github.installation_client(
+                task.installation_id or 0, repositories=[task.repo.name], permissions=PUBLISH
+            )
             if pull is None:
                 outcome = await self._open_pull_request(run, context.title, repo.default_branch)
             elif pull.is_fork:
@@ -315,7 +329,7 @@ class MentionRun:
         summary = run.result.final_response.strip()
         pr_title = f"Fix #{task.number}: {title}"[:120]
         sha = await publish.create_commit(
-            self.gh,
+            self.writer,
             task.repo,
             base_sha=run.head_sha,
             changes=run.result.changes,
@@ -323,8 +337,8 @@ class MentionRun:
             when=self._commit_time(),
         )
         branch = publish.issue_branch(task.number, title)
-        await publish.ensure_branch(self.gh, task.repo, branch, sha)
-        template = await publish.pr_template(self.gh, task.repo, base)
+        await publish.ensure_branch(self.writer, task.repo, branch, sha)
+        template = await publish.pr_template(self.writer, task.repo, base)
         body = publish.pr_body(
             number=task.number,
             summary=summary,
@@ -333,7 +347,7 @@ class MentionRun:
             run_id=task.run_id,
         )
         number, url, _reused = await publish.ensure_pull_request(
-            self.gh,
+            self.writer,
             task.repo,
             branch=branch,
             base=base,
@@ -350,7 +364,7 @@ class MentionRun:
         assert run.head_sha is not None
         summary = run.result.final_response.strip()
         sha = await publish.create_commit(
-            self.gh,
+            self.writer,
             task.repo,
             base_sha=run.head_sha,
             changes=run.result.changes,
@@ -358,7 +372,7 @@ class MentionRun:
             when=self._commit_time(),
         )
         try:
-            await publish.fast_forward(self.gh, task.repo, pull.head_ref, run.head_sha, sha)
+            await publish.fast_forward(self.writer, task.repo, pull.head_ref, run.head_sha, sha)
         except publish.BranchMoved as exc:
             raise publish.PublishError(
                 f"{exc}. Nothing was pushed; mention @{self.handle} again "
@@ -374,7 +388,7 @@ class MentionRun:
             "Here is the change as a patch."
         )
         body = publish.patch_comment(run.patch or "", reason=reason)
-        await self.gh.rest.issues.async_create_comment(
+        await self.writer.rest.issues.async_create_comment(
             task.repo.owner, task.repo.name, task.number, body=body
         )
         summary = run.result.final_response.strip()[:3000]
@@ -384,6 +398,6 @@ class MentionRun:
         task = self.task
         if task.trigger != "review_comment" or task.comment_id is None:
             return
-        await self.gh.rest.pulls.async_create_reply_for_review_comment(
+        await self.writer.rest.pulls.async_create_reply_for_review_comment(
             task.repo.owner, task.repo.name, task.number, task.comment_id, body=body
         )

@@ -161,12 +161,13 @@ async def test_the_llm_failing_is_classified_within_seconds(
     llm.script(steps.error(429), steps.error(429), match="[[four-two-nine]]")
     llm.script(steps.hang(), steps.hang(), match="[[hang]]")
 
+    quick = agent_settings.model_copy(update={"llm_timeout_seconds": 2.0})
     for marker, code in (
         ("[[five-hundred]]", "llm_unavailable"),
         ("[[four-two-nine]]", "llm_rate_limit"),
         ("[[hang]]", "llm_timeout"),
     ):
-        run = await _run(agent_settings, agent_server, redis, _spec(git_host, f"Fix {marker}"))
+        run = await _run(quick, agent_server, redis, _spec(git_host, f"Fix {marker}"))
         assert run.result.status == "error"
         assert run.result.error is not None
         assert run.result.error.code == code, run.result.error

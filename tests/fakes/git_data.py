@@ -267,17 +267,17 @@ class BareRepo:
 
     # ------------------------------------------------------------------ refs
 
-    def ref_sha(self, name: str) -> str | None:
-        """The sha `refs/...` name points at, None if there is no such ref."""
-        result = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", name)
-        if result.returncode != 0 or name not in self.refs(name):
-            return None
-        return result.stdout.decode().strip()
-
     def commit_sha(self, revision: str) -> str | None:
         """The commit a branch, tag, ref or sha names, None if none."""
         result = self.run(
             "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"
+        )
+        return result.stdout.decode().strip() if result.returncode == 0 else None
+
+    def tree_sha(self, revision: str) -> str | None:
+        """The tree a tree, commit, branch or tag names, None if none."""
+        result = self.run(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{tree}}"
         )
         return result.stdout.decode().strip() if result.returncode == 0 else None
 
@@ -374,7 +374,7 @@ class GitDataApi:
         content = request.body.get("content")
         encoding = request.body.get("encoding", "utf-8")
         if not isinstance(content, str):
-            raise _unprocessable("Invalid request.\n\n\"content\" wasn't supplied.")
+            raise _unprocessable('Invalid request.\n\n"content" wasn\'t supplied.')
         if encoding in ("utf-8", "utf8"):
             data = content.encode()
         elif encoding == "base64":
@@ -406,13 +406,10 @@ class GitDataApi:
     def create_tree(self, request: GitRequest) -> tuple[int, Any]:
         body = request.body
         base_tree = body.get("base_tree")
-        if base_tree is not None:
-            if not isinstance(base_tree, str) or self.repo.object_type(base_tree) not in {
-                "tree",
-                "commit",
-            }:
-                raise _unprocessable("Invalid tree info: base_tree is not a valid tree")
-            base_tree = self.repo.output("rev-parse", f"{base_tree}^{{tree}}").decode().strip()
+        if base_tree is not None and (
+            not isinstance(base_tree, str) or self.repo.object_type(base_tree) != "tree"
+        ):
+            raise _unprocessable("Invalid tree info: base_tree is not a tree sha")
         items = body.get("tree")
         if not isinstance(items, list):
             raise _unprocessable('Invalid request.\n\n"tree" wasn\'t supplied.')
@@ -444,22 +441,16 @@ class GitDataApi:
                 raise _unprocessable(f"tree.content is only for blobs ({path})")
             return path, TreeEntry(mode, kind, self.repo.write_blob(content.encode()), path)
         sha = item["sha"]
-        if not isinstance(sha, str) or (
-            kind != "commit" and self.repo.object_type(sha) != kind
-        ):
+        if not isinstance(sha, str) or (kind != "commit" and self.repo.object_type(sha) != kind):
             raise _unprocessable(f"tree.sha {sha} is not a valid {kind}")
         return path, TreeEntry(mode, kind, sha, path)
 
     def get_tree(self, request: GitRequest) -> tuple[int, Any]:
-        sha = request.params["sha"]
-        tree = self.repo.commit_sha(sha) if self.repo.object_type(sha) != "tree" else sha
-        if tree is None and self.repo.object_type(sha) is None:
-            tree = self.repo.commit_sha(sha)  # a branch name is accepted too
-        if tree is None:
+        sha = self.repo.tree_sha(request.params["sha"])  # GitHub takes a branch name too
+        if sha is None:
             raise _not_found()
-        tree_sha = self.repo.output("rev-parse", f"{tree}^{{tree}}").decode().strip()
         recursive = request.query.get("recursive") not in (None, "", "0", "false")
-        return 200, self._tree_json(tree_sha, recursive=recursive)
+        return 200, self._tree_json(sha, recursive=recursive)
 
     def _tree_json(self, sha: str, *, recursive: bool) -> dict[str, Any]:
         entries = []
@@ -500,8 +491,8 @@ class GitDataApi:
         if body.get("signature"):
             raise _unprocessable("FakeGitHub does not verify commit signatures")
         now = datetime.now(UTC).replace(microsecond=0)
-        author = _person(body.get("author"), "author", self.actor, now)
-        committer = _person(body.get("committer"), "committer", None, now) or author
+        author = _person(body.get("author"), "author", now) or Signature(*self.actor, now)
+        committer = _person(body.get("committer"), "committer", now) or author
         sha = self.repo.commit_tree(tree, parents, message, author, committer)
         return 201, self._commit_json(self.repo.read_commit(sha))
 
@@ -717,19 +708,17 @@ def _full_ref(ref: str) -> str:
 
 def _valid_path(path: str) -> bool:
     parts = path.split("/")
-    return bool(path) and all(part not in {"", ".", "..", ".git"} for part in parts) and (
-        "\0" not in path
+    return (
+        bool(path)
+        and all(part not in {"", ".", "..", ".git"} for part in parts)
+        and ("\0" not in path)
     )
 
 
-def _person(
-    value: Any, role: str, default: tuple[str, str] | None, now: datetime
-) -> Signature:
-    """The author or committer of a new commit: `value` from the body, else `default`."""
+def _person(value: Any, role: str, now: datetime) -> Signature | None:
+    """The author or committer a new commit's body gives, None if it gives none."""
     if value is None:
-        if default is None:
-            return None  # type: ignore[return-value]  # the caller falls back to the author
-        return Signature(default[0], default[1], now)
+        return None
     if not isinstance(value, dict) or not all(
         isinstance(value.get(key), str) and value[key] for key in ("name", "email")
     ):

@@ -7,7 +7,6 @@ import base64
 import binascii
 import contextlib
 import copy
-import os
 import re
 import subprocess
 import threading
@@ -23,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.fakes.git_data import GIT_ENV
 from tests.fakes.github import FakeGitHub
 from tests.servers import ServerThread
 
@@ -39,12 +39,7 @@ _PATH = re.compile(
     r"/(?P<rest>info/refs|git-upload-pack|git-receive-pack)"
 )
 # Hermetic git: no system or user configuration leaks into the served repositories.
-_GIT_ENV = {
-    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "LC_ALL": "C",
-}
+_GIT_ENV = GIT_ENV
 _REPO_CONFIG = {
     "uploadpack.allowReachableSHA1InWant": "true",  # GitHub lets you fetch a reachable sha
     "uploadpack.allowFilter": "true",  # and supports partial clones
@@ -73,15 +68,6 @@ class GitRequest:
     permissions: dict[str, str] | None = None
     content_encoding: str | None = None
     status: int = 0
-
-
-@dataclass
-class _Scope:
-    installation_id: int
-    installation_repos: list[str]
-    repositories: list[str] | None
-    permissions: dict[str, str]
-    expired: bool
 
 
 class _Refusal(Exception):
@@ -164,8 +150,9 @@ class FakeGitHost:
     ) -> str:
         """Make the bare repo with one commit of `files` on `branch` (its HEAD); returns the sha.
 
-        Registers it with FakeGitHub (`add_repo` if unknown) and, when serving, sets its
-        clone_url to `clone_url(full_name)`.
+        Attaches it to FakeGitHub (`attach_git`, which registers the repo with `branch` as its
+        default branch if unknown), so the Git Data, contents, branch and PR endpoints work on
+        it, and, when serving, sets its clone_url to `clone_url(full_name)`.
         """
         bare = self.bare_path(full_name)
         if bare.exists():
@@ -175,9 +162,7 @@ class FakeGitHost:
         for key, value in _REPO_CONFIG.items():
             self._git_output(bare, "config", key, value)
         sha = self._fast_import(bare, branch, None, dict(files), "Initial commit")
-        with self.github._lock:
-            if full_name.lower() not in self.github._repos:
-                self.github.add_repo(full_name, default_branch=branch)
+        self.github.attach_git(full_name, bare, default_branch=branch)
         with self._lock:
             self._created[full_name.lower()] = full_name
         if self._server is not None:
@@ -201,13 +186,17 @@ class FakeGitHost:
             parent = self.rev_parse(full_name, f"refs/heads/{branch}")
         except KeyError:
             parent = self.rev_parse(full_name, "HEAD")
-        return self._fast_import(bare, branch, parent, dict(files), message)
+        sha = self._fast_import(bare, branch, parent, dict(files), message)
+        self.github.sync_pull_refs(full_name)
+        return sha
 
     def create_ref(self, full_name: str, ref: str, sha: str) -> None:
         """Point `ref` (e.g. ``refs/pull/7/head``) at `sha`, creating or moving it."""
         if not ref.startswith("refs/"):
             raise ValueError(f"give a full ref name, not {ref!r}")
         self._git_output(self.bare_path(full_name), "update-ref", ref, sha)
+        if ref.startswith("refs/heads/"):
+            self.github.sync_pull_refs(full_name)
 
     def rev_parse(self, full_name: str, ref: str) -> str:
         """The commit sha `ref` names; KeyError if it names none."""
@@ -299,7 +288,7 @@ class FakeGitHost:
 
     def _authorize(self, record: GitRequest, match: re.Match[str] | None, method: str) -> str:
         """The repo's full name as on disk, if the request's token may do what it asks."""
-        scope = self._token_scope(record.token) if record.token else None
+        scope = self.github.token_scope(record.token) if record.token else None
         if scope is None or scope.expired:
             raise _Refusal(
                 401,
@@ -333,25 +322,6 @@ class FakeGitHost:
         if level < NEEDED_LEVEL[str(record.service)]:
             raise _Refusal(403, f"Permission to {full_name}.git denied to {record.username}.")
         return on_disk
-
-    def _token_scope(self, token: str) -> _Scope | None:
-        """What FakeGitHub minted `token` for, None if it did not.
-
-        FakeGitHub has no public token lookup, so this reads its private state under its lock.
-        """
-        github = self.github
-        with github._lock:
-            issued = github._tokens.get(token)
-            if issued is None:
-                return None
-            installation = github._installations.get(issued.installation_id)
-            return _Scope(
-                installation_id=issued.installation_id,
-                installation_repos=list(installation.repos) if installation else [],
-                repositories=copy.copy(issued.repositories),
-                permissions=dict(issued.permissions),
-                expired=issued.expired,
-            )
 
     async def _run_backend(
         self, request: Request, full_name: str, record: GitRequest, username: str
@@ -401,7 +371,14 @@ class FakeGitHost:
                 await process.wait()
         if returncode != 0:
             self._error(record, f"exit {returncode}: {stderr.decode(errors='replace')}")
-        return self._cgi_response(record, stdout)
+        response = self._cgi_response(record, stdout)
+        if (
+            record.service == RECEIVE_PACK
+            and request.method == "POST"
+            and response.status_code == 200
+        ):
+            self.github.sync_pull_refs(full_name)  # a push may have moved a PR's head branch
+        return response
 
     def _cgi_response(self, record: GitRequest, output: bytes) -> Response:
         head, separator, body = output.partition(b"\r\n\r\n")
@@ -429,14 +406,7 @@ class FakeGitHost:
     # ------------------------------------------------------------------ git plumbing
 
     def _register_clone_url(self, full_name: str) -> None:
-        github = self.github
-        url = self.clone_url(full_name)
-        with github._lock:
-            repo = github._repos.get(full_name.lower())
-            if repo is None:
-                github.add_repo(full_name, clone_url=url)
-            else:
-                repo.clone_url = url
+        self.github.set_clone_url(full_name, self.clone_url(full_name))
 
     def _fast_import(
         self,

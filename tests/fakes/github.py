@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from tests.fakes.git_data import BareRepo, GitDataApi, GitDataError, GitRequest
 from tests.servers import ServerThread
 
 # GitHub's documented response examples, kept next to the repository (see their SOURCE.md).
@@ -139,6 +140,21 @@ class IssuedToken:
     @property
     def expired(self) -> bool:
         return self.expires_at <= datetime.now(UTC)
+
+
+@dataclass
+class TokenScope:
+    """What an installation token was minted for (see `FakeGitHub.token_scope`).
+
+    `installation_repos` are the installation's repos now; `repositories` the token's narrowing
+    (full names, None if not narrowed); `permissions` what it was granted.
+    """
+
+    installation_id: int
+    installation_repos: list[str]
+    repositories: list[str] | None
+    permissions: dict[str, str]
+    expired: bool
 
 
 @dataclass
@@ -269,6 +285,7 @@ class _Call:
 
 
 Handler = Callable[[_Call], _Reply]
+GitOperation = Callable[[GitDataApi, GitRequest], tuple[int, Any]]
 
 
 class FakeGitHub:
@@ -282,6 +299,11 @@ class FakeGitHub:
       installation, and narrowed repository list if any, includes the repo, else 401/404. Unlike
       GitHub, public repos are not readable without such a token: stricter on purpose.
     - Writes need the matching permission (`issues`, `pull_requests`) at `write`, else 403.
+    - Git Data (`/git/...`), contents and branch endpoints are answered from the repo's real bare
+      repository (`attach_git`; FakeGitHost's `create_repo` attaches it): they need `contents`
+      (read to read, write to write), and answer 409 and note an unexpected call for a repo
+      without one. PRs on such a repo follow its branches: creating one needs its head and base
+      branches there, its `head.sha` is the branch's tip, and `refs/pull/N/head` follows it.
     - Issues, PRs and comments must be seeded (`add_issue`, `add_comment`, `add_from_webhook`,
       ...) before they are read or reacted to; unknown ones answer 404 as on GitHub.
     - Collaborator permission of a user never given a role: `read` on a public repo and 404 on a
@@ -318,6 +340,7 @@ class FakeGitHub:
         self._pulls: dict[tuple[str, int], FakePull] = {}
         self._comments: dict[int, dict[str, Any]] = {}
         self._review_comments: dict[int, dict[str, Any]] = {}
+        self._git_repos: dict[str, BareRepo] = {}  # lower-cased full name → its bare repository
         self._reactions: list[dict[str, Any]] = []
         self._created_pulls: list[dict[str, Any]] = []
         self._reviews: list[dict[str, Any]] = []
@@ -343,9 +366,36 @@ class FakeGitHub:
                 ("POST", rf"{_R}/pulls/comments/(?P<id>\d+)/reactions", self._react_review_comment),
                 ("GET", rf"{_R}/pulls/(?P<n>\d+)", self._get_pull),
                 ("GET", rf"{_R}/pulls/(?P<n>\d+)/files", self._list_pull_files),
+                ("GET", rf"{_R}/pulls", self._list_pulls),
                 ("POST", rf"{_R}/pulls", self._create_pull),
                 ("POST", rf"{_R}/pulls/(?P<n>\d+)/reviews", self._create_review),
+                (
+                    "POST",
+                    rf"{_R}/pulls/(?P<n>\d+)/comments/(?P<id>\d+)/replies",
+                    self._reply_review_comment,
+                ),
+                *self._git_routes(),
             ]
+        ]
+
+    def _git_routes(self) -> list[tuple[str, str, Handler]]:
+        """The endpoints answered from the repo's bare repository (`attach_git`)."""
+        git = self._git_route
+        api = GitDataApi
+        return [
+            ("POST", rf"{_R}/git/blobs", git(api.create_blob, write=True)),
+            ("GET", rf"{_R}/git/blobs/(?P<sha>[^/]+)", git(api.get_blob)),
+            ("POST", rf"{_R}/git/trees", git(api.create_tree, write=True)),
+            ("GET", rf"{_R}/git/trees/(?P<sha>[^/]+)", git(api.get_tree)),
+            ("POST", rf"{_R}/git/commits", git(api.create_commit, write=True)),
+            ("GET", rf"{_R}/git/commits/(?P<sha>[^/]+)", git(api.get_commit)),
+            ("GET", rf"{_R}/git/ref/(?P<ref>.+)", git(api.get_ref)),
+            ("GET", rf"{_R}/git/matching-refs/(?P<ref>.*)", git(api.list_matching_refs)),
+            ("POST", rf"{_R}/git/refs", git(api.create_ref, write=True)),
+            ("PATCH", rf"{_R}/git/refs/(?P<ref>.+)", git(api.update_ref, write=True)),
+            ("DELETE", rf"{_R}/git/refs/(?P<ref>.+)", git(api.delete_ref, write=True)),
+            ("GET", rf"{_R}/contents(?:/(?P<path>.*))?", git(api.get_content)),
+            ("GET", rf"{_R}/branches/(?P<branch>.+)", git(api.get_branch)),
         ]
 
     # ------------------------------------------------------------------ serving
@@ -514,19 +564,94 @@ class FakeGitHub:
         user: str,
         *,
         comment_id: int | None = None,
+        path: str = "README.md",
+        line: int | None = 1,
+        diff_hunk: str = "@@ -1 +1 @@\n-old\n+new",
+        commit_id: str | None = None,
+        in_reply_to_id: int | None = None,
     ) -> int:
-        """Seed a PR review (diff) comment so reactions to it can be tested; returns its id."""
+        """Seed a PR review (diff) comment, to react or reply to; returns its id.
+
+        `commit_id` defaults to the PR's head sha when the PR is known.
+        """
         with self._lock:
             repo = self._require_repo(full_name)
+            pull = self._pulls.get((repo.full_name.lower(), pull_number))
             comment_id = self._claim_id(comment_id)
+            stamp = _iso(_now())
             self._review_comments[comment_id] = {
                 "id": comment_id,
                 "repo": repo.full_name,
                 "pull_number": pull_number,
                 "body": body,
                 "user": user,
+                "path": path,
+                "line": line,
+                "diff_hunk": diff_hunk,
+                "commit_id": commit_id or (self._head_sha(pull) if pull else _sha(path)),
+                "in_reply_to_id": in_reply_to_id,
+                "review_id": self._new_id(),
+                "created_at": stamp,
+                "updated_at": stamp,
             }
             return comment_id
+
+    def attach_git(
+        self, full_name: str, bare_path: Path, *, default_branch: str = "main"
+    ) -> FakeRepo:
+        """Back the repo's Git Data, contents, branch and PR endpoints by a bare repository.
+
+        Registers the repo (`add_repo(full_name, default_branch=...)`) if unknown. FakeGitHost's
+        `create_repo` calls this for you.
+        """
+        with self._lock:
+            repo = self._repos.get(full_name.lower()) or self.add_repo(
+                full_name, default_branch=default_branch
+            )
+            self._git_repos[full_name.lower()] = BareRepo(Path(bare_path))
+            return repo
+
+    def git_path(self, full_name: str) -> Path | None:
+        """The bare repository attached to the repo, None if none is."""
+        with self._lock:
+            bare = self._git_repos.get(full_name.lower())
+            return bare.path if bare else None
+
+    def set_clone_url(self, full_name: str, url: str) -> None:
+        """Set the repo's `clone_url` (registering the repo if unknown)."""
+        with self._lock:
+            repo = self._repos.get(full_name.lower())
+            if repo is None:
+                self.add_repo(full_name, clone_url=url)
+            else:
+                repo.clone_url = url
+
+    def token_scope(self, token: str) -> TokenScope | None:
+        """What this fake minted `token` for, None if it did not mint it."""
+        with self._lock:
+            issued = self._tokens.get(token)
+            if issued is None:
+                return None
+            installation = self._installations.get(issued.installation_id)
+            return TokenScope(
+                installation_id=issued.installation_id,
+                installation_repos=list(installation.repos) if installation else [],
+                repositories=copy.copy(issued.repositories),
+                permissions=dict(issued.permissions),
+                expired=issued.expired,
+            )
+
+    def sync_pull_refs(self, full_name: str) -> None:
+        """Point `refs/pull/N/head` of every PR whose head is in `full_name` at its head branch.
+
+        GitHub keeps these refs in the base repository; this fake moves them when a PR is opened,
+        when a ref moves through the API, and when FakeGitHost sees a push or commit. PRs whose
+        head branch is not in an attached bare repository are left alone.
+        """
+        with self._lock:
+            for pull in self._pulls.values():
+                if full_name.lower() in {pull.repo.lower(), (pull.fork_full_name or "").lower()}:
+                    self._sync_pull_ref(pull)
 
     def add_from_webhook(self, payload: dict[str, Any]) -> None:
         """Seed the repo, issue or PR, and comment a webhook payload talks about, with its ids.
@@ -578,6 +703,11 @@ class FakeGitHub:
                     comment["body"],
                     comment["user"]["login"],
                     comment_id=comment["id"],
+                    path=comment.get("path", "README.md"),
+                    line=comment.get("line"),
+                    diff_hunk=comment.get("diff_hunk", ""),
+                    commit_id=comment.get("commit_id"),
+                    in_reply_to_id=comment.get("in_reply_to_id"),
                 )
             elif comment and issue:
                 self.add_comment(
@@ -694,6 +824,13 @@ class FakeGitHub:
         """PRs opened through the API: {repo, number, title, body, head, base, draft, user}."""
         with self._lock:
             return copy.deepcopy(self._created_pulls)
+
+    @property
+    def review_comments(self) -> dict[int, dict[str, Any]]:
+        """id → {id, repo, pull_number, body, user, path, line, diff_hunk, commit_id,
+        in_reply_to_id, review_id, created_at, updated_at}: seeded ones and replies."""
+        with self._lock:
+            return copy.deepcopy(self._review_comments)
 
     @property
     def reviews(self) -> list[dict[str, Any]]:
@@ -848,9 +985,10 @@ class FakeGitHub:
         return ApiError(401, message)
 
     def _token_for_repo(
-        self, call: _Call, write: tuple[str, ...] = ()
+        self, call: _Call, write: tuple[str, ...] = (), *, read: tuple[str, ...] = ()
     ) -> tuple[FakeRepo, IssuedToken]:
-        """The repo and the caller's token, if that token may read (and with `write`, write) it."""
+        """The repo and the caller's token, if that token may see it, and if it holds one of
+        the `read` permissions (at read or write) and one of the `write` ones at write."""
         scheme, _, credential = call.request.headers.get("authorization", "").partition(" ")
         if not credential.strip():
             raise ApiError(401, "Requires authentication")
@@ -865,7 +1003,70 @@ class FakeGitHub:
             raise _not_found()
         if write and not any(token.permissions.get(name) == "write" for name in write):
             raise ApiError(403, "Resource not accessible by integration")
+        if read and not any(token.permissions.get(name) in {"read", "write"} for name in read):
+            raise ApiError(403, "Resource not accessible by integration")
         return repo, token
+
+    # ------------------------------------------------------------------ git-backed helpers
+
+    def _git_route(self, operation: GitOperation, *, write: bool = False) -> Handler:
+        """A handler running `operation` on the repo's bare repository, after `contents` auth."""
+
+        def handle(call: _Call) -> _Reply:
+            repo, _ = self._token_for_repo(call, ("contents",) if write else (), read=("contents",))
+            bare = self._git_repos.get(repo.full_name.lower())
+            if bare is None:
+                self._unexpected.append(
+                    f"{call.request.method} {call.request.path}: {repo.full_name} has no bare"
+                    " repository; create it with FakeGitHost.create_repo or attach_git"
+                )
+                raise ApiError(409, "Git Repository is empty.")
+            api = GitDataApi(
+                repo=bare,
+                full_name=repo.full_name,
+                default_branch=repo.default_branch,
+                api_base=call.api_base,
+                actor=(self.bot_login, self._noreply_email(self.bot_login)),
+                on_ref_change=lambda: self.sync_pull_refs(repo.full_name),
+            )
+            params = {key: value for key, value in call.params.items() if value is not None}
+            try:
+                status, data = operation(api, GitRequest(params, call.request.query, call.body))
+            except GitDataError as error:
+                raise ApiError(error.status, error.message, **error.extra) from None
+            return _Reply(status, data)
+
+        return handle
+
+    def _noreply_email(self, login: str) -> str:
+        return f"{self._user_id(login)}+{login}@users.noreply.github.com"
+
+    def _branch_tip(self, full_name: str, branch: str) -> str | None:
+        """The branch's sha in the repo's bare repository, None if either is missing."""
+        bare = self._git_repos.get(full_name.lower())
+        if bare is None:
+            return None
+        return bare.refs(f"refs/heads/{branch}").get(f"refs/heads/{branch}")
+
+    def _head_sha(self, pull: FakePull) -> str:
+        """The PR's head: its branch's tip when that is in a bare repository, else as seeded."""
+        return self._branch_tip(pull.fork_full_name or pull.repo, pull.head_ref) or pull.head_sha
+
+    def _sync_pull_ref(self, pull: FakePull) -> None:
+        base = self._git_repos.get(pull.repo.lower())
+        head_repo = pull.fork_full_name or pull.repo
+        tip = self._branch_tip(head_repo, pull.head_ref)
+        if base is None or tip is None:
+            return
+        ref = f"refs/pull/{pull.number}/head"
+        if base.refs(ref).get(ref) == tip:
+            return
+        if head_repo.lower() != pull.repo.lower():  # bring the fork's commits over first
+            head = self._git_repos[head_repo.lower()]
+            base.output(
+                "fetch", "--quiet", "--no-tags", str(head.path), f"refs/heads/{pull.head_ref}"
+            )
+        base.output("update-ref", ref, tip)
 
     # ------------------------------------------------------------------ state helpers
 
@@ -1103,12 +1304,13 @@ class FakeGitHub:
     def _pull_json(self, pull: FakePull, api_base: str) -> dict[str, Any]:
         repo = self._require_repo(pull.repo)
         issue = self._require_issue(pull.repo, pull.number)
+        head_sha = self._head_sha(pull)
         data: dict[str, Any] = _replace_strings(
             example("pulls/get"),
             [
                 ("octocat/Hello-World", repo.full_name),
                 ("/1347", f"/{pull.number}"),
-                ("6dcb09b5b57875f334f61aebed695e2e4193db5e", pull.head_sha),
+                ("6dcb09b5b57875f334f61aebed695e2e4193db5e", head_sha),
                 (EXAMPLE_API_BASE, api_base),
             ],
         )
@@ -1138,7 +1340,7 @@ class FakeGitHub:
             head={
                 "label": f"{head_repo.owner}:{pull.head_ref}",
                 "ref": pull.head_ref,
-                "sha": pull.head_sha,
+                "sha": head_sha,
                 "user": self._user(head_repo.owner, api_base),
                 "repo": self._repo_json(head_repo, api_base, full=False),
             },
@@ -1171,24 +1373,85 @@ class FakeGitHub:
         )
         return data
 
+    def _pull_simple_json(self, pull: FakePull, api_base: str) -> dict[str, Any]:
+        """A PR as list endpoints give it: without the merge and count fields."""
+        data = self._pull_json(pull, api_base)
+        for key in (
+            "merged",
+            "mergeable",
+            "rebaseable",
+            "mergeable_state",
+            "merged_by",
+            "comments",
+            "review_comments",
+            "maintainer_can_modify",
+            "commits",
+            "additions",
+            "deletions",
+            "changed_files",
+        ):
+            data.pop(key, None)
+        return data
+
+    def _review_comment_json(self, comment: dict[str, Any], api_base: str) -> dict[str, Any]:
+        repo = self._require_repo(comment["repo"])
+        number, comment_id = comment["pull_number"], comment["id"]
+        api = f"{api_base}/repos/{repo.full_name}/pulls/comments/{comment_id}"
+        html = f"{HTML_BASE}/{repo.full_name}/pull/{number}#discussion_r{comment_id}"
+        pull_url = f"{api_base}/repos/{repo.full_name}/pulls/{number}"
+        data: dict[str, Any] = {
+            "url": api,
+            "pull_request_review_id": comment["review_id"],
+            "id": comment_id,
+            "node_id": _node_id("024:PullRequestReviewComment", comment_id),
+            "diff_hunk": comment["diff_hunk"],
+            "path": comment["path"],
+            "position": comment["line"],
+            "original_position": comment["line"],
+            "commit_id": comment["commit_id"],
+            "original_commit_id": comment["commit_id"],
+            "user": self._user(comment["user"], api_base),
+            "body": comment["body"],
+            "created_at": comment["created_at"],
+            "updated_at": comment["updated_at"],
+            "html_url": html,
+            "pull_request_url": pull_url,
+            "author_association": self._author_association(repo, comment["user"]),
+            "_links": {
+                "self": {"href": api},
+                "html": {"href": html},
+                "pull_request": {"href": pull_url},
+            },
+            "start_line": None,
+            "original_start_line": None,
+            "start_side": None,
+            "line": comment["line"],
+            "original_line": comment["line"],
+            "side": "RIGHT",
+            "subject_type": "line" if comment["line"] is not None else "file",
+        }
+        if comment["in_reply_to_id"] is not None:
+            data["in_reply_to_id"] = comment["in_reply_to_id"]
+        return data
+
     def _file_json(
         self, repo: FakeRepo, pull: FakePull, item: dict[str, Any], api_base: str
     ) -> dict[str, Any]:
         data: dict[str, Any] = example("pulls/list-files")[0]
         filename = item["filename"]
+        head_sha = self._head_sha(pull)
         additions = int(item.get("additions", 0))
         deletions = int(item.get("deletions", 0))
         data.update(
-            sha=item.get("sha", _sha(repo.full_name, pull.head_sha, filename)),
+            sha=item.get("sha", _sha(repo.full_name, head_sha, filename)),
             filename=filename,
             status=item.get("status", "modified"),
             additions=additions,
             deletions=deletions,
             changes=additions + deletions,
-            blob_url=f"{HTML_BASE}/{repo.full_name}/blob/{pull.head_sha}/{filename}",
-            raw_url=f"{HTML_BASE}/{repo.full_name}/raw/{pull.head_sha}/{filename}",
-            contents_url=f"{api_base}/repos/{repo.full_name}/contents/{filename}"
-            f"?ref={pull.head_sha}",
+            blob_url=f"{HTML_BASE}/{repo.full_name}/blob/{head_sha}/{filename}",
+            raw_url=f"{HTML_BASE}/{repo.full_name}/raw/{head_sha}/{filename}",
+            contents_url=f"{api_base}/repos/{repo.full_name}/contents/{filename}?ref={head_sha}",
             patch=item.get("patch", ""),
         )
         if "previous_filename" in item:
@@ -1459,6 +1722,34 @@ class FakeGitHub:
             call, [self._file_json(repo, pull, item, call.api_base) for item in pull.files]
         )
 
+    def _list_pulls(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        query = call.request.query
+        state = query.get("state", "open")
+        if state not in {"open", "closed", "all"}:
+            raise _validation_failed({"resource": "Search", "field": "state", "code": "invalid"})
+        # GitHub ignores a `head` without its "owner:" part (and so returns every PR).
+        head_owner, _, head_ref = query.get("head", "").rpartition(":")
+
+        def wanted(pull: FakePull) -> bool:
+            issue = self._require_issue(pull.repo, pull.number)
+            head_repo = self._require_repo(pull.fork_full_name or pull.repo)
+            head = (head_repo.owner.lower(), pull.head_ref)
+            return (
+                pull.repo == repo.full_name
+                and state in {"all", issue.state}
+                and query.get("base", pull.base_ref) == pull.base_ref
+                and (not head_owner or (head_owner.lower(), head_ref) == head)
+            )
+
+        pulls = sorted(
+            filter(wanted, self._pulls.values()), key=lambda pull: (pull.created_at, pull.number)
+        )
+        default_direction = "desc" if query.get("sort", "created") == "created" else "asc"
+        if query.get("direction", default_direction) == "desc":
+            pulls.reverse()
+        return self._paginate(call, [self._pull_simple_json(pull, call.api_base) for pull in pulls])
+
     def _create_pull(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call, ("pull_requests",))
         body = call.body
@@ -1468,32 +1759,38 @@ class FakeGitHub:
                     {"resource": "PullRequest", "field": name, "code": "missing_field"}
                 )
         head_owner, _, head_ref = body["head"].rpartition(":")
+        base_ref = body["base"]
         fork = None
         if head_owner and head_owner.lower() != repo.owner.lower():
             fork = f"{head_owner}/{repo.name}"
-        if fork is None and head_ref == body["base"]:
-            raise _validation_failed(
-                {
-                    "resource": "PullRequest",
-                    "code": "custom",
-                    "message": f"No commits between {body['base']} and {head_ref}",
-                }
-            )
+        head_sha, base_sha = self._pull_tips(repo, fork, head_ref, base_ref)
         for pull in self._pulls.values():
             issue = self._issues[(pull.repo.lower(), pull.number)]
             if (
                 pull.repo == repo.full_name
                 and issue.state == "open"
                 and (pull.head_ref, pull.base_ref, pull.fork_full_name)
-                == (head_ref, body["base"], fork)
+                == (head_ref, base_ref, fork)
             ):
                 raise _validation_failed(
                     {
                         "resource": "PullRequest",
                         "code": "custom",
-                        "message": f"A pull request already exists for {body['head']}.",
+                        "message": "A pull request already exists for "
+                        f"{head_owner or repo.owner}:{head_ref}.",
                     }
                 )
+        base_git = self._git_repos.get(repo.full_name.lower())
+        if (fork is None and head_ref == base_ref) or (
+            base_git is not None and base_sha and base_git.is_ancestor(head_sha, base_sha)
+        ):
+            raise _validation_failed(
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"No commits between {base_ref} and {head_ref}",
+                }
+            )
         number = 1 + max(
             (number for name, number in self._issues if name == repo.full_name.lower()), default=0
         )
@@ -1501,13 +1798,14 @@ class FakeGitHub:
             repo.full_name,
             number,
             head_ref,
-            _sha(fork or repo.full_name, head_ref),
-            body["base"],
+            head_sha,
+            base_ref,
             self.bot_login,
             draft=bool(body.get("draft", False)),
             fork_full_name=fork,
             title=body["title"],
             body=body.get("body"),
+            base_sha=base_sha,
         )
         self._created_pulls.append(
             {
@@ -1516,13 +1814,71 @@ class FakeGitHub:
                 "title": body["title"],
                 "body": body.get("body"),
                 "head": body["head"],
-                "base": body["base"],
+                "base": base_ref,
                 "draft": bool(body.get("draft", False)),
                 "user": self.bot_login,
             }
         )
         pull = self._pulls[(repo.full_name.lower(), number)]
+        self._sync_pull_ref(pull)
         return _Reply(201, self._pull_json(pull, call.api_base))
+
+    def _pull_tips(
+        self, repo: FakeRepo, fork: str | None, head_ref: str, base_ref: str
+    ) -> tuple[str, str | None]:
+        """(head sha, base sha) of a new PR: real when the repos have bare repositories (422 if
+        a branch is missing there), made up otherwise (base None: `add_pull` makes one)."""
+        base_git = self._git_repos.get(repo.full_name.lower())
+        if base_git is None:
+            return _sha(fork or repo.full_name, head_ref), None
+        base_sha = self._branch_tip(repo.full_name, base_ref)
+        if base_sha is None:
+            raise _validation_failed(
+                {"resource": "PullRequest", "field": "base", "code": "invalid"}
+            )
+        head_repo = fork or repo.full_name
+        if head_repo.lower() not in self._git_repos:  # a fork without a bare repository
+            return _sha(head_repo, head_ref), base_sha
+        head_sha = self._branch_tip(head_repo, head_ref)
+        if head_sha is None:
+            raise _validation_failed(
+                {"resource": "PullRequest", "field": "head", "code": "invalid"}
+            )
+        if fork is not None:  # so that the ancestry check sees the fork's commits
+            fork_path = self._git_repos[fork.lower()].path
+            base_git.output(
+                "fetch", "--quiet", "--no-tags", str(fork_path), f"refs/heads/{head_ref}"
+            )
+        return head_sha, base_sha
+
+    def _reply_review_comment(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call, ("pull_requests",))
+        pull = self._pull_for(call, repo)
+        parent = self._review_comments.get(call.int_param("id"))
+        if parent is None or (parent["repo"], parent["pull_number"]) != (
+            repo.full_name,
+            pull.number,
+        ):
+            raise _not_found()
+        body = call.body.get("body")
+        if not isinstance(body, str) or not body:
+            raise _validation_failed(
+                {"resource": "PullRequestReviewComment", "field": "body", "code": "missing_field"}
+            )
+        comment_id = self.add_review_comment(
+            repo.full_name,
+            pull.number,
+            body,
+            self.bot_login,
+            path=parent["path"],
+            line=parent["line"],
+            diff_hunk=parent["diff_hunk"],
+            commit_id=parent["commit_id"],
+            in_reply_to_id=parent["in_reply_to_id"] or parent["id"],  # replies join the thread
+        )
+        return _Reply(
+            201, self._review_comment_json(self._review_comments[comment_id], call.api_base)
+        )
 
     def _create_review(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call, ("pull_requests",))
@@ -1543,7 +1899,7 @@ class FakeGitHub:
             )
         state = REVIEW_STATES.get(event or "", "PENDING")
         review_id = self._new_id()
-        commit_id = body.get("commit_id") or pull.head_sha
+        commit_id = body.get("commit_id") or self._head_sha(pull)
         self._reviews.append(
             {
                 "id": review_id,
