@@ -719,6 +719,10 @@ def report(run: Run, options: Options, body: bytes) -> bool:
         print("\nmedians over rounds:")
         print_table([summary[key] for key in sorted(summary, key=lambda k: (k[0], k[1]))])
     print()
+    for target, statuses in run.statuses.items():
+        others = {code: n for code, n in statuses.items() if code != 202} or "none"
+        queued = f"; arq:queue holds {run.queued} jobs" if target == "real" else ""
+        print(f"{target}: {statuses[202]} answers 202, others {others}{queued}")
     for c in options.concurrency:
         bare, real = summary.get(("bare", c)), summary.get(("real", c))
         if bare and real and bare.rps:

@@ -123,7 +123,8 @@ async def test_a_mention_on_an_issue_opens_a_pull_request(
     branch = f"openhands/issue-{ISSUE}-crash-on-empty-input"
     assert branch in git_host.branches(REPO)
     new = git_host.read_file(REPO, branch, "app.py")
-    assert new is not None and b"parts[0] if parts else None" in new
+    assert new is not None
+    assert b"parts[0] if parts else None" in new
     assert git_host.read_file(REPO, branch, "README.md") == b"# app\n"
     # ... with a draft pull request that fixes the issue.
     (pr,) = world.created_pulls
@@ -236,7 +237,8 @@ async def test_a_mention_on_a_same_repo_pull_request_commits_to_its_branch(
     assert tip != head
     assert git_host.read_file(REPO, "feature", "feature.txt") == b"wip\n"
     new = git_host.read_file(REPO, "feature", "app.py")
-    assert new is not None and b"parts[0] if parts else None" in new
+    assert new is not None
+    assert b"parts[0] if parts else None" in new
     assert world.created_pulls == []
     (comment,) = tracking_comments(world)
     assert f"Pushed {tip[:7]}" in comment["body"]
