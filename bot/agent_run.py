@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from githubkit.exception import GitHubException
@@ -45,6 +46,8 @@ class RunSpec:
     tools: list[str] | None = None
     max_iterations: int | None = None
     want_patch: bool = False
+    # False for a pull request's head under review: no setup.sh, no hooks, no repo skills.
+    trusted_checkout: bool = True
 
 
 @dataclass(slots=True)
@@ -82,6 +85,7 @@ async def run_agent(
     spec: RunSpec,
     *,
     on_progress: ProgressCallback | None = None,
+    check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
 ) -> AgentRun:
     """Run the agent on the repository; never raises for a failed run (only for cancellation)."""
     extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
@@ -103,6 +107,7 @@ async def run_agent(
                 clone_limit=settings.clone_timeout_seconds,
                 setup_limit=settings.setup_timeout_seconds,
                 setup_fatal=settings.setup_failure_fatal,
+                trusted=spec.trusted_checkout,
             )
             request = AgentRequest(
                 run_id=spec.run_id,
@@ -111,9 +116,16 @@ async def run_agent(
                 hook_config=prepared.hook_config,
                 tools=spec.tools,
                 max_iterations=spec.max_iterations,
+                load_project_skills=spec.trusted_checkout,
             )
             conversation = Conversation(ws.client, settings, on_progress=on_progress)
             result = await conversation.run(request, base_ref=prepared.head_sha)
+            if check is not None and result.succeeded:
+                correction = await check(result)
+                if correction is not None:  # one corrective message, then the caller decides
+                    result = await conversation.follow_up(
+                        request, correction, base_ref=prepared.head_sha
+                    )
             patch = None
             if spec.want_patch and result.changes:
                 patch = await git_patch(ws, prepared.head_sha)

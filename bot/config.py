@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     llm_input_cost_per_token: float | None = None  # for models litellm has no price for
     llm_output_cost_per_token: float | None = None
 
+    # Automatic reviews.
+    review_max_changed_lines: int = 5000  # larger PRs get a short note instead of a review
+    review_max_files: int = 300
+    review_diff_budget_chars: int = 60_000  # diff text given to the reviewer, important first
+    review_allow_request_changes: bool = False  # otherwise reviews are COMMENT, never APPROVE
+
     # Publishing and the tracking comment.
     open_pr_ready: bool = False  # open pull requests ready for review instead of as drafts
     tracking_interval_seconds: float = 5.0  # minimum spacing of progress edits

@@ -98,6 +98,7 @@ class AgentRequest:
     tools: list[str] | None = None  # None: the agent-server's default tool set
     max_iterations: int | None = None
     attempt: str = ""
+    load_project_skills: bool = True  # off for untrusted checkouts (a PR's head under review)
 
 
 def llm_settings(settings: Settings) -> dict[str, Any]:
@@ -128,7 +129,10 @@ def create_request(
     agent: dict[str, Any] = {
         "llm": llm_settings(settings),
         # Off by default on the server: AGENTS.md, .agents/skills, .openhands/{skills,microagents}.
-        "agent_context": {"load_project_skills": True, "load_public_skills": False},
+        "agent_context": {
+            "load_project_skills": request.load_project_skills,
+            "load_public_skills": False,
+        },
     }
     if request.tools is not None:
         agent["tools"] = [{"name": name} for name in request.tools]
@@ -270,18 +274,54 @@ class Conversation:
         await self._collect(result, request, base_ref)
         return result
 
+    async def follow_up(
+        self, request: AgentRequest, text: str, *, base_ref: str | None = None
+    ) -> AgentResult:
+        """Send one more user message into the same conversation and follow it to its end."""
+        conversation_id = conversation_id_for(request.run_id, request.attempt)
+        started = time.monotonic()
+        result = AgentResult(conversation_id=conversation_id, status="error")
+        stop_hooks = bool(request.hook_config and request.hook_config.get("stop"))
+        follower = self._follower
+        follower.status = "sent"
+        follower.seen_running = False
+        follower.error = None
+        try:
+            await self._client.send_message(conversation_id, text, run=True)
+            try:
+                async with asyncio.timeout(self._settings.run_timeout_seconds):
+                    result.status = await self._follow(
+                        conversation_id, stop_hooks, require_running=True
+                    )
+            except TimeoutError:
+                result.status = "timeout"
+                result.error = AgentError("timeout", "the follow-up passed the run's time limit")
+                await self._interrupt(conversation_id)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupt(conversation_id))
+            raise
+        result.duration = time.monotonic() - started
+        await self._collect(result, request, base_ref)
+        return result
+
     async def _interrupt(self, conversation_id: str) -> None:
         with contextlib.suppress(AgentServerError):
             await self._client.interrupt(conversation_id)
 
-    async def _follow(self, conversation_id: str, stop_hooks: bool) -> Status:
+    async def _follow(
+        self, conversation_id: str, stop_hooks: bool, *, require_running: bool = False
+    ) -> Status:
         follower = self._follower
-        reader = asyncio.create_task(self._read_events(conversation_id))
+        # A follow-up listens live only: replayed history would show the previous `finished`.
+        reader = asyncio.create_task(self._read_events(conversation_id, replay=not require_running))
         try:
             while True:
                 follower.changed.clear()
-                if follower.status in TERMINAL and await self._confirmed(
-                    conversation_id, stop_hooks
+                ready = follower.seen_running or not require_running
+                if (
+                    ready
+                    and follower.status in TERMINAL
+                    and await self._confirmed(conversation_id, stop_hooks)
                 ):
                     return follower.status  # type: ignore[return-value]
                 if self._over_budget():
@@ -340,10 +380,10 @@ class Conversation:
         )
         return runs > seen
 
-    async def _read_events(self, conversation_id: str) -> None:
+    async def _read_events(self, conversation_id: str, *, replay: bool = True) -> None:
         """Feed socket events to the follower; return when the socket cannot be used."""
         headers = {API_KEY_HEADER: self._client.api_key} if self._client.api_key else {}
-        url = self._client.socket_url(conversation_id) + "?resend_mode=all"
+        url = self._client.socket_url(conversation_id) + ("?resend_mode=all" if replay else "")
         for attempt in range(3):
             try:
                 async with connect(url, additional_headers=headers, open_timeout=10) as socket:

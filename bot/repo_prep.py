@@ -172,10 +172,14 @@ async def prepare(
     clone_limit: int,
     setup_limit: int,
     setup_fatal: bool,
+    trusted: bool = True,
 ) -> PreparedRepo:
     head = await clone(
         ws, clone_url=clone_url, token=token, branch=branch, fetch_ref=fetch_ref, limit=clone_limit
     )
+    if not trusted:  # never run or load anything from a checkout we are only asked to read
+        skipped = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
+        return PreparedRepo(ws.repo_dir, head, skipped, hook_config=None, hooks_error=None)
     try:
         setup = await run_setup(ws, limit=setup_limit)
         hook_config, hooks_error = await read_hooks(ws)

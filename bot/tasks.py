@@ -60,6 +60,7 @@ class ReviewTask(_TaskBase):
     head_sha: str | None = None  # None for a comment-requested review: the worker looks it up
     comment_id: int | None = None
     rereview: bool = False
+    trigger: Literal["issue_comment", "review_comment"] = "issue_comment"
 
 
 class CancelTask(_TaskBase):

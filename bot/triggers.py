@@ -121,7 +121,12 @@ def _comment_route(
         )
     if is_pr and mention.is_bare_command and mention.command == "review":
         return ReviewTask(
-            **common, number=number, action="requested", comment_id=comment.id, rereview=True
+            **common,
+            number=number,
+            action="requested",
+            comment_id=comment.id,
+            rereview=True,
+            trigger="review_comment" if trigger == "review_comment" else "issue_comment",
         )
     return MentionTask(
         **common,

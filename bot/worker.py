@@ -17,6 +17,7 @@ from bot.errors import PermanentError, TransientError, classify_github
 from bot.github import GitHubApp
 from bot.mention import ACTIVE_PREFIX, STOP_PREFIX, MentionRun, thread_key
 from bot.permissions import can_write
+from bot.review import run_review_job
 from bot.tasks import CancelTask, InstallationTask, MentionTask, RepoRef, ReviewTask
 from bot.workspace import WorkspaceProvider, make_provider
 
@@ -98,7 +99,9 @@ def _retry_or_fail(ctx: dict[str, Any], exc: TransientError | PermanentError, ru
     log.error("run %s failed: %s", run_id, exc.user_message, extra={"run_id": run_id})
 
 
-async def _gate(ctx: dict[str, Any], task: MentionTask | CancelTask) -> tuple[bool, Any]:
+async def _gate(
+    ctx: dict[str, Any], task: MentionTask | CancelTask | ReviewTask
+) -> tuple[bool, Any]:
     """Check the sender may write; return (allowed, installation client)."""
     settings, github = _deps(ctx)
     installation_id = await installation_for(ctx, task.repo, task.installation_id)
@@ -118,7 +121,7 @@ async def _gate(ctx: dict[str, Any], task: MentionTask | CancelTask) -> tuple[bo
     return allowed, gh
 
 
-async def _react(gh: Any, task: MentionTask | CancelTask, content: str) -> None:
+async def _react(gh: Any, task: MentionTask | CancelTask | ReviewTask, content: str) -> None:
     owner, name = task.repo.owner, task.repo.name
     try:
         if task.trigger == "review_comment" and task.comment_id is not None:
@@ -211,16 +214,23 @@ async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
 
 
 async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """A pull request to review. Reviews are not available yet: record that plainly."""
+    """A pull request to review; `@handle review` is gated like any mention."""
     task = ReviewTask.model_validate(data)
-    log.warning(
-        "run %s: review of %s#%d requested, but reviews are not available yet",
-        task.run_id,
-        task.repo.full_name,
-        task.number,
-        extra={"run_id": task.run_id},
-    )
-    return {"run_id": task.run_id, "status": "unavailable"}
+    settings, github = _deps(ctx)
+    if task.rereview:
+        try:
+            allowed, gh = await _gate(ctx, task)
+            if not allowed:
+                return {"run_id": task.run_id, "status": "denied"}
+            await _react(gh, task, "eyes")
+        except (TransientError, PermanentError) as exc:
+            _retry_or_fail(ctx, exc, task.run_id)
+            return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
+    if task.installation_id is None:
+        task = task.model_copy(
+            update={"installation_id": await installation_for(ctx, task.repo, None)}
+        )
+    return await run_review_job(settings, ctx["redis"], github, await _workspaces(ctx), task)
 
 
 async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
