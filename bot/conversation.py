@@ -188,13 +188,27 @@ class _Follower:
         self.error: AgentError | None = None
         self.seen_running = False
         self.stop_hook_runs = 0
+        self.awaiting: str | None = None
         self._on_progress = on_progress
         self._throttle = throttle
         self._last_sent = 0.0
         self.changed = asyncio.Event()
 
+    def expect_message(self, text: str) -> None:
+        """Ignore status until the stream shows this user message: earlier statuses are stale."""
+        self.awaiting = text[:200]
+        self.seen_running = False
+        self.status = "sent"
+
     async def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
+        if self.awaiting is not None:
+            if kind == "MessageEvent" and event.get("source") == "user":
+                parts = (event.get("llm_message") or {}).get("content") or []
+                text = " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+                if self.awaiting in text:
+                    self.awaiting = None
+            return
         if kind == "ActionEvent":
             self.progress.steps += 1
             self.progress.last_action = _describe_action(event)
@@ -283,16 +297,13 @@ class Conversation:
         result = AgentResult(conversation_id=conversation_id, status="error")
         stop_hooks = bool(request.hook_config and request.hook_config.get("stop"))
         follower = self._follower
-        follower.status = "sent"
-        follower.seen_running = False
+        follower.expect_message(text)
         follower.error = None
         try:
             await self._client.send_message(conversation_id, text, run=True)
             try:
                 async with asyncio.timeout(self._settings.run_timeout_seconds):
-                    result.status = await self._follow(
-                        conversation_id, stop_hooks, require_running=True
-                    )
+                    result.status = await self._follow(conversation_id, stop_hooks)
             except TimeoutError:
                 result.status = "timeout"
                 result.error = AgentError("timeout", "the follow-up passed the run's time limit")
@@ -308,20 +319,14 @@ class Conversation:
         with contextlib.suppress(AgentServerError):
             await self._client.interrupt(conversation_id)
 
-    async def _follow(
-        self, conversation_id: str, stop_hooks: bool, *, require_running: bool = False
-    ) -> Status:
+    async def _follow(self, conversation_id: str, stop_hooks: bool) -> Status:
         follower = self._follower
-        # A follow-up listens live only: replayed history would show the previous `finished`.
-        reader = asyncio.create_task(self._read_events(conversation_id, replay=not require_running))
+        reader = asyncio.create_task(self._read_events(conversation_id))
         try:
             while True:
                 follower.changed.clear()
-                ready = follower.seen_running or not require_running
-                if (
-                    ready
-                    and follower.status in TERMINAL
-                    and await self._confirmed(conversation_id, stop_hooks)
+                if follower.status in TERMINAL and await self._confirmed(
+                    conversation_id, stop_hooks
                 ):
                     return follower.status  # type: ignore[return-value]
                 if self._over_budget():
@@ -330,6 +335,7 @@ class Conversation:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(follower.changed.wait(), self._poll_interval)
                 if reader.done():  # the socket is gone for good: poll the status instead
+                    follower.awaiting = None
                     info = await self._client.conversation(conversation_id)
                     status = str(info.get("execution_status") or "")
                     if status and status != follower.status:
@@ -380,10 +386,10 @@ class Conversation:
         )
         return runs > seen
 
-    async def _read_events(self, conversation_id: str, *, replay: bool = True) -> None:
+    async def _read_events(self, conversation_id: str) -> None:
         """Feed socket events to the follower; return when the socket cannot be used."""
         headers = {API_KEY_HEADER: self._client.api_key} if self._client.api_key else {}
-        url = self._client.socket_url(conversation_id) + ("?resend_mode=all" if replay else "")
+        url = self._client.socket_url(conversation_id) + "?resend_mode=all"
         for attempt in range(3):
             try:
                 async with connect(url, additional_headers=headers, open_timeout=10) as socket:
