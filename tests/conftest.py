@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -189,10 +191,13 @@ BOT_SECRETS = {
 
 
 @pytest.fixture(scope="session")
-def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvider]:
+def agent_server() -> Iterator[LocalProvider]:
     """One real agent-server subprocess for the whole session (it takes ~15-30 s to start),
-    started while the bot's process environment holds secrets."""
-    state = tmp_path_factory.mktemp("bot-state")
+    started while the bot's process environment holds secrets.
+
+    Its state lives outside pytest's temp-dir rotation, which deletes old runs' directories
+    (another pytest run on the machine must not pull the server's files from under it)."""
+    state = Path(tempfile.mkdtemp(prefix="openhands-bot-test-"))
     provider = LocalProvider(state, start_timeout=240)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in BOT_SECRETS.items():
@@ -200,6 +205,7 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProv
         asyncio.run(provider.start())
     yield provider
     asyncio.run(provider.close())
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
