@@ -119,6 +119,10 @@ class Settings(BaseSettings):
             raise ValueError("BOT_HANDLE must not be empty")
         return handle
 
+    def run_url(self, run_id: str) -> str | None:
+        """Where a run can be looked at, when the bot's public URL is known."""
+        return f"{self.public_url.rstrip('/')}/runs/{run_id}" if self.public_url else None
+
     def private_key_pem(self) -> str:
         """The App private key as PEM text, from the variable or the file it points to."""
         if self.github_private_key is not None:

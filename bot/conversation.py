@@ -263,50 +263,49 @@ class Conversation:
         self._poll_interval = poll_interval
 
     async def run(self, request: AgentRequest, *, base_ref: str | None = None) -> AgentResult:
+        """Create the conversation (its first message starts the run) and follow it to its end."""
         conversation_id = conversation_id_for(request.run_id, request.attempt)
-        started = time.monotonic()
-        result = AgentResult(conversation_id=conversation_id, status="error")
-        stop_hooks = bool(request.hook_config and request.hook_config.get("stop"))
-        try:
+
+        async def start() -> None:
             await self._client.create_conversation(
                 create_request(self._settings, request, conversation_id)
             )
-            try:
-                async with asyncio.timeout(self._settings.run_timeout_seconds):
-                    result.status = await self._follow(conversation_id, stop_hooks)
-            except TimeoutError:
-                result.status = "timeout"
-                result.error = AgentError(
-                    "timeout",
-                    f"the run passed its {self._settings.run_timeout_seconds:.0f}s time limit",
-                )
-                await self._interrupt(conversation_id)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._interrupt(conversation_id))
-            raise
-        result.duration = time.monotonic() - started
-        await self._collect(result, request, base_ref)
-        return result
+
+        return await self._drive(request, conversation_id, start, base_ref)
 
     async def follow_up(
         self, request: AgentRequest, text: str, *, base_ref: str | None = None
     ) -> AgentResult:
         """Send one more user message into the same conversation and follow it to its end."""
         conversation_id = conversation_id_for(request.run_id, request.attempt)
+        self._follower.expect_message(text)
+        self._follower.error = None
+
+        async def start() -> None:
+            await self._client.send_message(conversation_id, text, run=True)
+
+        return await self._drive(request, conversation_id, start, base_ref)
+
+    async def _drive(
+        self,
+        request: AgentRequest,
+        conversation_id: str,
+        start: Callable[[], Awaitable[None]],
+        base_ref: str | None,
+    ) -> AgentResult:
+        """Start a run, follow it within the wall-clock limit, and collect its result."""
         started = time.monotonic()
         result = AgentResult(conversation_id=conversation_id, status="error")
         stop_hooks = bool(request.hook_config and request.hook_config.get("stop"))
-        follower = self._follower
-        follower.expect_message(text)
-        follower.error = None
+        limit = self._settings.run_timeout_seconds
         try:
-            await self._client.send_message(conversation_id, text, run=True)
+            await start()
             try:
-                async with asyncio.timeout(self._settings.run_timeout_seconds):
+                async with asyncio.timeout(limit):
                     result.status = await self._follow(conversation_id, stop_hooks)
             except TimeoutError:
                 result.status = "timeout"
-                result.error = AgentError("timeout", "the follow-up passed the run's time limit")
+                result.error = AgentError("timeout", f"the run passed its {limit:.0f}s time limit")
                 await self._interrupt(conversation_id)
         except asyncio.CancelledError:
             await asyncio.shield(self._interrupt(conversation_id))

@@ -150,9 +150,7 @@ class MentionRun:
         self.task = task
         self.job_id = job_id
         self.key = thread_key(task.repo.full_name, task.number)
-        run_url = (
-            f"{settings.public_url.rstrip('/')}/runs/{task.run_id}" if settings.public_url else None
-        )
+        run_url = settings.run_url(task.run_id)
         self.tracking = TrackingComment(
             gh,
             redis,

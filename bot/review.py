@@ -321,11 +321,7 @@ class ReviewRun:
         event = fmt.github_event(
             review.verdict, allow_request_changes=self.settings.review_allow_request_changes
         )
-        run_url = (
-            f"{self.settings.public_url.rstrip('/')}/runs/{task.run_id}"
-            if self.settings.public_url
-            else None
-        )
+        run_url = self.settings.run_url(task.run_id)
 
         async def send(comments: list[dict[str, Any]], outside_list: list[Any]) -> None:
             body = fmt.render_body(

@@ -26,6 +26,7 @@ log = logging.getLogger("bot.worker")
 REPO_INSTALLATION_KEY = "openhands-bot:repo-installation"  # hash: "owner/name" -> installation id
 INSTALLATION_REPOS_PREFIX = "openhands-bot:installation-repos:"  # set per installation
 MAX_TRIES = 5
+Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated on permission
 
 # The bot's own token for gating and acknowledging: one repository, no code access.
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
@@ -99,9 +100,7 @@ def _retry_or_fail(ctx: dict[str, Any], exc: TransientError | PermanentError, ru
     log.error("run %s failed: %s", run_id, exc.user_message, extra={"run_id": run_id})
 
 
-async def _gate(
-    ctx: dict[str, Any], task: MentionTask | CancelTask | ReviewTask
-) -> tuple[bool, Any]:
+async def _gate(ctx: dict[str, Any], task: Gated) -> tuple[bool, Any]:
     """Check the sender may write; return (allowed, installation client)."""
     settings, github = _deps(ctx)
     installation_id = await installation_for(ctx, task.repo, task.installation_id)
@@ -121,7 +120,7 @@ async def _gate(
     return allowed, gh
 
 
-async def _react(gh: Any, task: MentionTask | CancelTask | ReviewTask, content: str) -> None:
+async def _react(gh: Any, task: Gated, content: str) -> None:
     owner, name = task.repo.owner, task.repo.name
     try:
         if task.trigger == "review_comment" and task.comment_id is not None:
@@ -140,11 +139,12 @@ async def _react(gh: Any, task: MentionTask | CancelTask | ReviewTask, content: 
         raise classify_github(exc, "adding a reaction") from exc
 
 
-async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """A mention or the trigger label: gate on permission, 👀, then the agent run."""
-    task = MentionTask.model_validate(data)
+async def _admit(ctx: dict[str, Any], task: Gated) -> tuple[Any, dict[str, Any] | None]:
+    """Gate on the sender's permission and acknowledge with 👀.
+
+    Returns the installation client, or the job's result when the request stops here (denied,
+    or a GitHub failure after the last retry)."""
     extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
-    settings, github = _deps(ctx)
     try:
         allowed, gh = await _gate(ctx, task)
         if not allowed:
@@ -155,12 +155,23 @@ async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, An
                 task.repo.full_name,
                 extra=extra,
             )
-            return {"run_id": task.run_id, "status": "denied"}
+            return None, {"run_id": task.run_id, "status": "denied"}
         await _react(gh, task, "eyes")
     except (TransientError, PermanentError) as exc:
         _retry_or_fail(ctx, exc, task.run_id)
-        return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
+        return None, {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
     log.info("run %s: acknowledged %s's request", task.run_id, task.sender, extra=extra)
+    return gh, None
+
+
+async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A mention or the trigger label: gate on permission, 👀, then the agent run."""
+    task = MentionTask.model_validate(data)
+    extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
+    settings, github = _deps(ctx)
+    gh, stopped = await _admit(ctx, task)
+    if stopped is not None:
+        return stopped
     if task.installation_id is None:
         task = task.model_copy(
             update={"installation_id": await installation_for(ctx, task.repo, None)}
@@ -184,14 +195,9 @@ async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, An
 async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """`@handle stop` from a writer: abort the thread's running job at once."""
     task = CancelTask.model_validate(data)
-    try:
-        allowed, gh = await _gate(ctx, task)
-        if not allowed:
-            return {"run_id": task.run_id, "status": "denied"}
-        await _react(gh, task, "eyes")
-    except (TransientError, PermanentError) as exc:
-        _retry_or_fail(ctx, exc, task.run_id)
-        return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
+    _, stopped = await _admit(ctx, task)
+    if stopped is not None:
+        return stopped
     redis = ctx["redis"]
     active = await redis.hgetall(ACTIVE_PREFIX + thread_key(task.repo.full_name, task.number))
     run_id = active.get(b"run_id", b"").decode()
@@ -218,14 +224,9 @@ async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
     task = ReviewTask.model_validate(data)
     settings, github = _deps(ctx)
     if task.rereview:
-        try:
-            allowed, gh = await _gate(ctx, task)
-            if not allowed:
-                return {"run_id": task.run_id, "status": "denied"}
-            await _react(gh, task, "eyes")
-        except (TransientError, PermanentError) as exc:
-            _retry_or_fail(ctx, exc, task.run_id)
-            return {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
+        _, stopped = await _admit(ctx, task)
+        if stopped is not None:
+            return stopped
     if task.installation_id is None:
         task = task.model_copy(
             update={"installation_id": await installation_for(ctx, task.repo, None)}

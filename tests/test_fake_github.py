@@ -289,15 +289,17 @@ def test_missing_or_expired_token_is_401(fake: FakeGitHub, keys: tuple[str, str]
     ("claims", "reason"),
     [
         ({"iss": "1"}, "iss"),
-        ({"iat": int(time.time()) + 120}, "iat"),
-        ({"exp": int(time.time()) - 10}, "exp"),
-        ({"exp": int(time.time()) + 1200}, "exp"),
+        # Times are offsets from when the test runs, not from collection (minutes earlier).
+        ({"iat": 120}, "iat"),
+        ({"exp": -10}, "exp"),
+        ({"exp": 1200}, "exp"),
     ],
 )
 def test_bad_jwt_is_401(
     fake: FakeGitHub, keys: tuple[str, str], claims: dict[str, Any], reason: str
 ) -> None:
-    token = _jwt(keys[0], **claims)
+    now = int(time.time())
+    token = _jwt(keys[0], **{k: now + v if k in ("iat", "exp") else v for k, v in claims.items()})
     response = httpx.get(
         f"{fake.url}/app", headers={"Authorization": f"Bearer {token}"}, trust_env=False
     )
