@@ -25,7 +25,7 @@ from bot.conversation import (
     conversation_id_for,
 )
 from bot.github import GitHubApp
-from bot.repo_prep import SetupFailed, SetupOutcome, prepare
+from bot.repo_prep import SetupFailed, SetupOutcome, prepare, read_hooks
 from bot.tasks import RepoRef
 from bot.workspace.base import Workspace, WorkspaceError, WorkspaceProvider
 
@@ -48,6 +48,18 @@ class RunSpec:
     want_patch: bool = False
     # False for a pull request's head under review: no setup.sh, no hooks, no repo skills.
     trusted_checkout: bool = True
+    workspace_id: str | None = None  # default: the run id
+    keep_seconds: float = 0  # keep the workspace after the run, for a follow-up
+    resume: Resume | None = None  # continue this earlier conversation when it is still there
+    follow_up_prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """An earlier run's conversation a follow-up may continue, in the same kept workspace."""
+
+    conversation_run_id: str  # the run that created the conversation (its id derives from it)
+    base_sha: str  # what the conversation's changes are measured against
 
 
 @dataclass(slots=True)
@@ -57,6 +69,7 @@ class AgentRun:
     hooks_error: str | None = None
     head_sha: str | None = None
     patch: str | None = None  # the change as a git patch, when the spec asked for one
+    resumed: str | None = None  # the run whose conversation this one continued
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,6 +81,49 @@ async def git_patch(ws: Workspace, base: str) -> str:
         limit_seconds=120,
     )
     return result.stdout
+
+
+async def _resumable(ws: Workspace, resume: Resume) -> bool:
+    """The earlier conversation and its checkout are both still there, and idle."""
+    checkout = await ws.client.bash(f"test -d {shlex.quote(ws.repo_dir)}/.git", limit_seconds=30)
+    if not checkout.ok:
+        return False
+    try:
+        info = await ws.client.conversation(conversation_id_for(resume.conversation_run_id))
+    except AgentServerError:
+        return False
+    return info.get("execution_status") in ("finished", "error", "stuck", "paused", "idle")
+
+
+async def _continue(
+    settings: Settings,
+    ws: Workspace,
+    spec: RunSpec,
+    resume: Resume,
+    on_progress: ProgressCallback | None,
+) -> AgentRun:
+    """A follow-up in the earlier conversation: the agent keeps its context and checkout."""
+    hook_config, hooks_error = await read_hooks(ws)
+    request = AgentRequest(
+        run_id=resume.conversation_run_id,
+        prompt="",
+        working_dir=ws.repo_dir,
+        hook_config=hook_config,
+        tools=spec.tools,
+        load_project_skills=spec.trusted_checkout,
+    )
+    conversation = Conversation(ws.client, settings, on_progress=on_progress)
+    result = await conversation.follow_up(request, spec.follow_up_prompt, base_ref=resume.base_sha)
+    patch = None
+    if spec.want_patch and result.changes:
+        patch = await git_patch(ws, resume.base_sha)
+    return AgentRun(
+        result=result,
+        hooks_error=hooks_error,
+        head_sha=resume.base_sha,
+        patch=patch,
+        resumed=resume.conversation_run_id,
+    )
 
 
 def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
@@ -97,7 +153,16 @@ async def run_agent(
         log.warning("could not mint a clone token: %s", type(exc).__name__, extra=extra)
         return AgentRun(_failed(spec, "github", "could not get a read-only token to clone"))
     try:
-        async with provider.open(spec.run_id) as ws:
+        async with provider.open(
+            spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
+        ) as ws:
+            if spec.resume is not None and await _resumable(ws, spec.resume):
+                return await _continue(settings, ws, spec, spec.resume, on_progress)
+            # A kept workspace may hold an older checkout: start clean.
+            await ws.client.bash(
+                f"rm -rf {shlex.quote(ws.repo_dir)} && mkdir -p {shlex.quote(ws.repo_dir)}",
+                limit_seconds=120,
+            )
             prepared = await prepare(
                 ws,
                 clone_url=spec.clone_url,

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     runtime_working_dir: str = "/workspace"
 
     # Agent runs.
+    workspace_keep_seconds: float = 3600.0  # a thread's workspace waits this long for a follow-up
     max_iterations: int = 100
     run_timeout_seconds: float = 1800.0
     setup_timeout_seconds: int = 600

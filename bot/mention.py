@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -18,11 +20,11 @@ from githubkit.exception import GitHubException
 from redis.asyncio import Redis
 
 from bot import messages, publish
-from bot.agent_run import AgentRun, RunSpec, run_agent
+from bot.agent_run import AgentRun, Resume, RunSpec, run_agent
 from bot.config import Settings
 from bot.conversation import Progress
 from bot.github import GitHubApp
-from bot.prompts import IssueContext, ThreadComment, agent_prompt
+from bot.prompts import IssueContext, ThreadComment, agent_prompt, follow_up_prompt
 from bot.tasks import MentionTask
 from bot.tracking import TrackingComment, marker
 from bot.workspace.base import WorkspaceProvider
@@ -34,6 +36,7 @@ THREAD_LOCK_PREFIX = "openhands-bot:thread-lock:"
 ACTIVE_PREFIX = "openhands-bot:active:"  # hash per thread: run_id, job_id
 STOP_PREFIX = "openhands-bot:stop:"  # run id → who asked to stop it
 SUMMARY_PREFIX = "openhands-bot:thread-summary:"  # the last run's summary, for a follow-up
+THREAD_PREFIX = "openhands-bot:thread-conversation:"  # the conversation a follow-up continues
 MAX_COMMENTS = 300
 
 
@@ -164,6 +167,7 @@ class MentionRun:
         self.started = time.monotonic()
         self.handle = settings.bot_handle
         self.writer: GitHub[Any] = gh
+        self.published_base: str | None = None
 
     async def execute(self) -> dict[str, Any]:
         task = self.task
@@ -242,6 +246,11 @@ class MentionRun:
         if previous is not None:
             context = dataclasses.replace(context, previous_summary=previous.decode())
         workdir = "the repository root (your working directory)"
+        thread = await self._thread_record()
+        keep = settings.workspace_keep_seconds if self.workspaces.can_keep else 0
+        resume = None
+        if thread is not None and keep:
+            resume = Resume(thread["conversation_run_id"], thread["base_sha"])
         spec = RunSpec(
             run_id=task.run_id,
             installation_id=task.installation_id or 0,
@@ -251,7 +260,15 @@ class MentionRun:
             branch=None if pull else repo.default_branch,
             fetch_ref=f"refs/pull/{task.number}/head" if pull else None,
             want_patch=bool(pull and pull.is_fork),
+            # One workspace per thread, kept for a while: a follow-up continues in it.
+            workspace_id=f"thread-{hashlib.sha1(self.key.encode()).hexdigest()[:16]}"
+            if keep
+            else None,
+            keep_seconds=keep,
+            resume=resume,
+            follow_up_prompt=follow_up_prompt(task.instruction, task.sender),
         )
+        self.published_base = thread.get("published_sha") if thread and resume else None
 
         async def progress(p: Progress) -> None:
             self.tracking.show(
@@ -273,6 +290,8 @@ class MentionRun:
         await self.redis.set(
             SUMMARY_PREFIX + self.key, result.final_response[:4000], ex=30 * 24 * 3600
         )
+        if keep and run.head_sha:
+            await self._save_thread(run.resumed or task.run_id, run.head_sha, None, keep)
         if not result.changes:
             answer = result.final_response.strip() or "The agent finished without changes."
             await self.tracking.finalize("💬 " + answer, [*notes, stats])
@@ -302,6 +321,21 @@ class MentionRun:
             )
         await self.tracking.finalize(outcome, [*notes, stats])
         return {"run_id": task.run_id, "status": "published"}
+
+    async def _thread_record(self) -> dict[str, str] | None:
+        raw = await self.redis.get(THREAD_PREFIX + self.key)
+        if raw is None:
+            return None
+        record: dict[str, str] = json.loads(raw)
+        return record
+
+    async def _save_thread(
+        self, conversation_run_id: str, base_sha: str, published_sha: str | None, keep: float
+    ) -> None:
+        record = {"conversation_run_id": conversation_run_id, "base_sha": base_sha}
+        if published_sha:
+            record["published_sha"] = published_sha
+        await self.redis.set(THREAD_PREFIX + self.key, json.dumps(record), ex=int(keep))
 
     def _notes(self, run: AgentRun) -> list[str]:
         notes = []
@@ -361,16 +395,21 @@ class MentionRun:
         task = self.task
         assert run.head_sha is not None
         summary = run.result.final_response.strip()
+        # A follow-up's changes count from the first run's checkout, on top of what it pushed.
+        parent = self.published_base or run.head_sha
         sha = await publish.create_commit(
             self.writer,
             task.repo,
-            base_sha=run.head_sha,
+            base_sha=parent,
             changes=run.result.changes,
             message=f"{(task.instruction or 'Apply requested changes')[:72]}\n\n{summary[:2000]}",
             when=self._commit_time(),
         )
         try:
-            await publish.fast_forward(self.writer, task.repo, pull.head_ref, run.head_sha, sha)
+            await publish.fast_forward(self.writer, task.repo, pull.head_ref, parent, sha)
+            keep = self.settings.workspace_keep_seconds if self.workspaces.can_keep else 0
+            if keep:
+                await self._save_thread(run.resumed or task.run_id, run.head_sha, sha, keep)
         except publish.BranchMoved as exc:
             raise publish.PublishError(
                 f"{exc}. Nothing was pushed; mention @{self.handle} again "

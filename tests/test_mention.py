@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 import logging
+import subprocess
 from datetime import UTC, datetime
 from typing import Any
 
@@ -296,7 +297,7 @@ async def test_stop_interrupts_a_long_run(
     assert world.created_pulls == []
 
 
-async def test_a_second_mention_waits_and_gets_the_previous_summary(
+async def test_a_second_mention_waits_then_continues_the_conversation(
     world: FakeGitHub,
     deliver: Deliverer,
     llm: ScriptedLLM,
@@ -323,9 +324,55 @@ async def test_a_second_mention_waits_and_gets_the_previous_summary(
     assert "First answer" in first["body"]
     assert "Second answer" in second["body"]
     assert any("waiting for run" in body for body in second["history"])
-    # The second run started after the first ended, and knew what it had said.
-    two = [r for r in llm.completions if "[[two]]" in r.text]
+    # The second run started after the first ended and continued its conversation: same
+    # conversation (the agent-server's prompt cache key), with the first run's history in it.
+    one = [r for r in llm.completions if r.script is not None and r.script.match == "[[one]]"]
+    two = [r for r in llm.completions if r.script is not None and r.script.match == "[[two]]"]
+    assert one[0].json["prompt_cache_key"] == two[0].json["prompt_cache_key"]
     assert "First answer: the parser splits words." in two[0].text
+    assert "explain [[one]]" in two[0].text
+
+
+async def test_a_follow_up_on_a_pull_request_builds_on_the_first_push(
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    run_settings: Settings,
+    redis: Redis,
+) -> None:
+    head = git_host.commit(REPO, {"feature.txt": "wip\n"}, branch="feature", message="wip")
+    git_host.create_ref(REPO, "refs/pull/14/head", head)
+    world.add_pull(REPO, 14, "feature", head, "main", WRITER, title="Feature")
+    llm.script(
+        steps.tool_call("terminal", command="echo one > one.txt"),
+        steps.finish("added one.txt"),
+        steps.tool_call("terminal", command="echo two > two.txt"),
+        steps.finish("added two.txt"),
+    )
+    post(world, deliver, mention("@openhands add one.txt", number=14, pr=True))
+    await run_worker(run_settings, workspaces=agent_server)
+    first = git_host.rev_parse(REPO, "refs/heads/feature")
+    post(world, deliver, mention("@openhands now add two.txt", number=14, pr=True))
+    await run_worker(run_settings, workspaces=agent_server)
+
+    second = git_host.rev_parse(REPO, "refs/heads/feature")
+    assert first != head
+    assert second != first
+    # A fast-forward on top of the first push, with both files.
+    assert git_host.read_file(REPO, "feature", "one.txt") == b"one\n"
+    assert git_host.read_file(REPO, "feature", "two.txt") == b"two\n"
+    parent = subprocess.run(  # noqa: ASYNC221 - a quick local git read
+        ["git", f"--git-dir={git_host.bare_path(REPO)}", "rev-parse", f"{second}^"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert parent == first
+    keys = {r.json["prompt_cache_key"] for r in llm.completions}
+    assert len(keys) == 1  # one conversation across both mentions
+    llm.assert_script_done()
 
 
 async def test_no_run_for_readers_bots_and_quotes(

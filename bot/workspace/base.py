@@ -30,6 +30,7 @@ class WorkspaceProvider(Protocol):
     """Starts (or attaches to) workspaces; `open` always cleans up what it started."""
 
     kind: str
+    can_keep: bool  # whether a workspace can outlive its run, for a follow-up to continue in
 
     async def start(self) -> None:
         """Get ready before the first run (e.g. start a shared server)."""
@@ -37,6 +38,9 @@ class WorkspaceProvider(Protocol):
     async def close(self) -> None:
         """Release everything the provider holds."""
 
-    def open(self, run_id: str) -> AbstractAsyncContextManager[Workspace]:
-        """A workspace for one run, released on exit whatever happened."""
+    def open(
+        self, run_id: str, *, keep_seconds: float = 0
+    ) -> AbstractAsyncContextManager[Workspace]:
+        """A workspace for one run, released on exit whatever happened (kept, when asked and
+        possible, for `keep_seconds` after its last use)."""
         ...

@@ -111,6 +111,25 @@ def protect_secret_files(paths: list[Path]) -> None:
             log.warning("restricted %s to its owner (it holds secrets)", path)
 
 
+def prepare_command(root: str) -> str:
+    """Create (or touch, when kept from an earlier run) a run directory."""
+    quoted = shlex.quote(root)
+    return f"mkdir -p {quoted}/repo && touch {quoted}"
+
+
+def release_command(root: str, parent: str, keep_seconds: float, keep_all: bool) -> str:
+    """Remove the run's directory, or keep it and sweep kept ones unused for too long."""
+    if keep_all:
+        return "true"
+    if keep_seconds <= 0:
+        return f"rm -rf {shlex.quote(root)}"
+    minutes = max(1, int(keep_seconds // 60))
+    return (
+        f"touch {shlex.quote(root)}; find {shlex.quote(parent)} -mindepth 1 -maxdepth 1 -type d "
+        f"-mmin +{minutes} -exec rm -rf {{}} +"
+    )
+
+
 class LocalProvider:
     """One agent-server per worker process, shared by its jobs; restarted if it dies.
 
@@ -119,6 +138,7 @@ class LocalProvider:
     """
 
     kind = "local"
+    can_keep = True
 
     def __init__(
         self,
@@ -280,12 +300,14 @@ class LocalProvider:
         await asyncio.to_thread(self._terminate)
 
     @asynccontextmanager
-    async def open(self, run_id: str) -> AsyncIterator[Workspace]:
+    async def open(self, run_id: str, *, keep_seconds: float = 0) -> AsyncIterator[Workspace]:
+        """The run's directory; with `keep_seconds`, it outlives the run (a later run on the same
+        thread continues in it) and is removed once unused for that long."""
         await self.ensure_running()
         root = str(self.workspaces_dir / run_id)
         async with self.client() as client:
             try:
-                made = await client.bash(f"mkdir -p {shlex.quote(root)}/repo", limit_seconds=30)
+                made = await client.bash(prepare_command(root), limit_seconds=60)
             except AgentServerError as exc:
                 raise WorkspaceError(f"the local agent-server failed: {exc}") from exc
             if not made.ok:
@@ -293,6 +315,8 @@ class LocalProvider:
             try:
                 yield Workspace(client=client, root=root, kind=self.kind)
             finally:
-                if not self._keep:
-                    with contextlib.suppress(AgentServerError):
-                        await client.bash(f"rm -rf {shlex.quote(root)}", limit_seconds=120)
+                with contextlib.suppress(AgentServerError):
+                    await client.bash(
+                        release_command(root, str(self.workspaces_dir), keep_seconds, self._keep),
+                        limit_seconds=120,
+                    )

@@ -28,6 +28,7 @@ class RuntimeProvider:
     """Starts one sandbox per run through the runtime API."""
 
     kind = "runtime"
+    can_keep = False  # the sandbox is stopped after every run
 
     def __init__(
         self,
@@ -64,7 +65,7 @@ class RuntimeProvider:
         return response.json() if response.content else {}
 
     @asynccontextmanager
-    async def open(self, run_id: str) -> AsyncIterator[Workspace]:
+    async def open(self, run_id: str, *, keep_seconds: float = 0) -> AsyncIterator[Workspace]:
         async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
             started = await self._post(
                 http,

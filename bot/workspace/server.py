@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bot.agent_server import AgentServerClient, AgentServerError
 from bot.workspace.base import Workspace, WorkspaceError
+from bot.workspace.local import prepare_command, release_command
 
 
 class ServerProvider:
     """Every run gets its own directory under `workspace_root` on the shared server."""
 
     kind = "server"
+    can_keep = True
 
     def __init__(self, url: str, api_key: str | None, workspace_root: str) -> None:
         self._url = url
@@ -26,22 +29,22 @@ class ServerProvider:
         return None
 
     @asynccontextmanager
-    async def open(self, run_id: str) -> AsyncIterator[Workspace]:
+    async def open(self, run_id: str, *, keep_seconds: float = 0) -> AsyncIterator[Workspace]:
         client = AgentServerClient(self._url, self._api_key)
         root = f"{self._root}/{run_id}"
         try:
             if not await client.healthy():
                 raise WorkspaceError(f"the agent-server at {self._url} is not answering /health")
             try:
-                made = await client.bash(f"mkdir -p {root}/repo", limit_seconds=30)
+                made = await client.bash(prepare_command(root), limit_seconds=60)
             except AgentServerError as exc:
                 raise WorkspaceError(f"the agent-server at {self._url} failed: {exc}") from exc
             if not made.ok:
                 raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
             yield Workspace(client=client, root=root, kind=self.kind)
         finally:
-            try:
-                await client.bash(f"rm -rf {root}", limit_seconds=60)
-            except AgentServerError:
-                pass
+            with contextlib.suppress(AgentServerError):
+                await client.bash(
+                    release_command(root, self._root, keep_seconds, False), limit_seconds=120
+                )
             await client.aclose()
