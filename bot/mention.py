@@ -294,6 +294,7 @@ class MentionRun:
             await self._save_thread(run.resumed or task.run_id, run.head_sha, None, keep)
         if not result.changes:
             answer = result.final_response.strip() or "The agent finished without changes."
+            await self._reply_in_thread(answer[:60_000])
             await self.tracking.finalize("💬 " + answer, [*notes, stats])
             return {"run_id": task.run_id, "status": "answered"}
         await self.tracking.phase("publishing")

@@ -198,6 +198,24 @@ async def test_the_wall_clock_limit_interrupts_the_run(
     assert info["execution_status"] != "running"
 
 
+async def test_the_cost_limit_interrupts_the_run(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    llm.script(steps.repeat(steps.tool_call("terminal", command="echo again")))
+    settings = agent_settings.model_copy(update={"max_cost_per_run": 0.05})
+
+    run = await _run(settings, agent_server, redis, _spec(git_host, "Loop"))
+
+    assert run.result.status == "cost_limit"
+    assert run.result.cost > 0.05
+    assert run.result.cost < 0.2  # stopped soon after passing the limit
+
+
 async def test_hooks_from_the_repo_run(
     fake_github: FakeGitHub,
     git_host: FakeGitHost,

@@ -4,17 +4,21 @@ fake GitHub whose Git Data API writes real objects into the bare repository."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
+import signal
 import subprocess
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bot.config import Settings
+from bot.worker import worker_options
 from bot.workspace.local import LocalProvider
 from tests.conftest import BOT_SECRETS, Deliverer, load_payload, run_worker
 from tests.fakes import llm as steps
@@ -295,6 +299,86 @@ async def test_stop_interrupts_a_long_run(
     (comment,) = tracking_comments(world)
     assert f"Stopped by @{WRITER}" in comment["body"]
     assert world.created_pulls == []
+
+
+async def test_a_cancelled_job_finalizes_its_comment(
+    world: FakeGitHub,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    run_settings: Settings,
+    redis: Redis,
+) -> None:
+    llm.script(steps.sleep(60, steps.finish("too late")))
+    payload = mention("@openhands refactor everything")
+    post(world, deliver, payload)
+
+    worker = Worker(
+        **worker_options(run_settings, workspaces=agent_server),
+        poll_delay=0.1,
+        handle_signals=False,
+    )
+    running = asyncio.create_task(worker.async_run())
+    for _ in range(1200):
+        if llm.completions:
+            break
+        await asyncio.sleep(0.1)
+    assert llm.completions, "the run never reached the LLM"
+    # The worker is told to shut down mid-run, as on a deploy: arq cancels the running job.
+    worker.handle_sig(signal.SIGTERM)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(running, 60)
+    for _ in range(100):  # the job finalizes its comment as it unwinds
+        if any("worker shut down" in c["body"] for c in tracking_comments(world)):
+            break
+        await asyncio.sleep(0.1)
+    await worker.close()
+
+    (comment,) = tracking_comments(world)
+    assert "worker shut down while this run was in progress" in comment["body"]
+    assert "Mention @openhands again" in comment["body"]
+
+
+async def test_an_answer_to_an_inline_review_comment_goes_into_its_thread(
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    run_settings: Settings,
+    redis: Redis,
+) -> None:
+    head = git_host.commit(REPO, {"feature.txt": "wip\n"}, branch="feature", message="wip")
+    git_host.create_ref(REPO, "refs/pull/15/head", head)
+    world.add_pull(REPO, 15, "feature", head, "main", WRITER, title="Feature")
+    payload = copy.deepcopy(load_payload("pull_request_review_comment/created.json"))
+    payload["repository"].update({"name": NAME, "full_name": REPO})
+    payload["repository"]["owner"]["login"] = OWNER
+    payload["installation"] = {"id": INSTALLATION}
+    payload["pull_request"]["number"] = 15
+    payload["pull_request"]["head"].update({"ref": "feature", "sha": head})
+    payload["comment"]["body"] = "@openhands why is this file here?"
+    payload["comment"]["user"]["login"] = payload["sender"]["login"] = WRITER
+    payload["comment"]["path"] = "feature.txt"
+    world.add_review_comment(
+        REPO,
+        15,
+        payload["comment"]["body"],
+        WRITER,
+        comment_id=payload["comment"]["id"],
+        path="feature.txt",
+        line=1,
+    )
+    llm.script(steps.finish("It marks the feature as work in progress."))
+    assert deliver.post("pull_request_review_comment", payload).status_code == 202
+
+    await run_worker(run_settings, workspaces=agent_server)
+
+    replies = [c for c in world.review_comments.values() if c.get("in_reply_to_id")]
+    (reply,) = replies
+    assert reply["in_reply_to_id"] == payload["comment"]["id"]
+    assert "work in progress" in reply["body"]
+    assert "feature.txt" in llm.completions[0].text  # the inline comment's location
 
 
 async def test_a_second_mention_waits_then_continues_the_conversation(
