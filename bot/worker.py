@@ -12,8 +12,9 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from githubkit.exception import GitHubException
 
+from bot import messages
 from bot.config import Settings
-from bot.errors import PermanentError, TransientError, classify_github
+from bot.errors import BotError, PermanentError, TransientError, classify_github
 from bot.github import GitHubApp
 from bot.mention import ACTIVE_PREFIX, STOP_PREFIX, MentionRun, thread_key
 from bot.permissions import can_write
@@ -159,9 +160,31 @@ async def _admit(ctx: dict[str, Any], task: Gated) -> tuple[Any, dict[str, Any] 
         await _react(gh, task, "eyes")
     except (TransientError, PermanentError) as exc:
         _retry_or_fail(ctx, exc, task.run_id)
+        await _tell_gate_failure(ctx, task, exc)
         return None, {"run_id": task.run_id, "status": "failed", "error": exc.user_message}
     log.info("run %s: acknowledged %s's request", task.run_id, task.sender, extra=extra)
     return gh, None
+
+
+async def _tell_gate_failure(ctx: dict[str, Any], task: Gated, exc: BotError) -> None:
+    """The permission check failed for good: say so on the thread rather than stay silent."""
+    settings, github = _deps(ctx)
+    headline, details = messages.failure("permission_lookup", settings.bot_handle, exc.user_message)
+    try:
+        installation_id = await installation_for(ctx, task.repo, task.installation_id)
+        gh = await github.installation_client(
+            installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
+        )
+        await gh.rest.issues.async_create_comment(
+            task.repo.owner, task.repo.name, task.number, body="\n".join([headline, "", *details])
+        )
+    except (GitHubException, BotError) as failure:
+        log.error(
+            "run %s: could not report the failed permission check: %s",
+            task.run_id,
+            type(failure).__name__,
+            extra={"run_id": task.run_id},
+        )
 
 
 async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

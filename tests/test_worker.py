@@ -283,3 +283,22 @@ async def test_a_long_rate_limit_is_not_waited_in_the_job(
     assert len(github.requests_to("GET", r"/collaborators/octo-dev/permission$")) == 1
     assert worker.jobs_retried == 1
     assert _reactions(github) == []
+
+
+async def test_a_failed_permission_check_is_reported_not_silent(
+    github: FakeGitHub, deliver: Deliverer, settings: Settings, redis: Redis
+) -> None:
+    github.fail_next(
+        "GET",
+        r"/collaborators/octo-dev/permission$",
+        403,
+        body={"message": "Forbidden", "documentation_url": "https://docs.github.com"},
+    )
+    _deliver(github, deliver, "issue_comment", _comment("@openhands fix"))
+
+    await run_worker(settings)
+
+    assert _reactions(github) == []
+    (comment,) = [c for c in github.comments.values() if "permission" in c["body"]]
+    assert "could not check your permission" in comment["body"]
+    assert "What you can do" in comment["body"]
