@@ -10,6 +10,7 @@ import logging
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from githubkit.exception import GitHubException
 
@@ -114,16 +115,24 @@ async def _continue(
     )
     conversation = Conversation(ws.client, settings, on_progress=on_progress)
     result = await conversation.follow_up(request, spec.follow_up_prompt, base_ref=resume.base_sha)
-    patch = None
-    if spec.want_patch and result.changes:
-        patch = await git_patch(ws, resume.base_sha)
-    return AgentRun(
-        result=result,
+    return await _outcome(
+        ws,
+        spec,
+        result,
+        resume.base_sha,
         hooks_error=hooks_error,
-        head_sha=resume.base_sha,
-        patch=patch,
         resumed=resume.conversation_run_id,
     )
+
+
+async def _outcome(
+    ws: Workspace, spec: RunSpec, result: AgentResult, base_sha: str, **fields: Any
+) -> AgentRun:
+    """The run's result, with the change as a patch when the spec asks for one."""
+    patch = None
+    if spec.want_patch and result.changes:
+        patch = await git_patch(ws, base_sha)
+    return AgentRun(result=result, head_sha=base_sha, patch=patch, **fields)
 
 
 def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
@@ -191,15 +200,13 @@ async def run_agent(
                     result = await conversation.follow_up(
                         request, correction, base_ref=prepared.head_sha
                     )
-            patch = None
-            if spec.want_patch and result.changes:
-                patch = await git_patch(ws, prepared.head_sha)
-            return AgentRun(
-                result=result,
+            return await _outcome(
+                ws,
+                spec,
+                result,
+                prepared.head_sha,
                 setup=prepared.setup,
                 hooks_error=prepared.hooks_error,
-                head_sha=prepared.head_sha,
-                patch=patch,
             )
     except SetupFailed as exc:
         log.warning("setup failed: %s", exc, extra=extra)

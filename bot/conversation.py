@@ -260,6 +260,7 @@ class Conversation:
         self._client = client
         self._settings = settings
         self._follower = _Follower(on_progress, settings.progress_interval_seconds)
+        self._reader: asyncio.Task[None] | None = None
         self._poll_interval = poll_interval
 
     async def run(self, request: AgentRequest, *, base_ref: str | None = None) -> AgentResult:
@@ -320,7 +321,7 @@ class Conversation:
 
     async def _follow(self, conversation_id: str, stop_hooks: bool) -> Status:
         follower = self._follower
-        reader = asyncio.create_task(self._read_events(conversation_id))
+        reader = self._reader = asyncio.create_task(self._read_events(conversation_id))
         try:
             while True:
                 follower.changed.clear()
@@ -365,8 +366,10 @@ class Conversation:
         while time.monotonic() < deadline:
             if follower.status != "finished":
                 return False
-            if follower.stop_hook_runs > hooks_before or await self._stop_hook_ran(
-                conversation_id, hooks_before
+            # The socket reports hook runs; read them back over REST only when it is gone.
+            socket_gone = self._reader is None or self._reader.done()
+            if follower.stop_hook_runs > hooks_before or (
+                socket_gone and await self._stop_hook_ran(conversation_id, hooks_before)
             ):
                 await asyncio.sleep(0.3)  # a denial flips the status right after the hook
                 info = await self._client.conversation(conversation_id)

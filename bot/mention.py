@@ -371,7 +371,7 @@ class MentionRun:
         )
         branch = publish.issue_branch(task.number, title)
         await publish.ensure_branch(self.writer, task.repo, branch, sha)
-        template = await publish.pr_template(self.writer, task.repo, base)
+        template = await publish.first_file(self.writer, task.repo, publish.TEMPLATE_PATHS, base)
         body = publish.pr_body(
             number=task.number,
             summary=summary,

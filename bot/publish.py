@@ -145,9 +145,11 @@ async def fast_forward(
         raise
 
 
-async def pr_template(gh: GitHub[Any], repo: RepoRef, ref: str | None) -> str | None:
-    """The repository's pull request template, when it has one."""
-    for path in TEMPLATE_PATHS:
+async def first_file(
+    gh: GitHub[Any], repo: RepoRef, paths: tuple[str, ...], ref: str | None
+) -> str | None:
+    """The text of the first of `paths` that exists at `ref` (default branch when None)."""
+    for path in paths:
         try:
             if ref:
                 response = await gh.rest.repos.async_get_content(
@@ -159,8 +161,7 @@ async def pr_template(gh: GitHub[Any], repo: RepoRef, ref: str | None) -> str | 
             if exc.response.status_code == 404:
                 continue
             raise
-        data = response.parsed_data
-        content = getattr(data, "content", None)
+        content = getattr(response.parsed_data, "content", None)
         if isinstance(content, str):
             return base64.b64decode(content).decode("utf-8", errors="replace")
     return None

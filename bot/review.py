@@ -6,7 +6,6 @@ setup script, hooks or skills from it run, and a fork by a non-collaborator gets
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
 from redis.asyncio import Redis
 
+from bot import publish
 from bot import review_format as fmt
 from bot.agent_run import RunSpec, run_agent
 from bot.config import Settings
@@ -129,23 +129,6 @@ async def pull_files(gh: GitHub[Any], task: ReviewTask) -> list[tuple[str, str |
         page += 1
 
 
-async def base_guide(gh: GitHub[Any], task: ReviewTask, base_ref: str) -> str | None:
-    """The repository's review guide as the base branch has it (never the PR's version)."""
-    for path in GUIDE_PATHS:
-        try:
-            response = await gh.rest.repos.async_get_content(
-                task.repo.owner, task.repo.name, path, ref=base_ref
-            )
-        except RequestFailed as exc:
-            if exc.response.status_code == 404:
-                continue
-            raise
-        content = getattr(response.parsed_data, "content", None)
-        if isinstance(content, str):
-            return base64.b64decode(content).decode("utf-8", errors="replace")
-    return None
-
-
 def review_prompt(
     task: ReviewTask, pr: PullFacts, diff: str, skipped: list[str], guide: str | None
 ) -> str:
@@ -247,7 +230,8 @@ class ReviewRun:
             read_only = role not in {"admin", "maintain", "write"}
         files = await pull_files(gh, task)
         diff, skipped = fmt.budget_diff(files, settings.review_diff_budget_chars)
-        guide = await base_guide(gh, task, pr.base_ref)
+        # The guide as the base branch has it, never the PR's own version of it.
+        guide = await publish.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
         spec = RunSpec(
             run_id=task.run_id,

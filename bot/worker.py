@@ -84,6 +84,13 @@ async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None
     return installation_id
 
 
+async def _with_installation[T: (MentionTask, ReviewTask)](ctx: dict[str, Any], task: T) -> T:
+    """The task with its installation id filled in (plain repository webhooks lack it)."""
+    if task.installation_id is not None:
+        return task
+    return task.model_copy(update={"installation_id": await installation_for(ctx, task.repo, None)})
+
+
 def _retry_or_fail(ctx: dict[str, Any], exc: TransientError | PermanentError, run_id: str) -> None:
     """Raise arq's Retry for a transient error while tries remain; otherwise log and give up."""
     tries = int(ctx.get("job_try", 1))
@@ -195,10 +202,7 @@ async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, An
     gh, stopped = await _admit(ctx, task)
     if stopped is not None:
         return stopped
-    if task.installation_id is None:
-        task = task.model_copy(
-            update={"installation_id": await installation_for(ctx, task.repo, None)}
-        )
+    task = await _with_installation(ctx, task)
     run = MentionRun(
         settings, ctx["redis"], github, await _workspaces(ctx), gh, task, ctx.get("job_id")
     )
@@ -250,10 +254,7 @@ async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
         _, stopped = await _admit(ctx, task)
         if stopped is not None:
             return stopped
-    if task.installation_id is None:
-        task = task.model_copy(
-            update={"installation_id": await installation_for(ctx, task.repo, None)}
-        )
+    task = await _with_installation(ctx, task)
     return await run_review_job(settings, ctx["redis"], github, await _workspaces(ctx), task)
 
 

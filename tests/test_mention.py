@@ -93,6 +93,15 @@ def post(github: FakeGitHub, deliver: Deliverer, payload: dict[str, Any]) -> Non
     assert response.status_code == 202, response.text
 
 
+async def llm_called(llm: ScriptedLLM) -> None:
+    """Wait until a run reached the LLM (generous: a loaded CI machine clones slowly)."""
+    for _ in range(1200):
+        if llm.completions:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the run never reached the LLM")
+
+
 def tracking_comments(github: FakeGitHub) -> list[dict[str, Any]]:
     return [c for c in github.comments.values() if "openhands-run:" in c["body"]]
 
@@ -288,11 +297,7 @@ async def test_stop_interrupts_a_long_run(
     post(world, deliver, mention("@openhands refactor everything"))
 
     worker = asyncio.create_task(run_worker(run_settings, workspaces=agent_server))
-    for _ in range(1200):  # generous: a loaded CI machine clones slowly
-        if llm.completions:
-            break
-        await asyncio.sleep(0.1)
-    assert llm.completions, "the run never reached the LLM"
+    await llm_called(llm)
     post(world, deliver, mention("@openhands stop"))
     await asyncio.wait_for(worker, 60)
 
@@ -319,11 +324,7 @@ async def test_a_cancelled_job_finalizes_its_comment(
         handle_signals=False,
     )
     running = asyncio.create_task(worker.async_run())
-    for _ in range(1200):
-        if llm.completions:
-            break
-        await asyncio.sleep(0.1)
-    assert llm.completions, "the run never reached the LLM"
+    await llm_called(llm)
     # The worker is told to shut down mid-run, as on a deploy: arq cancels the running job.
     worker.handle_sig(signal.SIGTERM)
     with contextlib.suppress(asyncio.CancelledError):
@@ -396,10 +397,7 @@ async def test_a_second_mention_waits_then_continues_the_conversation(
     )
     post(world, deliver, mention("@openhands explain [[one]]"))
     worker = asyncio.create_task(run_worker(run_settings, workspaces=agent_server))
-    for _ in range(1200):  # generous: a loaded CI machine clones slowly
-        if llm.completions:
-            break
-        await asyncio.sleep(0.1)
+    await llm_called(llm)
     await asyncio.sleep(1.1)  # the second mention is written after the first run started
     post(world, deliver, mention("@openhands and then? [[two]]"))
     await asyncio.wait_for(worker, 90)

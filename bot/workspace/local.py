@@ -111,6 +111,30 @@ def protect_secret_files(paths: list[Path]) -> None:
             log.warning("restricted %s to its owner (it holds secrets)", path)
 
 
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM the process's group (the server and its terminals), SIGKILL after `grace`."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def make_run_dir(client: AgentServerClient, root: str, where: str) -> None:
+    """Create (or touch, when kept from an earlier run) a run's directory on the server."""
+    try:
+        made = await client.bash(prepare_command(root), limit_seconds=60)
+    except AgentServerError as exc:
+        raise WorkspaceError(f"{where} failed: {exc}") from exc
+    if not made.ok:
+        raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
+
+
 def prepare_command(root: str) -> str:
     """Create (or touch, when kept from an earlier run) a run directory."""
     quoted = shlex.quote(root)
@@ -285,16 +309,8 @@ class LocalProvider:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_process_group(process)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._terminate)
@@ -306,12 +322,7 @@ class LocalProvider:
         await self.ensure_running()
         root = str(self.workspaces_dir / run_id)
         async with self.client() as client:
-            try:
-                made = await client.bash(prepare_command(root), limit_seconds=60)
-            except AgentServerError as exc:
-                raise WorkspaceError(f"the local agent-server failed: {exc}") from exc
-            if not made.ok:
-                raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
+            await make_run_dir(client, root, "the local agent-server")
             try:
                 yield Workspace(client=client, root=root, kind=self.kind)
             finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ import httpx
 
 from bot.agent_server import AgentServerClient, AgentServerError
 from bot.workspace.base import Workspace, WorkspaceError
+from bot.workspace.local import make_run_dir
 
 log = logging.getLogger("bot.workspace.runtime")
 
@@ -86,9 +86,7 @@ class RuntimeProvider:
                 try:
                     await self._wait_ready(client)
                     root = f"{self._working_dir}/{run_id}"
-                    made = await client.bash(f"mkdir -p {shlex.quote(root)}/repo", limit_seconds=30)
-                    if not made.ok:
-                        raise WorkspaceError(f"could not create the run directory: {made.stderr}")
+                    await make_run_dir(client, root, "the runtime's agent-server")
                     yield Workspace(client=client, root=root, kind=self.kind)
                 except AgentServerError as exc:
                     raise WorkspaceError(f"the runtime's agent-server failed: {exc}") from exc

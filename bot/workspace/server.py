@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from bot.agent_server import AgentServerClient, AgentServerError
 from bot.workspace.base import Workspace, WorkspaceError
-from bot.workspace.local import prepare_command, release_command
+from bot.workspace.local import make_run_dir, release_command
 
 
 class ServerProvider:
@@ -35,12 +35,7 @@ class ServerProvider:
         try:
             if not await client.healthy():
                 raise WorkspaceError(f"the agent-server at {self._url} is not answering /health")
-            try:
-                made = await client.bash(prepare_command(root), limit_seconds=60)
-            except AgentServerError as exc:
-                raise WorkspaceError(f"the agent-server at {self._url} failed: {exc}") from exc
-            if not made.ok:
-                raise WorkspaceError(f"could not create the run directory: {made.stderr.strip()}")
+            await make_run_dir(client, root, f"the agent-server at {self._url}")
             yield Workspace(client=client, root=root, kind=self.kind)
         finally:
             with contextlib.suppress(AgentServerError):

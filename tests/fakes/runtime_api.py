@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.workspace.local import free_port
+from bot.workspace.local import free_port, stop_process_group
 from tests.servers import ServerThread
 
 
@@ -101,7 +99,7 @@ class FakeRuntimeAPI:
             self.stopped.append(runtime_id)
         if process is None:
             return JSONResponse({"error": "unknown runtime"}, status_code=404)
-        _kill(process)
+        stop_process_group(process)
         return JSONResponse({"status": "stopped"})
 
     @property
@@ -125,15 +123,4 @@ class FakeRuntimeAPI:
                     leftovers = list(self._processes.values())
                     self._processes.clear()
                 for process in leftovers:
-                    _kill(process)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+                    stop_process_group(process)
