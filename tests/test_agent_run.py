@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import uuid
@@ -206,7 +207,11 @@ async def test_the_cost_limit_interrupts_the_run(
     agent_settings: Settings,
     redis: Redis,
 ) -> None:
-    llm.script(steps.repeat(steps.tool_call("terminal", command="echo again")))
+    counter = itertools.count()
+    # Each command differs, so the agent-server's stuck detection never ends the run first.
+    llm.script(
+        steps.repeat(lambda _body: steps.tool_call("terminal", command=f"echo {next(counter)}"))
+    )
     settings = agent_settings.model_copy(update={"max_cost_per_run": 0.05})
 
     run = await _run(settings, agent_server, redis, _spec(git_host, "Loop"))
