@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     thread_poll_seconds: float = 2.0  # how often a queued run checks whether its thread is free
     public_url: str | None = None  # where this bot is reachable, for run links
 
+    # Run API, run records and completion callbacks.
+    bot_api_token: SecretStr | None = None  # bearer token for /api/runs; the API is off without it
+    run_retention_seconds: int = 14 * 24 * 3600
+    automation_callback_url: str | None = None  # as in the OpenHands SDK: a default for every run
+    automation_callback_api_key: SecretStr | None = None
+    automation_run_id: str | None = None  # the id reported to AUTOMATION_CALLBACK_URL
+    callback_max_attempts: int = 5
+    callback_retry_base_seconds: float = 2.0  # doubles per attempt
+    callback_timeout_seconds: float = 10.0
+
     state_dir: Path = Path(".openhands-bot")
     log_level: str = "INFO"
 

@@ -94,6 +94,20 @@ class PullRequestEvent(_Event):
     pull_request: PullRequest
 
 
+class PushCommit(_Lenient):
+    added: list[str] = Field(default_factory=list)
+    modified: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+
+
+class PushEvent(_Event):
+    ref: str
+    after: str | None = None
+    deleted: bool = False
+    commits: list[PushCommit] = Field(default_factory=list)
+    head_commit: PushCommit | None = None
+
+
 class InstallationRepo(_Lenient):
     full_name: str
 

@@ -24,7 +24,9 @@ from bot.agent_run import AgentRun, Resume, RunSpec, run_agent
 from bot.config import Settings
 from bot.conversation import Progress
 from bot.github import GitHubApp
+from bot.lifecycle import STOP_PREFIX
 from bot.prompts import IssueContext, ThreadComment, agent_prompt, follow_up_prompt
+from bot.runs import RunStore
 from bot.tasks import MentionTask
 from bot.tracking import TrackingComment, marker
 from bot.workspace.base import WorkspaceProvider
@@ -34,7 +36,6 @@ log = logging.getLogger("bot.mention")
 PUBLISH = {"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"}
 THREAD_LOCK_PREFIX = "openhands-bot:thread-lock:"
 ACTIVE_PREFIX = "openhands-bot:active:"  # hash per thread: run_id, job_id
-STOP_PREFIX = "openhands-bot:stop:"  # run id → who asked to stop it
 SUMMARY_PREFIX = "openhands-bot:thread-summary:"  # the last run's summary, for a follow-up
 THREAD_PREFIX = "openhands-bot:thread-conversation:"  # the conversation a follow-up continues
 MAX_COMMENTS = 300
@@ -154,6 +155,7 @@ class MentionRun:
         self.job_id = job_id
         self.key = thread_key(task.repo.full_name, task.number)
         run_url = settings.run_url(task.run_id)
+        runs = RunStore(redis, settings.run_retention_seconds)
         self.tracking = TrackingComment(
             gh,
             redis,
@@ -162,7 +164,9 @@ class MentionRun:
             task.run_id,
             min_interval=settings.tracking_interval_seconds,
             run_url=run_url,
+            journal=lambda line: runs.log(task.run_id, line),
         )
+        self.facts: dict[str, Any] = {"links": {}}  # cost, conversation and links, for the record
         self.lock = ThreadLock(redis, self.key, task.run_id, settings.job_timeout_seconds + 300)
         self.started = time.monotonic()
         self.handle = settings.bot_handle
@@ -181,7 +185,10 @@ class MentionRun:
                     mapping={"run_id": task.run_id, "job_id": self.job_id or ""},
                 ),
             )
-            return await self._run()
+            result = await self._run()
+            if self.tracking.html_url:
+                self.facts["links"]["comment"] = self.tracking.html_url
+            return {**self.facts, **result}
         except asyncio.CancelledError:
             await asyncio.shield(self._finalize_cancelled())
             raise
@@ -277,6 +284,7 @@ class MentionRun:
 
         run = await run_agent(settings, self.workspaces, self.github, spec, on_progress=progress)
         result = run.result
+        self.facts.update(cost=result.cost, conversation_id=result.conversation_id)
         stats = messages.stats(time.monotonic() - self.started, result.cost, result.steps)
         notes = self._notes(run)
         if not result.succeeded:
@@ -388,6 +396,7 @@ class MentionRun:
             body=body,
             draft=not self.settings.open_pr_ready,
         )
+        self.facts["links"]["pull_request"] = url
         files = len(run.result.changes)
         plural = "s" if files != 1 else ""
         return f"✅ Opened #{number}: {url} ({files} file{plural} changed)\n\n{summary[:3000]}"

@@ -130,3 +130,30 @@ def follow_up_prompt(instruction: str, requested_by: str) -> str:
         f"A new request from @{requested_by} on the same thread:\n\n{clean(instruction)}\n\n"
         "Work in the same checkout. Finish with a short summary of what you changed."
     )
+
+
+AUTOMATION_OUTPUT = {
+    "pr": "Make the changes in the working tree; do not commit or push: the bot proposes them "
+    "as a pull request. Finish with a short summary of what you changed and why.",
+    "issue": "Change no files. Your final message becomes the body of a new issue: write it as "
+    "a report a maintainer can act on.",
+    "comment": "Change no files. Your final message is posted as a comment on issue #{issue}.",
+    "none": "Finish with a short summary of what you did.",
+}
+
+
+def automation_prompt(
+    repo: str, workdir: str, name: str | None, prompt: str, output: str, issue: int | None
+) -> str:
+    """The first message of a scheduled or API-started run. The prompt comes from the repo's
+    config on its default branch (written by someone with write access) or from the API."""
+    title = f"the automation `{name}`" if name else "a request made through the bot's API"
+    return "\n\n".join(
+        [
+            f"You are working in a clone of {repo} at {workdir}, on behalf of {title}.",
+            AUTOMATION_OUTPUT[output].format(issue=issue),
+            "Never print, upload or send credentials, tokens or environment variables.",
+            "# Task",
+            clean(prompt),
+        ]
+    )

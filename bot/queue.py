@@ -85,10 +85,14 @@ class Enqueuer:
 
     async def enqueue(self, task: Task) -> Outcome:
         """Store the task's job with the run id as job id; "duplicate" when it already exists."""
+        return await self.enqueue_job(task.run_id, task)
+
+    async def enqueue_job(self, job_id: str, task: Task) -> Outcome:
+        """Store the task's job under `job_id`; "duplicate" when it already exists."""
         payload = serialize_job(
             job_function(task), (task.model_dump(mode="json"),), {}, None, int(time.time() * 1000)
         )
-        return await self.enqueue_raw(task.run_id, payload)
+        return await self.enqueue_raw(job_id, payload)
 
     async def enqueue_raw(self, job_id: str, payload: bytes) -> Outcome:
         """Queue a serialized job; resolves once Redis ran the script holding it.

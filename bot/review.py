@@ -15,7 +15,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
 from redis.asyncio import Redis
 
-from bot import publish
+from bot import publish, repo_config
 from bot import review_format as fmt
 from bot.agent_run import RunSpec, run_agent
 from bot.config import Settings
@@ -168,9 +168,13 @@ class ReviewRun:
         self.github = github
         self.workspaces = workspaces
         self.task = task
+        self.config = repo_config.ReviewConfig()
 
     async def execute(self) -> dict[str, Any]:
         task, settings = self.task, self.settings
+        wanted = await self._wanted()
+        if wanted is not None:
+            return {"run_id": task.run_id, "status": "skipped", "reason": wanted}
         installation = task.installation_id or 0
         gh = await self.github.installation_client(
             installation, repositories=[task.repo.name], permissions=REVIEW_PERMISSIONS
@@ -193,10 +197,9 @@ class ReviewRun:
                 extra={"run_id": task.run_id},
             )
             return {**result, "status": "skipped", "reason": "already reviewed"}
-        if not task.rereview and (
-            pr.changed_lines > settings.review_max_changed_lines
-            or pr.changed_files > settings.review_max_files
-        ):
+        max_lines = self.config.max_changed_lines or settings.review_max_changed_lines
+        max_files = self.config.max_files or settings.review_max_files
+        if not task.rereview and (pr.changed_lines > max_lines or pr.changed_files > max_files):
             await gh.rest.issues.async_create_comment(
                 task.repo.owner,
                 task.repo.name,
@@ -204,8 +207,8 @@ class ReviewRun:
                 body=TOO_LARGE.format(
                     lines=pr.changed_lines,
                     files=pr.changed_files,
-                    max_lines=settings.review_max_changed_lines,
-                    max_files=settings.review_max_files,
+                    max_lines=max_lines,
+                    max_files=max_files,
                     handle=settings.bot_handle,
                 ),
             )
@@ -215,6 +218,24 @@ class ReviewRun:
         except BaseException:
             await self.redis.delete(key)  # let a later trigger try again
             raise
+
+    async def _wanted(self) -> str | None:
+        """Why this repository does not want this review (its config, else the bot's settings),
+        or None. Asking with `@handle review` always gets one."""
+        self.config = (await repo_config.load(self.redis, self.task.repo.full_name)).config.review
+        if self.task.rereview:
+            return None
+        if not self.config.enabled:
+            return f"reviews are disabled in {repo_config.CONFIG_PATH}"
+        if self.task.action == "synchronize":
+            on_push = self.config.on_push
+            if not (self.settings.review_on_push if on_push is None else on_push):
+                return "reviews on push are off"
+            return None
+        on_open = self.config.on_open
+        if not (self.settings.review_on_open if on_open is None else on_open):
+            return "automatic reviews are off"
+        return None
 
     async def _review(self, gh: GitHub[Any], pr: PullFacts) -> dict[str, Any]:
         task, settings = self.task, self.settings
@@ -232,6 +253,8 @@ class ReviewRun:
         diff, skipped = fmt.budget_diff(files, settings.review_diff_budget_chars)
         # The guide as the base branch has it, never the PR's own version of it.
         guide = await publish.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
+        if self.config.instructions:  # from the default branch's config, never the PR's
+            guide = "\n\n".join(part for part in (guide, self.config.instructions) if part)
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
         spec = RunSpec(
             run_id=task.run_id,
@@ -282,12 +305,19 @@ class ReviewRun:
             return {
                 "status": "failed",
                 "error": run.result.error.code if run.result.error else "invalid_review",
+                "cost": run.result.cost,
+                "conversation_id": run.result.conversation_id,
             }
         review = parsed[-1]
         await self._post(
             gh, pr, review, files, skipped, run.result.cost, FORK_NOTE if read_only else None
         )
-        return {"status": "reviewed", "comments": len(review.comments)}
+        return {
+            "status": "reviewed",
+            "comments": len(review.comments),
+            "cost": run.result.cost,
+            "conversation_id": run.result.conversation_id,
+        }
 
     async def _post(
         self,

@@ -83,8 +83,30 @@ class InstallationTask(_TaskBase):
     repos_removed: list[str] = Field(default_factory=list)
 
 
+class AutomationTask(_TaskBase):
+    """A prompt to run on a repository: a scheduled automation, or a run asked for over the API."""
+
+    kind: Literal["automation"] = "automation"
+    trigger: Literal["schedule", "api"]
+    automation: str | None = None  # the config's automation name; None for an ad-hoc prompt
+    prompt: str
+    output: Literal["pr", "issue", "comment", "none"] = "none"
+    issue: int | None = None  # where a `comment` output goes
+    branch: str | None = None
+    max_iterations: int | None = None
+    slot: str | None = None  # the schedule slot this run is for (UTC, minute precision)
+
+
+class ConfigTask(_TaskBase):
+    """The repository's `.openhands/config.yml` may have changed: read it again."""
+
+    kind: Literal["config"] = "config"
+    commit: str | None = None
+
+
 Task = Annotated[
-    MentionTask | ReviewTask | CancelTask | InstallationTask, Field(discriminator="kind")
+    MentionTask | ReviewTask | CancelTask | InstallationTask | AutomationTask | ConfigTask,
+    Field(discriminator="kind"),
 ]
 TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)
 
@@ -94,6 +116,8 @@ JOB_FUNCTIONS: dict[str, str] = {
     "review": "run_review",
     "cancel": "run_cancel",
     "installation": "sync_installation",
+    "automation": "run_automation",
+    "config": "refresh_config",
 }
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from githubkit import GitHub
@@ -70,6 +71,7 @@ class TrackingComment:
         *,
         min_interval: float = 5.0,
         run_url: str | None = None,
+        journal: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._gh = gh
         self._redis = redis
@@ -84,6 +86,7 @@ class TrackingComment:
         self._pending: str | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.html_url: str | None = None
+        self._journal = journal  # the run's own log, for the runs page
 
     @property
     def _key(self) -> str:
@@ -155,12 +158,19 @@ class TrackingComment:
     async def phase(self, phase: str, detail: str = "") -> None:
         """Show a phase change now (not throttled)."""
         await self._cancel_pending()
+        await self._note(f"{phase}: {detail}" if detail else phase)
         await self._edit(render(self.run_id, phase, detail, self.run_url))
 
     async def finalize(self, headline: str, details: list[str]) -> None:
         """The last edit: outcome and what to do next. Raises if GitHub refuses it."""
         await self._cancel_pending()
+        await self._note(headline)
         await self._edit(final_body(self.run_id, headline, details, self.run_url))
+
+    async def _note(self, line: str) -> None:
+        if self._journal is not None:
+            with contextlib.suppress(Exception):  # the log is for people, never in the way
+                await self._journal(line)
 
     async def _cancel_pending(self) -> None:
         self._pending = None

@@ -10,8 +10,10 @@ from pydantic import ValidationError
 
 from bot import events
 from bot.mentions import find_mention
+from bot.repo_config import CONFIG_PATH
 from bot.tasks import (
     CancelTask,
+    ConfigTask,
     InstallationTask,
     MentionTask,
     RepoRef,
@@ -28,8 +30,6 @@ class RouteConfig:
     trigger_label: str
     app_slug: str | None
     allowed_bots: frozenset[str]
-    review_on_open: bool
-    review_on_push: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +186,8 @@ def issues_labeled(delivery: Delivery, config: RouteConfig) -> Route:
 def pull_request_changed(delivery: Delivery, config: RouteConfig) -> Route:
     event = events.PullRequestEvent.model_validate(delivery.payload)
     pr = event.pull_request
-    if event.action == "synchronize" and not config.review_on_push:
-        return Ignored("reviews on push are disabled")
-    if event.action != "synchronize" and not config.review_on_open:
-        return Ignored("automatic reviews are disabled")
+    # Whether this repository wants the review is the worker's call: its config may override
+    # REVIEW_ON_OPEN / REVIEW_ON_PUSH, and routing reads nothing but the delivery.
     if pr.draft:
         return Ignored("draft pull request")
     if pr.state is not None and pr.state != "open":
@@ -225,6 +223,28 @@ def installation_changed(delivery: Delivery, config: RouteConfig) -> Route:
     )
 
 
+# A push that lists this many commits may have left some out: read the config to be sure.
+PUSH_COMMITS_SHOWN = 20
+
+
+def push(delivery: Delivery, config: RouteConfig) -> Route:
+    """A push to the default branch that touches the repo config: read it again."""
+    event = events.PushEvent.model_validate(delivery.payload)
+    branch = event.repository.default_branch
+    if not branch or event.ref != f"refs/heads/{branch}":
+        return Ignored("push outside the default branch")
+    if event.deleted:
+        return Ignored("branch deleted")
+    commits = list(event.commits) or ([event.head_commit] if event.head_commit else [])
+    touched = (
+        any(CONFIG_PATH in (*c.added, *c.modified, *c.removed) for c in commits)
+        or len(commits) >= PUSH_COMMITS_SHOWN
+    )
+    if not touched:
+        return Ignored(f"push does not touch {CONFIG_PATH}")
+    return ConfigTask(**_common(delivery, event), commit=event.after)
+
+
 def _ignore(reason: str) -> Handler:
     return lambda _delivery, _config: Ignored(reason)
 
@@ -244,6 +264,7 @@ ROUTES: dict[tuple[str, str | None], Handler] = {
     ("pull_request", "synchronize"): pull_request_changed,
     ("installation", None): installation_changed,
     ("installation_repositories", None): installation_changed,
+    ("push", None): push,
     ("ping", None): _ignore("ping"),
 }
 

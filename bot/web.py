@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from bot import signature
+from bot import api, signature
 from bot.config import Settings
 from bot.queue import Enqueuer, QueueUnavailable
+from bot.runs import RunStore
 from bot.tasks import job_function
 from bot.triggers import Delivery, Ignored, RouteConfig, route
 
@@ -40,8 +41,6 @@ def route_config(settings: Settings) -> RouteConfig:
         trigger_label=settings.trigger_label,
         app_slug=settings.github_app_slug,
         allowed_bots=frozenset(b.lower() for b in settings.allowed_bots),
-        review_on_open=settings.review_on_open,
-        review_on_push=settings.review_on_push,
     )
 
 
@@ -166,6 +165,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
         )
         app.state.redis = client
         app.state.enqueuer = Enqueuer(client, dedup_seconds=settings.delivery_dedup_seconds)
+        app.state.runs = RunStore(client, settings.run_retention_seconds)
         intake.enqueuer = app.state.enqueuer
         # Start-up objects are permanent: keep them out of the collector's full passes, which
         # otherwise pause every in-flight request for tens of milliseconds under load.
@@ -200,4 +200,5 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
             return _json(503, {"status": "unavailable", "redis": str(exc)})
         return _json(200, {"status": "ready"})
 
+    api.install(app, settings)
     return FastPath(app, intake)

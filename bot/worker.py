@@ -5,21 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from arq import Retry
+import httpx
+from arq import Retry, cron, func
 from arq.connections import RedisSettings
 from arq.jobs import Job
 from githubkit.exception import GitHubException
 
-from bot import messages
+from bot import callback, messages, repo_config, scheduler
+from bot.automation import run_automation_job
 from bot.config import Settings
 from bot.errors import BotError, PermanentError, TransientError, classify_github
 from bot.github import GitHubApp
-from bot.mention import ACTIVE_PREFIX, STOP_PREFIX, MentionRun, thread_key
+from bot.lifecycle import STOP_PREFIX, tracked
+from bot.mention import ACTIVE_PREFIX, MentionRun, thread_key
 from bot.permissions import can_write
+from bot.queue import Enqueuer
 from bot.review import run_review_job
-from bot.tasks import CancelTask, InstallationTask, MentionTask, RepoRef, ReviewTask
+from bot.runs import RunRecord, RunStore
+from bot.tasks import (
+    AutomationTask,
+    CancelTask,
+    ConfigTask,
+    InstallationTask,
+    MentionTask,
+    RepoRef,
+    ReviewTask,
+)
 from bot.workspace import WorkspaceProvider, make_provider
 
 log = logging.getLogger("bot.worker")
@@ -31,6 +47,13 @@ Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated
 
 # The bot's own token for gating and acknowledging: one repository, no code access.
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
+# Reading `.openhands/config.yml` and reporting it when it is invalid.
+CONFIG_PERMISSIONS = {"contents": "read", "issues": "write", "metadata": "read"}
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _deps(ctx: dict[str, Any]) -> tuple[Settings, GitHubApp]:
@@ -40,6 +63,9 @@ def _deps(ctx: dict[str, Any]) -> tuple[Settings, GitHubApp]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["github"] = GitHubApp(settings, ctx["redis"])
+    ctx["runs"] = RunStore(ctx["redis"], settings.run_retention_seconds)
+    ctx["enqueuer"] = Enqueuer(ctx["redis"], dedup_seconds=settings.delivery_dedup_seconds)
+    ctx["http"] = httpx.AsyncClient(timeout=settings.callback_timeout_seconds)
     if "workspaces" not in ctx:  # not injected: this worker owns its provider
         provider = make_provider(settings)
         ctx["workspaces"] = provider
@@ -51,6 +77,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker stopping")
+    with contextlib.suppress(Exception):
+        await ctx["enqueuer"].close()
+        await ctx["http"].aclose()
     if ctx.get("owns_workspaces"):
         starting = ctx.get("workspaces_starting")
         if starting is not None and not starting.done():
@@ -84,7 +113,9 @@ async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None
     return installation_id
 
 
-async def _with_installation[T: (MentionTask, ReviewTask)](ctx: dict[str, Any], task: T) -> T:
+async def _with_installation[T: (MentionTask, ReviewTask, AutomationTask)](
+    ctx: dict[str, Any], task: T
+) -> T:
     """The task with its installation id filled in (plain repository webhooks lack it)."""
     if task.installation_id is not None:
         return task
@@ -197,6 +228,25 @@ async def _tell_gate_failure(ctx: dict[str, Any], task: Gated, exc: BotError) ->
 async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A mention or the trigger label: gate on permission, 👀, then the agent run."""
     task = MentionTask.model_validate(data)
+    record = _record(ctx, task, "mention", task.trigger, task.number)
+    return await tracked(ctx, record, lambda: _mention(ctx, task))
+
+
+def _record(
+    ctx: dict[str, Any], task: MentionTask | ReviewTask, kind: str, trigger: str, number: int
+) -> RunRecord:
+    return RunRecord(
+        run_id=task.run_id,
+        kind=kind,
+        trigger=trigger,
+        repo=task.repo.full_name,
+        number=number,
+        sender=task.sender,
+        job_id=ctx.get("job_id"),
+    )
+
+
+async def _mention(ctx: dict[str, Any], task: MentionTask) -> dict[str, Any]:
     extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
     settings, github = _deps(ctx)
     gh, stopped = await _admit(ctx, task)
@@ -249,6 +299,12 @@ async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
 async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A pull request to review; `@handle review` is gated like any mention."""
     task = ReviewTask.model_validate(data)
+    trigger = task.trigger if task.rereview else "pull_request"
+    record = _record(ctx, task, "review", trigger, task.number)
+    return await tracked(ctx, record, lambda: _review(ctx, task))
+
+
+async def _review(ctx: dict[str, Any], task: ReviewTask) -> dict[str, Any]:
     settings, github = _deps(ctx)
     if task.rereview:
         _, stopped = await _admit(ctx, task)
@@ -269,6 +325,8 @@ async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[s
         names = [m.decode() if isinstance(m, bytes) else m for m in old] + task.repos_removed
         if names:
             await redis.hdel(REPO_INSTALLATION_KEY, *[n.lower() for n in names])
+            for name in names:
+                await repo_config.forget(redis, name)
         await redis.delete(members)
         ctx["github"].tokens.forget(task.installation_id)
         return {"run_id": task.run_id, "status": "removed", "repos": len(names)}
@@ -279,6 +337,11 @@ async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[s
     if task.repos_removed:
         await redis.srem(members, *[r.lower() for r in task.repos_removed])
         await redis.hdel(REPO_INSTALLATION_KEY, *[r.lower() for r in task.repos_removed])
+        for name in task.repos_removed:
+            await repo_config.forget(redis, name)
+    # Newly covered repositories may declare automations: read their config now.
+    for full_name in task.repos_added:
+        await _refresh_quietly(ctx, task.installation_id, full_name, None)
     return {
         "run_id": task.run_id,
         "status": "recorded",
@@ -287,16 +350,197 @@ async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[s
     }
 
 
+async def _refresh_quietly(
+    ctx: dict[str, Any], installation_id: int, full_name: str, commit: str | None
+) -> repo_config.Refreshed | None:
+    """Read one repository's config; a failure is logged and left for the next resync."""
+    if "/" not in full_name:
+        return None
+    owner, name = full_name.split("/", 1)
+    try:
+        gh = await ctx["github"].installation_client(
+            installation_id, repositories=[name], permissions=CONFIG_PERMISSIONS
+        )
+        return await repo_config.refresh(
+            gh, ctx["redis"], RepoRef(owner=owner, name=name), commit=commit
+        )
+    except GitHubException as exc:
+        log.warning(
+            "could not read the config of %s: %s",
+            full_name,
+            type(exc).__name__,
+            extra={"repo": full_name},
+        )
+        return None
+
+
+async def refresh_config(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A push touched `.openhands/config.yml` on the default branch: read it again."""
+    task = ConfigTask.model_validate(data)
+    installation_id = await installation_for(ctx, task.repo, task.installation_id)
+    refreshed = await _refresh_quietly(ctx, installation_id, task.repo.full_name, task.commit)
+    if refreshed is None:
+        return {"run_id": task.run_id, "status": "failed"}
+    return {
+        "run_id": task.run_id,
+        "status": refreshed.status,
+        "errors": list(refreshed.errors),
+        "reported": refreshed.reported,
+    }
+
+
+async def run_automation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A scheduled automation or an API-started prompt."""
+    task = AutomationTask.model_validate(data)
+    record = RunRecord(
+        run_id=task.run_id,
+        kind="automation",
+        trigger=task.trigger,
+        repo=task.repo.full_name,
+        number=task.issue,
+        automation=task.automation,
+        sender=task.sender,
+        job_id=ctx.get("job_id"),
+    )
+
+    async def body() -> dict[str, Any]:
+        settings, github = _deps(ctx)
+        try:
+            filled = await _with_installation(ctx, task)
+        except BotError as exc:
+            return {
+                "run_id": task.run_id,
+                "status": "failed",
+                "error": "github",
+                "detail": exc.user_message,
+            }
+        return await run_automation_job(settings, github, await _workspaces(ctx), filled)
+
+    return await tracked(ctx, record, body)
+
+
+async def automation_tick(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Each minute: queue the automations that are due (see bot.scheduler)."""
+    clock: Clock = ctx.get("clock", utc_now)
+    raw = await ctx["redis"].hgetall(REPO_INSTALLATION_KEY)
+    installations = {k.decode(): int(v) for k, v in raw.items()}
+    due = await scheduler.tick(ctx["redis"], ctx["enqueuer"], installations, clock())
+    return {"queued": [d.job_id for d in due if d.queued], "due": len(due)}
+
+
+async def resync_configs(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Hourly: every installation's repositories and their configs, in case a delivery was lost
+    (or the bot was deployed after the App was installed)."""
+    github: GitHubApp = ctx["github"]
+    redis = ctx["redis"]
+    app = github.app_client()
+    seen = 0
+    try:
+        installations = [
+            i async for i in app.rest.paginate(app.rest.apps.async_list_installations, per_page=100)
+        ]
+    except GitHubException as exc:
+        log.warning("resync: could not list installations: %s", type(exc).__name__)
+        return {"status": "failed"}
+    for installation in installations:
+        try:
+            gh = await github.installation_client(installation.id)
+            repos = [
+                r
+                async for r in gh.rest.paginate(
+                    gh.rest.apps.async_list_repos_accessible_to_installation,
+                    map_func=lambda response: response.parsed_data.repositories,
+                    per_page=100,
+                )
+            ]
+        except GitHubException as exc:
+            log.warning("resync: installation %d: %s", installation.id, type(exc).__name__)
+            continue
+        names = [r.full_name for r in repos]
+        if names:
+            await redis.hset(
+                REPO_INSTALLATION_KEY, mapping={n.lower(): installation.id for n in names}
+            )
+            await redis.sadd(
+                f"{INSTALLATION_REPOS_PREFIX}{installation.id}", *[n.lower() for n in names]
+            )
+        for full_name in names:
+            await _refresh_quietly(ctx, installation.id, full_name, None)
+            seen += 1
+    return {"status": "resynced", "repos": seen}
+
+
+async def deliver_callback(ctx: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """POST the run's completion to its callback URL; retried with backoff on 5xx/network."""
+    settings: Settings = ctx["settings"]
+    runs: RunStore = ctx["runs"]
+    record = await runs.get(run_id)
+    if record is None:
+        return {"run_id": run_id, "status": "gone"}
+    to = callback.target(settings, record, await runs.callback_key(run_id))
+    if to is None:
+        return {"run_id": run_id, "status": "no callback"}
+    tries = int(ctx.get("job_try", 1))
+    try:
+        code = await callback.send(ctx["http"], to, callback.payload(record, to.run_id))
+    except callback.CallbackRejected as exc:
+        log.error("run %s: callback rejected: %s", run_id, exc, extra={"run_id": run_id})
+        await runs.update(run_id, callback_status=f"rejected: {exc}")
+        return {"run_id": run_id, "status": "rejected"}
+    except callback.CallbackUnavailable as exc:
+        if tries < settings.callback_max_attempts:
+            defer = settings.callback_retry_base_seconds * 2 ** (tries - 1)
+            log.warning(
+                "run %s: callback failed (%s); attempt %d of %d in %.1fs",
+                run_id,
+                exc,
+                tries + 1,
+                settings.callback_max_attempts,
+                defer,
+                extra={"run_id": run_id},
+            )
+            raise Retry(defer=defer) from exc
+        log.error("run %s: callback gave up: %s", run_id, exc, extra={"run_id": run_id})
+        await runs.update(run_id, callback_status=f"gave up after {tries} attempts: {exc}")
+        return {"run_id": run_id, "status": "gave up"}
+    await runs.update(run_id, callback_status=f"delivered ({code}) at {time.time():.0f}")
+    return {"run_id": run_id, "status": "delivered", "attempts": tries}
+
+
+CRON_JOBS = [
+    # Every minute, at second 0; arq gives each firing one job id, so one worker runs it.
+    cron(automation_tick, second=0, run_at_startup=True, timeout=120),
+    # Hourly, and at start-up: a fresh deployment learns its installations and configs.
+    cron(resync_configs, minute=17, second=30, run_at_startup=True, timeout=1800),
+]
+
+
 def worker_options(
-    settings: Settings, *, workspaces: WorkspaceProvider | None = None
+    settings: Settings,
+    *,
+    workspaces: WorkspaceProvider | None = None,
+    clock: Clock | None = None,
+    scheduled: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker`, with `settings` (and an injected workspace provider,
-    which the caller then owns) in every job's ctx."""
+    which the caller then owns, and a clock for the scheduler) in every job's ctx.
+    `scheduled=False` leaves out the cron jobs (the automation tick and the hourly resync)."""
     ctx: dict[str, Any] = {"settings": settings}
     if workspaces is not None:
         ctx["workspaces"] = workspaces
+    if clock is not None:
+        ctx["clock"] = clock
     return {
-        "functions": [run_mention, run_cancel, run_review, sync_installation],
+        "functions": [
+            run_mention,
+            run_cancel,
+            run_review,
+            sync_installation,
+            run_automation,
+            refresh_config,
+            func(deliver_callback, max_tries=settings.callback_max_attempts + 1),
+        ],
+        "cron_jobs": CRON_JOBS if scheduled else [],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),

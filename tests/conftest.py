@@ -158,6 +158,7 @@ async def run_worker(
     *,
     workspaces: WorkspaceProvider | None = None,
     max_burst_jobs: int = -1,
+    scheduled: bool = False,
 ) -> Worker:
     """Run a real arq worker until the queue is empty (burst mode), as production would run jobs.
 
@@ -166,7 +167,7 @@ async def run_worker(
     if workspaces is None:
         workspaces = ServerProvider("http://127.0.0.1:9", None, "/nonexistent")
     worker = Worker(
-        **worker_options(settings, workspaces=workspaces),
+        **worker_options(settings, workspaces=workspaces, scheduled=scheduled),
         burst=True,
         poll_delay=0,
         handle_signals=False,

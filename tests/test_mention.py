@@ -319,7 +319,7 @@ async def test_a_cancelled_job_finalizes_its_comment(
     post(world, deliver, payload)
 
     worker = Worker(
-        **worker_options(run_settings, workspaces=agent_server),
+        **worker_options(run_settings, workspaces=agent_server, scheduled=False),
         poll_delay=0.1,
         handle_signals=False,
     )

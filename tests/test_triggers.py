@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.tasks import CancelTask, InstallationTask, MentionTask, ReviewTask
+from bot.tasks import CancelTask, ConfigTask, InstallationTask, MentionTask, ReviewTask
 from bot.triggers import Delivery, Ignored, RouteConfig, route
 from tests.conftest import PAYLOADS, all_payloads, load_payload
 
@@ -18,8 +18,6 @@ CONFIG = RouteConfig(
     trigger_label="openhands",
     app_slug="openhands-test",
     allowed_bots=frozenset({"renovate[bot]"}),
-    review_on_open=True,
-    review_on_push=False,
 )
 
 # Expected outcome of every stored delivery, as it is: a task kind, or a fragment of the reason.
@@ -50,11 +48,17 @@ EXPECTED: dict[str, str] = {
     "pull_request/ready_for_review.with-organization.json": "review",
     "pull_request/reopened.json": "review",
     "pull_request/reopened.with-organization.json": "review",
-    "pull_request/synchronize.json": "reviews on push are disabled",
+    "pull_request/synchronize.json": "review",
+    "push/1.json": "outside the default branch",
+    "push/default.json": "outside the default branch",
+    "push/with-installation.json": "outside the default branch",
+    "push/with-new-branch.json": "does not touch .openhands/config.yml",
+    "push/with-no-username-committer.json": "does not touch .openhands/config.yml",
+    "push/with-organization.json": "outside the default branch",
     "pull_request_review_comment/created.json": "no @openhands mention",
     "pull_request_review_comment/created.with-organization.json": "no @openhands mention",
 }
-TASK_KINDS = {"installation", "review", "mention", "cancel"}
+TASK_KINDS = {"installation", "review", "mention", "cancel", "config"}
 
 
 def _id(path: Path) -> str:
@@ -193,12 +197,43 @@ def test_draft_pull_requests_are_not_reviewed() -> None:
     assert _route("pull_request", payload) == Ignored("draft pull request")
 
 
-def test_synchronize_reviews_only_when_enabled() -> None:
+def test_synchronize_becomes_a_review_task_the_worker_may_skip() -> None:
+    # REVIEW_ON_PUSH and the repo's own config decide in the worker; routing reads no settings.
     payload = load_payload("pull_request/synchronize.json")
-    on_push = dataclasses.replace(CONFIG, review_on_push=True)
-    task = _route("pull_request", payload, on_push)
+    task = _route("pull_request", payload)
     assert isinstance(task, ReviewTask)
+    assert task.action == "synchronize"
     assert task.head_sha == payload["pull_request"]["head"]["sha"]
+
+
+def _push(files: list[str], *, ref: str | None = None, count: int = 1) -> dict[str, Any]:
+    payload = copy.deepcopy(load_payload("push/with-new-branch.json"))
+    branch = payload["repository"]["default_branch"]
+    payload["ref"] = ref or f"refs/heads/{branch}"
+    payload["deleted"] = False
+    payload["commits"] = [{"added": [], "modified": files, "removed": []}] * count
+    return payload
+
+
+def test_a_push_touching_the_config_on_the_default_branch_refreshes_it() -> None:
+    payload = _push(["src/a.py", ".openhands/config.yml"])
+    task = _route("push", payload)
+    assert isinstance(task, ConfigTask)
+    assert task.commit == payload["after"]
+    assert task.repo.full_name == payload["repository"]["full_name"]
+
+
+def test_pushes_that_cannot_change_the_config_are_ignored() -> None:
+    assert _route("push", _push(["src/a.py"])) == Ignored(
+        "push does not touch .openhands/config.yml"
+    )
+    other = _route("push", _push([".openhands/config.yml"], ref="refs/heads/feature"))
+    assert other == Ignored("push outside the default branch")
+
+
+def test_a_push_listing_the_maximum_of_commits_refreshes_anyway() -> None:
+    # GitHub lists at most 20 commits per push: the file may be in one it left out.
+    assert isinstance(_route("push", _push(["src/a.py"], count=20)), ConfigTask)
 
 
 def test_installation_records_repositories() -> None:
