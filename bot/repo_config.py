@@ -70,12 +70,26 @@ class Automation(_Strict):
             raise ValueError("use 1-64 letters, digits, spaces, '.', '_' or '-'")
         return value
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            Schedule.parse(value)
+        except CronError as exc:
+            raise ValueError(f"{value!r}: {exc}") from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            Schedule.parse("@daily", value)
+        except CronError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Automation:
-        try:
-            Schedule.parse(self.schedule, self.timezone)
-        except CronError as exc:
-            raise ValueError(f"schedule {self.schedule!r}: {exc}") from exc
         if self.output == "comment" and self.issue is None:
             raise ValueError("output `comment` needs `issue: <number>` to comment on")
         return self
