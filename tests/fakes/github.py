@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from tests.fakes.git_data import BareRepo, GitDataApi, GitDataError, GitRequest
+from tests.fakes.manifest import convert_manifest_code
 from tests.servers import ServerThread
 
 # GitHub's documented response examples, kept next to the repository (see their SOURCE.md).
@@ -352,6 +353,11 @@ class FakeGitHub:
             (method, re.compile(pattern), handler)
             for method, pattern, handler in [
                 ("GET", r"/app", self._get_app),
+                (
+                    "POST",
+                    r"/app-manifests/(?P<code>[^/]+)/conversions",
+                    convert_manifest_code(self),
+                ),
                 ("POST", r"/app/installations/(?P<id>\d+)/access_tokens", self._create_token),
                 ("GET", rf"{_R}/installation", self._get_repo_installation),
                 ("GET", _R, self._get_repo),
