@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from bot import doctor, logs, replay
 from bot.config import MissingSetting, Settings
 from bot.local_redis import RedisUnavailable, redis_for
 from bot.setup_flow import (
+    CREDENTIAL_KEYS,
     GitHubHost,
     Registered,
     SetupError,
@@ -30,6 +32,8 @@ from bot.web import create_app
 from bot.worker import worker_options
 
 log = logging.getLogger("bot.cli")
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _say(text: str) -> None:
@@ -97,6 +101,11 @@ def _setup_options(settings: Settings, args: argparse.Namespace) -> SetupOptions
 
 def _register(settings: Settings, args: argparse.Namespace) -> Registered:
     shown_host = "127.0.0.1" if args.host in {"0.0.0.0", "::", ""} else args.host
+    if args.host not in LOOPBACK:
+        _complain(
+            f"warning: the setup page listens on {args.host}: whoever reaches it can register "
+            "the App this bot will trust. Prefer 127.0.0.1 and an SSH tunnel (ssh -L)."
+        )
     _say(
         f"Open http://{shown_host}:{args.port}/ in a browser to register the GitHub App "
         "(Ctrl-C to give up)."
@@ -112,6 +121,9 @@ def _register(settings: Settings, args: argparse.Namespace) -> Registered:
         f"credentials to {registered.env_file} (0600) and {where}.\n"
         f"Now install it on your repositories: {registered.install_url}"
     )
+    shadowing = sorted(key for key in CREDENTIAL_KEYS if key in os.environ)
+    if shadowing:  # the environment wins over .env
+        _complain(f"warning: unset {', '.join(shadowing)} in the environment: it overrides .env")
     return registered
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import shutil
@@ -89,7 +88,9 @@ def load_settings() -> tuple[Settings | None, Check]:
 def check_key(settings: Settings) -> Check:
     try:
         key = load_pem_private_key(settings.private_key_pem().encode(), password=None)
-    except (MissingSetting, OSError, ValueError, TypeError) as exc:
+    except MissingSetting:
+        return Check("private key", "skip", "none configured (see settings)")
+    except (OSError, ValueError, TypeError) as exc:
         where = settings.github_private_key_path or "GITHUB_PRIVATE_KEY"
         return Check(
             "private key",
@@ -367,12 +368,10 @@ async def run_checks(settings: Settings, *, full: bool = False) -> list[Check]:
         checks.extend(await check_app(settings))
     else:
         checks.append(Check("GitHub App JWT", "skip", "needs GITHUB_APP_ID and a loadable key"))
-    rest = await asyncio.gather(
-        _guarded(lambda: check_redis(settings), "Redis"),
-        _guarded(lambda: check_workspace(settings, full=full), "workspace"),
-        _guarded(lambda: check_llm(settings), "LLM"),
-    )
-    checks.extend(rest)
+    # One after another: importing litellm blocks the loop, and timings should be honest.
+    checks.append(await _guarded(lambda: check_redis(settings), "Redis"))
+    checks.append(await _guarded(lambda: check_workspace(settings, full=full), "workspace"))
+    checks.append(await _guarded(lambda: check_llm(settings), "LLM"))
     return checks
 
 

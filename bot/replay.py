@@ -87,6 +87,8 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
         await inbox.put({"type": send})
         reply = await outbox.get()
         if reply["type"] != expect:
+            with contextlib.suppress(Exception):  # the app re-raises what it reported
+                await task
             raise ReplayError(f"the web app's {send} failed: {reply.get('message', reply)}")
 
     await step("lifespan.startup", "lifespan.startup.complete")

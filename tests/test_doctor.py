@@ -137,13 +137,19 @@ async def test_each_failure_says_what_to_fix(
     assert doctor.failed(checks)
 
 
+@pytest.mark.parametrize("where", ["inline", "missing file"])
 async def test_a_key_that_is_no_key_skips_the_github_check(
-    settings: Settings, llm: ScriptedLLM, fake_github: FakeGitHub
+    where: str, settings: Settings, llm: ScriptedLLM, fake_github: FakeGitHub, tmp_path: Path
 ) -> None:
     llm.script(text("OK"))
+    key: dict[str, object] = (
+        {"github_private_key": SecretStr("-----BEGIN PRIVATE KEY-----\nnope\n")}
+        if where == "inline"
+        else {"github_private_key": None, "github_private_key_path": tmp_path / "gone.pem"}
+    )
     broken = settings.model_copy(
         update={
-            "github_private_key": SecretStr("-----BEGIN PRIVATE KEY-----\nnope\n"),
+            **key,
             "llm_model": "openai/fake",
             "llm_api_key": SecretStr(BOT_SECRETS["LLM_API_KEY"]),
             "llm_base_url": llm.base_url,
