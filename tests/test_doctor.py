@@ -23,6 +23,7 @@ from bot.config import Settings
 from tests.conftest import APP_ID, BOT_SECRETS, WEBHOOK_SECRET
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM, error, text
+from tests.fakes.runtime_api import FakeRuntimeAPI
 
 # litellm's response types hold a TypedDict with a ReadOnly item; pydantic warns once, when it
 # first builds their schema, and under `-W error` litellm turns that into APIConnectionError.
@@ -231,3 +232,24 @@ def test_invalid_settings_are_named(
 
     (line, *_) = capsys.readouterr().out.splitlines()
     assert line.startswith("FAIL  settings  MAX_JOBS: Input should be a valid integer")
+
+
+async def test_a_runtime_api_must_answer(
+    settings: Settings, tmp_path: Path, closed_port: int
+) -> None:
+    runtime = FakeRuntimeAPI(tmp_path / "runtimes")
+    with runtime.serving():
+        up = settings.model_copy(
+            update={"workspace_kind": "runtime", "runtime_api_url": runtime.url}
+        )
+        answering = await doctor.check_workspace(up)
+    down = up.model_copy(update={"runtime_api_url": f"http://127.0.0.1:{closed_port}"})
+
+    unreachable = await doctor.check_workspace(down)
+
+    assert answering.status == "ok"
+    assert (unreachable.status, unreachable.fix) == (
+        "FAIL",
+        "fix RUNTIME_API_URL, or start the runtime API",
+    )
+    assert runtime.started == []  # checking starts no sandbox
