@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,12 +34,12 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def unset_redis_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+def unset_redis_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     """Settings as on a fresh machine: REDIS_URL in neither the environment nor a .env."""
     monkeypatch.delenv("REDIS_URL", raising=False)
     settings = Settings(_env_file=None, state_dir=tmp_path / "state")  # type: ignore[call-arg]
     assert "redis_url" not in settings.model_fields_set
-    yield settings
+    return settings
 
 
 def _config(client: Redis, name: str) -> str:
@@ -94,8 +93,8 @@ def test_a_set_redis_url_or_a_redis_on_the_default_port_is_used_as_is(
     with redis_for(explicit) as settings:
         assert settings.redis_url == "redis://127.0.0.1:1/0"
     test_redis = urlsplit(REDIS_URL)
-    assert test_redis.hostname is not None and test_redis.port is not None
-    default = (test_redis.hostname, test_redis.port)
+    assert test_redis.port is not None
+    default = (str(test_redis.hostname), test_redis.port)
     with redis_for(unset_redis_url, default_address=default) as settings:
         assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert not (tmp_path / "state" / "redis").exists()
