@@ -265,6 +265,8 @@ class SetupFlow:
 
 async def run_setup(options: SetupOptions, host: str, port: int) -> Registered:
     """Serve the setup page until the App is registered; Ctrl-C gives up."""
+    if not options.manifest_path.is_file():
+        raise SetupError(f"the App manifest is missing: no file at {options.manifest_path}")
     flow = SetupFlow(options)
     done = flow._done()
     server = uvicorn.Server(

@@ -221,7 +221,9 @@ def test_an_inline_key_replaces_a_key_file_setting(
     env_file.write_text(
         "GITHUB_PRIVATE_KEY_PATH=/old/key.pem\nGITHUB_PRIVATE_KEY='-----BEGIN OLD\nstale\n'\nA=1\n"
     )
-    flow = SetupFlow(_options(fake_github, tmp_path, inline_key=True, app_name="My Bot"))
+    flow = SetupFlow(
+        _options(fake_github, tmp_path, inline_key=True, app_name="My Bot", record_api_url=True)
+    )
     with ServerThread(flow.app) as server:
         form = _register_form(server.url)
         manifest = json.loads(form["inputs"]["manifest"])
@@ -231,8 +233,10 @@ def test_an_inline_key_replaces_a_key_file_setting(
 
     assert answer.headers["location"] == "https://github.com/apps/my-bot/installations/new"
     env = dotenv_values(env_file)
+    assert env["GITHUB_API_URL"] == fake_github.url  # as for GitHub Enterprise Server
     assert set(env) == {
         "A",
+        "GITHUB_API_URL",
         "GITHUB_APP_ID",
         "GITHUB_APP_SLUG",
         "GITHUB_PRIVATE_KEY",
