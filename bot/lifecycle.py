@@ -64,7 +64,8 @@ async def finish(
         fields["outcome"] = outcome
     if error is not None:
         fields["error"] = error.model_dump()
-    moved = await runs.transition(run_id, status, {RunStatus.PENDING, RunStatus.RUNNING}, **fields)
+    allowed = allowed or {RunStatus.PENDING, RunStatus.RUNNING}
+    moved = await runs.transition(run_id, status, allowed, **fields)
     if not moved:
         return False
     await runs.log(run_id, f"{status.value}: {outcome or (error.code if error else '')}")
