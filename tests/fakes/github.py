@@ -362,7 +362,11 @@ class FakeGitHub:
                 ("GET", rf"{_R}/installation", self._get_repo_installation),
                 ("GET", _R, self._get_repo),
                 ("GET", rf"{_R}/collaborators/(?P<user>[^/]+)/permission", self._get_permission),
+                ("GET", r"/app/installations", self._list_installations),
+                ("GET", r"/installation/repositories", self._list_installation_repos),
+                ("POST", rf"{_R}/issues", self._create_issue),
                 ("GET", rf"{_R}/issues/(?P<n>\d+)", self._get_issue),
+                ("PATCH", rf"{_R}/issues/(?P<n>\d+)", self._update_issue),
                 ("GET", rf"{_R}/issues/(?P<n>\d+)/comments", self._list_comments),
                 ("POST", rf"{_R}/issues/(?P<n>\d+)/comments", self._create_comment),
                 ("GET", rf"{_R}/issues/comments/(?P<id>\d+)", self._get_comment),
@@ -824,6 +828,23 @@ class FakeGitHub:
         """Why each rejected App JWT was rejected."""
         with self._lock:
             return list(self._jwt_rejections)
+
+    @property
+    def issues(self) -> list[dict[str, Any]]:
+        """Every issue (not PR): {repo, number, title, body, user, state}, in creation order."""
+        with self._lock:
+            return [
+                {
+                    "repo": i.repo,
+                    "number": i.number,
+                    "title": i.title,
+                    "body": i.body,
+                    "user": i.user,
+                    "state": i.state,
+                }
+                for i in sorted(self._issues.values(), key=lambda i: i.id)
+                if not i.is_pr
+            ]
 
     @property
     def created_pulls(self) -> list[dict[str, Any]]:
@@ -1632,6 +1653,65 @@ class FakeGitHub:
         )
         data.update(permission=LEGACY_PERMISSION[role], role_name=role, user=user)
         return _Reply(200, data)
+
+    def _list_installations(self, call: _Call) -> _Reply:
+        self._verify_app_jwt(call)
+        installations = sorted(self._installations.values(), key=lambda i: i.id)
+        return self._paginate(
+            call, [self._installation_json(i, call.api_base) for i in installations]
+        )
+
+    def _list_installation_repos(self, call: _Call) -> _Reply:
+        scheme, _, credential = call.request.headers.get("authorization", "").partition(" ")
+        token = self._tokens.get(credential.strip())
+        if scheme.lower() not in {"token", "bearer"} or token is None or token.expired:
+            raise ApiError(401, "Bad credentials")
+        installation = self._installations[token.installation_id]
+        names = token.repositories if token.repositories is not None else installation.repos
+        repos = [self._repo_json(self._require_repo(n), call.api_base, full=False) for n in names]
+        page = self._paginate(call, repos)
+        return _Reply(
+            200,
+            {
+                "total_count": len(repos),
+                "repository_selection": installation.repository_selection,
+                "repositories": page.body,
+            },
+            page.headers,
+        )
+
+    def _create_issue(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call, ("issues",))
+        body = call.body
+        title = body.get("title")
+        if not isinstance(title, str) or not title:
+            raise _validation_failed({"resource": "Issue", "field": "title", "code": "missing"})
+        numbers = [n for (name, n) in self._issues if name == repo.full_name.lower()]
+        issue = FakeIssue(
+            id=self._new_id(),
+            repo=repo.full_name,
+            number=max(numbers, default=0) + 1,
+            title=title,
+            body=body.get("body"),
+            user=self.bot_login,
+            is_pr=False,
+            created_at=_now(),
+        )
+        self._issues[(repo.full_name.lower(), issue.number)] = issue
+        return _Reply(201, self._issue_json(issue, call.api_base))
+
+    def _update_issue(self, call: _Call) -> _Reply:
+        repo, _ = self._token_for_repo(call)
+        issue = self._issue_for(call, repo)
+        self._token_for_repo(call, self._issue_write_permissions(issue))
+        body = call.body
+        if body.get("state") not in (None, "open", "closed"):
+            raise _validation_failed({"resource": "Issue", "field": "state", "code": "invalid"})
+        issue.state = body.get("state") or issue.state
+        issue.title = body.get("title") or issue.title
+        if "body" in body:
+            issue.body = body["body"]
+        return _Reply(200, self._issue_json(issue, call.api_base))
 
     def _get_issue(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call)
