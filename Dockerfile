@@ -15,7 +15,7 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 # The bot as a regular (not editable) install, so the runtime stage needs only the venv.
 # README.md is the package's readme, which the build backend reads.
-COPY README.md ./
+COPY README.md app-manifest.yml ./
 COPY bot ./bot
 RUN uv sync --frozen --no-dev --no-editable
 
@@ -23,8 +23,9 @@ RUN uv sync --frozen --no-dev --no-editable
 FROM python:3.12-slim-trixie
 # git: the agent clones repositories. tmux: the agent's terminal (without it the agent-server
 # falls back to plain subprocesses). tini: forwards signals and reaps the agent's orphans.
+# redis-server: `serve` without REDIS_URL starts a private one (production sets REDIS_URL).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git tini tmux \
+    && apt-get install -y --no-install-recommends git redis-server tini tmux \
     && rm -rf /var/lib/apt/lists/*
 # The unprivileged user the agent runs as (AGENT_USER). The bot itself stays root on purpose: in
 # `local` mode it starts the agent-server as this user, so the agent can read neither the bot's

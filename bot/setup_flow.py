@@ -31,7 +31,18 @@ from bot.env_file import update_env_file, write_secret_file
 
 log = logging.getLogger("bot.setup")
 
-MANIFEST_PATH = Path(__file__).resolve().parents[1] / "app-manifest.yml"
+# The checkout's copy, else the one the wheel carries inside the package (see pyproject.toml).
+MANIFEST_PATH = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parents[1] / "app-manifest.yml",
+            Path(__file__).resolve().parent / "app-manifest.yml",
+        )
+        if path.is_file()
+    ),
+    Path(__file__).resolve().parents[1] / "app-manifest.yml",
+)
 WEBHOOK_PATH = "/webhooks/github"
 CALLBACK_PATH = "/callback"
 DEFAULT_API_URL = "https://api.github.com"

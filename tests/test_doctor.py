@@ -66,6 +66,7 @@ async def test_a_working_configuration_passes_every_check(
     agent_settings: Settings, llm: ScriptedLLM, fake_github: FakeGitHub
 ) -> None:
     llm.script(text("OK"))
+    fake_github.add_installation(7, "octo", ["octo/app"])
     configured = agent_settings.model_copy(update={"github_app_slug": fake_github.app_slug})
 
     checks = await doctor.run_checks(configured)
@@ -74,13 +75,13 @@ async def test_a_working_configuration_passes_every_check(
     assert {name: row.status for name, row in rows.items()} == {
         "private key": "ok",
         "GitHub App JWT": "ok",
-        "App permissions": "warn",  # the fake App lacks two of the events we handle
+        "App permissions": "ok",
         "Redis": "ok",
         "workspace": "ok",
         "LLM": "ok",
     }
     assert rows["GitHub App JWT"].detail == f"accepted: App fake-bot (id {APP_ID})"
-    assert "pull_request_review_comment, push" in rows["App permissions"].detail
+    assert rows["App permissions"].detail == "as needed; 1 installation(s)"
     assert fake_github.jwt_claims[0]["iss"] == str(APP_ID)
     (call,) = llm.completions
     assert call.json["max_tokens"] == 1

@@ -1535,7 +1535,14 @@ class FakeGitHub:
                 "created_at": stamp,
                 "updated_at": stamp,
                 "permissions": dict(DEFAULT_PERMISSIONS),
-                "events": ["issue_comment", "issues", "pull_request"],
+                # As app-manifest.yml subscribes them.
+                "events": [
+                    "issue_comment",
+                    "issues",
+                    "pull_request",
+                    "pull_request_review_comment",
+                    "push",
+                ],
                 "installations_count": len(self._installations),
             },
         )
