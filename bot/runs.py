@@ -124,15 +124,7 @@ class RunStore:
 
     async def get(self, run_id: str) -> RunRecord | None:
         raw = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(RUN_PREFIX + run_id))
-        if not raw or b"run_id" not in raw:
-            return None
-        data: dict[str, Any] = {}
-        for key, value in raw.items():
-            name = key.decode()
-            if name in HIDDEN:
-                continue
-            data[name] = value.decode() if name == "status" else json.loads(value)
-        return RunRecord.model_validate(data)
+        return _decode(raw)
 
     async def callback_key(self, run_id: str) -> str | None:
         raw = await cast(
@@ -180,19 +172,37 @@ class RunStore:
         limit: int = 50,
     ) -> list[RunRecord]:
         """Newest first, filtered; looks through at most the last 2,000 runs."""
-        ids = await self._redis.zrevrange(INDEX_KEY, 0, 1999)
+        ids: list[bytes] = await self._redis.zrevrange(INDEX_KEY, 0, 1999)
         found: list[RunRecord] = []
-        for raw_id in ids:
-            record = await self.get(raw_id.decode())
-            if record is None:
-                continue
-            if repo and record.repo.lower() != repo.lower():
-                continue
-            if status and record.status.value != status.upper():
-                continue
-            if kind and record.kind != kind:
-                continue
-            found.append(record)
-            if len(found) >= limit:
-                break
+        for start in range(0, len(ids), 100):  # one round trip per hundred runs
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for raw_id in ids[start : start + 100]:
+                    pipe.hgetall(RUN_PREFIX + raw_id.decode())
+                rows: list[dict[bytes, bytes]] = await pipe.execute()
+            for row in rows:
+                record = _decode(row)
+                if record is None:
+                    continue  # expired: its index entry goes with the next prune
+                if repo and record.repo.lower() != repo.lower():
+                    continue
+                if status and record.status.value != status.upper():
+                    continue
+                if kind and record.kind != kind:
+                    continue
+                found.append(record)
+                if len(found) >= limit:
+                    return found
         return found
+
+
+def _decode(raw: dict[bytes, bytes]) -> RunRecord | None:
+    """A run hash as stored (JSON-encoded fields, `status` plain) → its record; secrets left out."""
+    if not raw or b"run_id" not in raw:
+        return None
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.decode()
+        if name in HIDDEN:
+            continue
+        data[name] = value.decode() if name == "status" else json.loads(value)
+    return RunRecord.model_validate(data)
