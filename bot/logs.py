@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import orjson
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+# The ids of the job this task is running (each arq job runs in a task of its own, so each job
+# sees only its own): every log line carries them without each call passing them.
+_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "log_context", default=None
+)
+
+
+@contextmanager
+def bound(**ids: Any) -> Iterator[None]:
+    """Add these ids (run_id, delivery_id, repo, installation_id) to every line logged inside."""
+    token = _CONTEXT.set({**context(), **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def context() -> dict[str, Any]:
+    return dict(_CONTEXT.get() or {})
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +45,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        line.update(context())
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value

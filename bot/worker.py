@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from githubkit.exception import GitHubException
 
-from bot import callback, messages, repo_config, scheduler
+from bot import callback, logs, messages, repo_config, scheduler
 from bot.automation import run_automation_job
 from bot.config import Settings
 from bot.errors import BotError, PermanentError, TransientError, classify_github
@@ -225,6 +226,28 @@ async def _tell_gate_failure(ctx: dict[str, Any], task: Gated, exc: BotError) ->
         )
 
 
+JobFunction = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def logged(job: JobFunction) -> JobFunction:
+    """Every log line of the job carries its run, delivery, repository and installation."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        repo = data.get("repo") or {}
+        name = f"{repo.get('owner')}/{repo.get('name')}" if repo.get("name") else None
+        with logs.bound(
+            run_id=data.get("run_id"),
+            delivery_id=data.get("delivery_id"),
+            repo=name,
+            installation_id=data.get("installation_id"),
+        ):
+            return await job(ctx, data)
+
+    return run
+
+
+@logged
 async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A mention or the trigger label: gate on permission, 👀, then the agent run."""
     task = MentionTask.model_validate(data)
@@ -269,6 +292,7 @@ async def _mention(ctx: dict[str, Any], task: MentionTask) -> dict[str, Any]:
         return {"run_id": task.run_id, "status": "failed", "error": "github"}
 
 
+@logged
 async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """`@handle stop` from a writer: abort the thread's running job at once."""
     task = CancelTask.model_validate(data)
@@ -296,6 +320,7 @@ async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
     return {"run_id": task.run_id, "status": "stopped", "stopped_run": run_id}
 
 
+@logged
 async def run_review(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A pull request to review; `@handle review` is gated like any mention."""
     task = ReviewTask.model_validate(data)
@@ -314,6 +339,7 @@ async def _review(ctx: dict[str, Any], task: ReviewTask) -> dict[str, Any]:
     return await run_review_job(settings, ctx["redis"], github, await _workspaces(ctx), task)
 
 
+@logged
 async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """Remember which repositories an installation covers, so jobs can find their installation."""
     task = InstallationTask.model_validate(data)
@@ -374,6 +400,7 @@ async def _refresh_quietly(
         return None
 
 
+@logged
 async def refresh_config(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A push touched `.openhands/config.yml` on the default branch: read it again."""
     task = ConfigTask.model_validate(data)
@@ -389,6 +416,7 @@ async def refresh_config(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str,
     }
 
 
+@logged
 async def run_automation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A scheduled automation or an API-started prompt."""
     task = AutomationTask.model_validate(data)
