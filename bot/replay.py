@@ -148,7 +148,8 @@ async def run_burst(
 
     True when the run's job completed without an error."""
     worker = Worker(
-        **worker_options(settings, workspaces=workspaces),
+        # No cron jobs: a replay runs the one delivery, not the scheduler or the hourly resync.
+        **worker_options(settings, workspaces=workspaces, scheduled=False),
         burst=True,
         poll_delay=poll_seconds,
         handle_signals=False,

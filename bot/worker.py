@@ -535,12 +535,14 @@ async def deliver_callback(ctx: dict[str, Any], run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": "delivered", "attempts": tries}
 
 
-CRON_JOBS = [
-    # Every minute, at second 0; arq gives each firing one job id, so one worker runs it.
-    cron(automation_tick, second=0, run_at_startup=True, timeout=120),
-    # Hourly, and at start-up: a fresh deployment learns its installations and configs.
-    cron(resync_configs, minute=17, second=30, run_at_startup=True, timeout=1800),
-]
+def cron_jobs() -> list[Any]:
+    """New per worker: arq's cron jobs hold their next run time, so workers must not share them."""
+    return [
+        # Every minute, at second 0; arq gives each firing one job id, so one worker runs it.
+        cron(automation_tick, second=0, run_at_startup=True, timeout=120),
+        # Hourly, and at start-up: a fresh deployment learns its installations and configs.
+        cron(resync_configs, minute=17, second=30, run_at_startup=True, timeout=1800),
+    ]
 
 
 def worker_options(
@@ -568,7 +570,7 @@ def worker_options(
             refresh_config,
             func(deliver_callback, max_tries=settings.callback_max_attempts + 1),
         ],
-        "cron_jobs": CRON_JOBS if scheduled else [],
+        "cron_jobs": cron_jobs() if scheduled else [],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
