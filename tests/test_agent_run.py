@@ -208,9 +208,15 @@ async def test_the_cost_limit_interrupts_the_run(
     redis: Redis,
 ) -> None:
     counter = itertools.count()
-    # Each command differs, so the agent-server's stuck detection never ends the run first.
+    # Each command differs, so the agent-server's stuck detection never ends the run first; each
+    # answer takes a moment, as a real model's does, so "soon after the limit" means something
+    # even on a busy machine.
     llm.script(
-        steps.repeat(lambda _body: steps.tool_call("terminal", command=f"echo {next(counter)}"))
+        steps.repeat(
+            lambda _body: steps.sleep(
+                0.4, steps.tool_call("terminal", command=f"echo {next(counter)}")
+            )
+        )
     )
     settings = agent_settings.model_copy(update={"max_cost_per_run": 0.05})
 
@@ -218,7 +224,7 @@ async def test_the_cost_limit_interrupts_the_run(
 
     assert run.result.status == "cost_limit"
     assert run.result.cost > 0.05
-    assert run.result.cost < 0.2  # stopped soon after passing the limit
+    assert run.result.cost < 0.15  # stopped within a few steps of passing the limit
 
 
 async def test_hooks_from_the_repo_run(

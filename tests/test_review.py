@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot import repo_config
 from bot.config import Settings
+from bot.github import GitHubApp
+from bot.runs import RunStore
+from bot.tasks import RepoRef
 from bot.workspace.local import LocalProvider
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes import llm as steps
@@ -204,15 +208,73 @@ async def test_one_head_sha_is_reviewed_once(
     assert len(llm.completions) == 1
 
 
-async def test_synchronize_is_ignored_when_reviews_on_push_are_off(
+async def test_synchronize_is_skipped_when_reviews_on_push_are_off(
     world: FakeGitHub,
     git_host: FakeGitHost,
     deliver: Deliverer,
     llm: ScriptedLLM,
+    settings: Settings,
+    redis: Redis,
 ) -> None:
     head = open_pull(world, git_host, PR)
     response = deliver.post("pull_request", pr_event("synchronize", PR, head))
-    assert response.json() == {"status": "ignored", "reason": "reviews on push are disabled"}
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    await run_worker(settings)
+    record = await RunStore(redis, 3600).get(run_id)
+    assert record is not None
+    assert record.outcome == "skipped: reviews on push are off"
+    assert world.reviews == []
+    assert world.requests == []  # decided from settings and stored config: no GitHub call
+
+
+async def test_the_repos_config_turns_reviews_on_push_on_and_adds_its_instructions(
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    git_host.commit(
+        REPO,
+        {
+            repo_config.CONFIG_PATH: "review:\n  on_push: true\n"
+            "  instructions: Check every SQL query for injection.\n"
+        },
+        message="Review on push",
+    )
+    gh = await GitHubApp(agent_settings, redis).installation_client(INSTALLATION)
+    refreshed = await repo_config.refresh(gh, redis, RepoRef(owner=OWNER, name=NAME))
+    assert refreshed.status == "valid"
+    head = open_pull(world, git_host, PR)
+    llm.script(steps.finish(review_json(GOOD[:1])))
+    assert deliver.post("pull_request", pr_event("synchronize", PR, head)).status_code == 202
+
+    await run_worker(agent_settings, workspaces=agent_server)
+
+    assert len(world.reviews) == 1
+    assert "Check every SQL query for injection." in llm.completions[0].text
+
+
+async def test_the_repos_config_can_turn_automatic_reviews_off(
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    git_host.commit(REPO, {repo_config.CONFIG_PATH: "review:\n  enabled: false\n"})
+    gh = await GitHubApp(settings, redis).installation_client(INSTALLATION)
+    await repo_config.refresh(gh, redis, RepoRef(owner=OWNER, name=NAME))
+    head = open_pull(world, git_host, PR)
+    response = deliver.post("pull_request", pr_event("opened", PR, head))
+    await run_worker(settings)
+    record = await RunStore(redis, 3600).get(response.json()["run_id"])
+    assert record is not None
+    assert record.outcome == "skipped: reviews are disabled in .openhands/config.yml"
+    assert world.reviews == []
 
 
 async def test_a_fork_by_a_stranger_is_reviewed_without_a_terminal(
