@@ -104,6 +104,7 @@ class Settings(BaseSettings):
 
     # Run API, run records and completion callbacks.
     bot_api_token: SecretStr | None = None  # bearer token for /api/runs; the API is off without it
+    metrics_token: SecretStr | None = None  # when set, /metrics needs it as a bearer token
     run_retention_seconds: int = 14 * 24 * 3600
     automation_callback_url: str | None = None  # as in the OpenHands SDK: a default for every run
     automation_callback_api_key: SecretStr | None = None

@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from bot.auth import AppJwt, InstallationToken, TokenCache, parse_expiry
 from bot.config import Settings
+from bot.metrics import RateLimitRecorder
 
 log = logging.getLogger("bot.github")
 
@@ -165,8 +166,14 @@ class GitHubApp:
         )
 
     def _client(
-        self, auth: BaseAuthStrategy, throttler: BaseThrottler | None = None
+        self,
+        auth: BaseAuthStrategy,
+        throttler: BaseThrottler | None = None,
+        *,
+        installation: str = "app",
     ) -> GitHub[Any]:
+        # Every response's x-ratelimit-* headers are kept in Redis for /metrics.
+        recorder = RateLimitRecorder(self._redis, installation)
         return GitHub(
             auth,
             base_url=self.settings.github_api_url,
@@ -175,6 +182,7 @@ class GitHubApp:
             auto_retry=self.retry,
             throttler=throttler,
             http_cache=False,
+            async_event_hooks={"response": [recorder]},
         )
 
     def app_client(self) -> GitHub[Any]:
@@ -244,7 +252,9 @@ class GitHubApp:
         spacer = WriteSpacer(
             self._redis, installation_id, self.settings.github_write_interval_seconds
         )
-        return self._client(InstallationTokenStrategy(token), spacer)
+        return self._client(
+            InstallationTokenStrategy(token), spacer, installation=str(installation_id)
+        )
 
     async def find_installation(self, owner: str, repo: str) -> int:
         """The installation id covering a repository, asked of GitHub as the App."""

@@ -14,7 +14,7 @@ from arq import Retry
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from bot import callback
+from bot import callback, metrics
 from bot.config import Settings
 from bot.queue import Enqueuer
 from bot.runs import FINAL, RunError, RunRecord, RunStatus, RunStore
@@ -70,6 +70,8 @@ async def finish(
         return False
     await runs.log(run_id, f"{status.value}: {outcome or (error.code if error else '')}")
     record = await runs.get(run_id)
+    if record is not None:
+        await metrics.count_finished(runs._redis, record)  # once: only the move gets here
     if record is not None and callback.target(settings, record, None) is not None:
         await enqueuer.enqueue_raw(callback_job_id(run_id), callback_job(run_id))
     return True

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from bot import api, signature
+from bot import api, metrics, runs_page, signature
 from bot.config import Settings
 from bot.queue import Enqueuer, QueueUnavailable
 from bot.runs import RunStore
@@ -81,10 +81,12 @@ class Intake:
         self._secret = settings.webhook_secret()
         self._config = route_config(settings)
         self._limit = settings.max_body_bytes
+        self.deliveries = metrics.Deliveries()  # (event, outcome) → count, for /metrics
 
     async def handle(self, request: Request) -> Response:
         body = await _read_body(request, self._limit)
         if body is None:
+            self.deliveries[metrics.UNVERIFIED, "too_large"] += 1
             return _json(413, {"error": f"body exceeds {self._limit} bytes"})
         decided = self._decide(request.headers, body)
         del body  # the request's bytes must not outlive the decision (GC pressure under load)
@@ -93,34 +95,42 @@ class Intake:
         try:
             stored = await self.enqueuer.enqueue_raw(decided.run_id, decided.job)
         except QueueUnavailable as exc:
+            self.deliveries[str(decided.ids["event"]), "queue_unavailable"] += 1
             log.error("could not queue delivery: %s", exc, extra=decided.ids)
             return _json(503, {"error": "queue unavailable, redeliver later"})
+        self.deliveries[str(decided.ids["event"]), stored] += 1
         log.info(
             "%s %s task", stored, decided.kind, extra={**decided.ids, "run_id": decided.run_id}
         )
         status = 202 if stored == "queued" else 200
         return _json(status, {"status": stored, "run_id": decided.run_id, "task": decided.kind})
 
+    def _bad_request(self, event: str, message: str) -> Response:
+        self.deliveries[event, "bad_request"] += 1
+        return _json(400, {"error": message})
+
     def _decide(self, headers: Headers, body: bytes) -> Response | _Queue:
         """Everything up to the queue, synchronously: an answer now, or a job to store."""
         if not signature.verify(self._secret, body, headers.get("x-hub-signature-256")):
+            self.deliveries[metrics.UNVERIFIED, "bad_signature"] += 1
             log.warning("rejected delivery: bad or missing signature")
             return _json(401, {"error": "bad or missing X-Hub-Signature-256"})
         event = headers.get("x-github-event")
         delivery_id = headers.get("x-github-delivery")
         if not event or not _EVENT.match(event):
-            return _json(400, {"error": "missing or invalid X-GitHub-Event"})
+            return self._bad_request(metrics.INVALID, "missing or invalid X-GitHub-Event")
         if not delivery_id or not _DELIVERY_ID.match(delivery_id):
-            return _json(400, {"error": "missing or invalid X-GitHub-Delivery"})
+            return self._bad_request(event, "missing or invalid X-GitHub-Delivery")
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _json(400, {"error": "body is not valid JSON"})
+            return self._bad_request(event, "body is not valid JSON")
         if not isinstance(payload, dict):
-            return _json(400, {"error": "body is not a JSON object"})
+            return self._bad_request(event, "body is not a JSON object")
         ids = {"delivery_id": delivery_id, "event": event}
         outcome = route(Delivery(event, delivery_id, payload), self._config)
         if isinstance(outcome, Ignored):
+            self.deliveries[event, "ignored"] += 1
             log.info("ignored delivery: %s", outcome.reason, extra=ids)
             return _json(200, {"status": "ignored", "reason": outcome.reason})
         job = serialize_job(
@@ -201,4 +211,6 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
         return _json(200, {"status": "ready"})
 
     api.install(app, settings)
+    metrics.install(app, settings, intake.deliveries)
+    runs_page.install(app, settings)
     return FastPath(app, intake)
