@@ -104,6 +104,10 @@ class RunStore:
         self._retention = retention_seconds
         self._transition = redis.register_script(_TRANSITION_LUA)
 
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
     async def create(self, record: RunRecord, *, secret: str | None = None) -> bool:
         """Store a new record; False when the run id already has one (a re-executed job)."""
         key = RUN_PREFIX + record.run_id

@@ -70,7 +70,7 @@ class _Queue:
     run_id: str
     kind: str
     job: bytes
-    ids: dict[str, str]
+    ids: dict[str, str | int]
 
 
 class Intake:
@@ -127,12 +127,15 @@ class Intake:
             return self._bad_request(event, "body is not valid JSON")
         if not isinstance(payload, dict):
             return self._bad_request(event, "body is not a JSON object")
-        ids = {"delivery_id": delivery_id, "event": event}
+        ids: dict[str, str | int] = {"delivery_id": delivery_id, "event": event}
         outcome = route(Delivery(event, delivery_id, payload), self._config)
         if isinstance(outcome, Ignored):
             self.deliveries[event, "ignored"] += 1
             log.info("ignored delivery: %s", outcome.reason, extra=ids)
             return _json(200, {"status": "ignored", "reason": outcome.reason})
+        ids["repo"] = outcome.repo.full_name
+        if outcome.installation_id is not None:
+            ids["installation_id"] = outcome.installation_id
         job = serialize_job(
             job_function(outcome),
             (outcome.model_dump(mode="json"),),
