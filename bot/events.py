@@ -7,16 +7,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class Account(_Lenient):
+class Account(Lenient):
     login: str
     type: str = "User"
 
 
-class Repository(_Lenient):
+class Repository(Lenient):
     id: int | None = None
     name: str
     full_name: str | None = None
@@ -26,11 +26,11 @@ class Repository(_Lenient):
     private: bool = False
 
 
-class InstallationRef(_Lenient):
+class InstallationRef(Lenient):
     id: int
 
 
-class Comment(_Lenient):
+class Comment(Lenient):
     id: int
     body: str | None = None
     user: Account
@@ -41,11 +41,11 @@ class Comment(_Lenient):
     diff_hunk: str | None = None
 
 
-class Label(_Lenient):
+class Label(Lenient):
     name: str
 
 
-class Issue(_Lenient):
+class Issue(Lenient):
     number: int
     title: str | None = None
     body: str | None = None
@@ -53,13 +53,13 @@ class Issue(_Lenient):
     pull_request: dict[str, Any] | None = None
 
 
-class Ref(_Lenient):
+class Ref(Lenient):
     ref: str
     sha: str
     repo: Repository | None = None
 
 
-class PullRequest(_Lenient):
+class PullRequest(Lenient):
     number: int
     draft: bool = False
     state: str | None = None
@@ -68,7 +68,7 @@ class PullRequest(_Lenient):
     base: Ref
 
 
-class _Event(_Lenient):
+class _Event(Lenient):
     action: str | None = None
     sender: Account
     repository: Repository
@@ -94,7 +94,7 @@ class PullRequestEvent(_Event):
     pull_request: PullRequest
 
 
-class PushCommit(_Lenient):
+class PushCommit(Lenient):
     added: list[str] = Field(default_factory=list)
     modified: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list)
@@ -108,16 +108,16 @@ class PushEvent(_Event):
     head_commit: PushCommit | None = None
 
 
-class InstallationRepo(_Lenient):
+class InstallationRepo(Lenient):
     full_name: str
 
 
-class InstallationBody(_Lenient):
+class InstallationBody(Lenient):
     id: int
     account: Account | None = None
 
 
-class InstallationEvent(_Lenient):
+class InstallationEvent(Lenient):
     action: str
     sender: Account
     installation: InstallationBody

@@ -15,7 +15,7 @@ from arq.jobs import serialize_job
 from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.datastructures import Headers
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bot import api, metrics, runs_page, signature
@@ -23,7 +23,7 @@ from bot.config import Settings
 from bot.queue import Enqueuer, QueueUnavailable
 from bot.runs import RunStore
 from bot.tasks import job_function
-from bot.triggers import Delivery, Ignored, RouteConfig, route
+from bot.triggers import Ignored, NotAnObject, RouteConfig, route_body
 
 log = logging.getLogger("bot.web")
 
@@ -44,9 +44,25 @@ def route_config(settings: Settings) -> RouteConfig:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
+# The only request headers the intake reads (ASGI gives header names lower-cased, as bytes).
+_WANTED = frozenset(
+    {b"content-length", b"x-hub-signature-256", b"x-github-event", b"x-github-delivery"}
+)
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+Answer = tuple[int, bytes]  # status and JSON body
+
+
+def _answer(status: int, body: dict[str, object]) -> Answer:
+    return status, orjson.dumps(body)
+
+
+class _Gone(Exception):
+    """The client hung up before its body arrived: there is no one to answer."""
+
+
+async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
     """The raw body, or None as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
@@ -55,12 +71,17 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Gone
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +95,9 @@ class _Queue:
 
 
 class Intake:
-    """`POST /webhooks/github`: bytes → verify → parse → route → enqueue → answer."""
+    """`POST /webhooks/github`: bytes → verify → parse → route → enqueue → answer.
+
+    Spoken in raw ASGI: no request or response objects on the path every delivery takes."""
 
     def __init__(self, settings: Settings) -> None:
         self.enqueuer: Enqueuer  # set by the app's lifespan, once Redis is configured
@@ -83,38 +106,57 @@ class Intake:
         self._limit = settings.max_body_bytes
         self.deliveries = metrics.Deliveries()  # (event, outcome) → count, for /metrics
 
-    async def handle(self, request: Request) -> Response:
-        body = await _read_body(request, self._limit)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in _WANTED
+        }
+        try:
+            status, body = await self.answer(headers, receive)
+        except _Gone:
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, headers: dict[str, str], receive: Receive) -> Answer:
+        body = await _receive_body(receive, headers.get("content-length"), self._limit)
         if body is None:
             self.deliveries[metrics.UNVERIFIED, "too_large"] += 1
-            return _json(413, {"error": f"body exceeds {self._limit} bytes"})
-        decided = self._decide(request.headers, body)
+            return _answer(413, {"error": f"body exceeds {self._limit} bytes"})
+        decided = self._decide(headers, body)
         del body  # the request's bytes must not outlive the decision (GC pressure under load)
-        if isinstance(decided, Response):
+        if not isinstance(decided, _Queue):
             return decided
         try:
             stored = await self.enqueuer.enqueue_raw(decided.run_id, decided.job)
         except QueueUnavailable as exc:
             self.deliveries[str(decided.ids["event"]), "queue_unavailable"] += 1
             log.error("could not queue delivery: %s", exc, extra=decided.ids)
-            return _json(503, {"error": "queue unavailable, redeliver later"})
+            return _answer(503, {"error": "queue unavailable, redeliver later"})
         self.deliveries[str(decided.ids["event"]), stored] += 1
         log.info(
             "%s %s task", stored, decided.kind, extra={**decided.ids, "run_id": decided.run_id}
         )
         status = 202 if stored == "queued" else 200
-        return _json(status, {"status": stored, "run_id": decided.run_id, "task": decided.kind})
+        return _answer(status, {"status": stored, "run_id": decided.run_id, "task": decided.kind})
 
-    def _bad_request(self, event: str, message: str) -> Response:
+    def _bad_request(self, event: str, message: str) -> Answer:
         self.deliveries[event, "bad_request"] += 1
-        return _json(400, {"error": message})
+        return _answer(400, {"error": message})
 
-    def _decide(self, headers: Headers, body: bytes) -> Response | _Queue:
+    def _decide(self, headers: dict[str, str], body: bytes) -> Answer | _Queue:
         """Everything up to the queue, synchronously: an answer now, or a job to store."""
         if not signature.verify(self._secret, body, headers.get("x-hub-signature-256")):
             self.deliveries[metrics.UNVERIFIED, "bad_signature"] += 1
             log.warning("rejected delivery: bad or missing signature")
-            return _json(401, {"error": "bad or missing X-Hub-Signature-256"})
+            return _answer(401, {"error": "bad or missing X-Hub-Signature-256"})
         event = headers.get("x-github-event")
         delivery_id = headers.get("x-github-delivery")
         if not event or not _EVENT.match(event):
@@ -122,17 +164,16 @@ class Intake:
         if not delivery_id or not _DELIVERY_ID.match(delivery_id):
             return self._bad_request(event, "missing or invalid X-GitHub-Delivery")
         try:
-            payload = orjson.loads(body)
+            outcome = route_body(event, delivery_id, body, self._config)
         except orjson.JSONDecodeError:
             return self._bad_request(event, "body is not valid JSON")
-        if not isinstance(payload, dict):
+        except NotAnObject:
             return self._bad_request(event, "body is not a JSON object")
         ids: dict[str, str | int] = {"delivery_id": delivery_id, "event": event}
-        outcome = route(Delivery(event, delivery_id, payload), self._config)
         if isinstance(outcome, Ignored):
             self.deliveries[event, "ignored"] += 1
             log.info("ignored delivery: %s", outcome.reason, extra=ids)
-            return _json(200, {"status": "ignored", "reason": outcome.reason})
+            return _answer(200, {"status": "ignored", "reason": outcome.reason})
         ids["repo"] = outcome.repo.full_name
         if outcome.installation_id is not None:
             ids["installation_id"] = outcome.installation_id
@@ -161,8 +202,7 @@ class FastPath:
             and scope["path"] == "/webhooks/github"
             and scope["method"] == "POST"
         ):
-            response = await self._intake.handle(Request(scope, receive))
-            await response(scope, receive, send)
+            await self._intake(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -198,8 +238,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    # A plain route, not a FastAPI endpoint: no dependency injection or body models on the hot path.
-    app.add_route("/webhooks/github", intake.handle, methods=["POST"])
+    # The same intake behind the framework too (FastPath answers before it gets here).
+    app.router.routes.append(Route("/webhooks/github", intake, methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

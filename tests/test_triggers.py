@@ -7,10 +7,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from bot.tasks import CancelTask, ConfigTask, InstallationTask, MentionTask, ReviewTask
-from bot.triggers import Delivery, Ignored, RouteConfig, route
+from bot.triggers import Delivery, Ignored, NotAnObject, RouteConfig, route, route_body
 from tests.conftest import PAYLOADS, all_payloads, load_payload
 
 CONFIG = RouteConfig(
@@ -253,3 +254,33 @@ def test_missing_fields_are_ignored_not_raised() -> None:
     outcome = _route("issue_comment", {"action": "created", "comment": {"body": "@openhands x"}})
     assert isinstance(outcome, Ignored)
     assert "lacks fields" in outcome.reason
+
+
+@pytest.mark.parametrize("path", all_payloads(), ids=_id)
+def test_routing_from_the_raw_body_matches_routing_the_parsed_json(path: Path) -> None:
+    # The intake validates an event's model straight from the bytes; it must decide exactly as
+    # routing the whole parsed document does, for every real delivery.
+    raw = path.read_bytes()
+    fast = route_body(path.parent.name, "delivery-1", raw, CONFIG)
+    assert fast == _route(path.parent.name, orjson.loads(raw))
+
+
+def test_a_body_missing_fields_gets_the_same_answer_from_both_paths() -> None:
+    # Validation from bytes fails, so the general path decides: an edit is still "edited".
+    body = orjson.dumps({"action": "edited", "comment": {"body": "@openhands x"}})
+    assert route_body("issue_comment", "d", body, CONFIG) == Ignored(
+        "edited comments do not trigger runs"
+    )
+    partial = orjson.dumps({"action": "created", "comment": {"body": "@openhands x"}})
+    outcome = route_body("issue_comment", "d", partial, CONFIG)
+    assert isinstance(outcome, Ignored)
+    assert "lacks fields" in outcome.reason
+
+
+def test_bodies_that_are_not_json_objects_are_refused() -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        route_body("issue_comment", "d", b'{"action": "created",', CONFIG)
+    with pytest.raises(NotAnObject):
+        route_body("issue_comment", "d", b"[1, 2]", CONFIG)
+    with pytest.raises(orjson.JSONDecodeError):
+        route_body("ping", "d", b"not json", CONFIG)
