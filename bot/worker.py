@@ -50,6 +50,8 @@ Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
 # Reading `.openhands/config.yml` and reporting it when it is invalid.
 CONFIG_PERMISSIONS = {"contents": "read", "issues": "write", "metadata": "read"}
+CONFIG_CHECKED_PREFIX = "openhands-bot:config-checked:"  # repo → when its config was last read
+RESYNC_MAX_AGE_SECONDS = 23 * 3600
 Clock = Callable[[], datetime]
 
 
@@ -387,7 +389,7 @@ async def _refresh_quietly(
         gh = await ctx["github"].installation_client(
             installation_id, repositories=[name], permissions=CONFIG_PERMISSIONS
         )
-        return await repo_config.refresh(
+        refreshed = await repo_config.refresh(
             gh, ctx["redis"], RepoRef(owner=owner, name=name), commit=commit
         )
     except GitHubException as exc:
@@ -398,6 +400,10 @@ async def _refresh_quietly(
             extra={"repo": full_name},
         )
         return None
+    await ctx["redis"].set(
+        CONFIG_CHECKED_PREFIX + full_name.lower(), int(time.time()), ex=RESYNC_MAX_AGE_SECONDS
+    )
+    return refreshed
 
 
 @logged
@@ -493,6 +499,10 @@ async def resync_configs(ctx: dict[str, Any]) -> dict[str, Any]:
                 f"{INSTALLATION_REPOS_PREFIX}{installation.id}", *[n.lower() for n in names]
             )
         for full_name in names:
+            # Pushes keep configs current; the resync only catches what a lost delivery missed,
+            # so a repository read within the last day is left alone (GitHub's rate limits).
+            if await ctx["redis"].exists(CONFIG_CHECKED_PREFIX + full_name.lower()):
+                continue
             await _refresh_quietly(ctx, installation.id, full_name, None)
             seen += 1
     return {"status": "resynced", "repos": seen}

@@ -209,3 +209,10 @@ async def test_a_worker_start_resyncs_installations_and_configs(
         == str(INSTALLATION).encode()
     )
     assert await automation_names(redis) == ["nightly", "weekly-report"]
+
+    # The next resync (hourly, or another worker starting) leaves a repository read within the
+    # last day alone: pushes keep it current, and GitHub's rate limits are shared.
+    reads = len(fake_github.requests_to("GET", r"/contents/"))
+    await run_worker(settings, scheduled=True)
+    assert len(fake_github.requests_to("GET", r"/app/installations$")) == 2
+    assert len(fake_github.requests_to("GET", r"/contents/")) == reads
