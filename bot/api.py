@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot import lifecycle, repo_config
+from bot import jobcodec, lifecycle, repo_config
 from bot.config import Settings
 from bot.queue import Enqueuer, QueueUnavailable
 from bot.runs import FINAL, RunError, RunRecord, RunStatus, RunStore
@@ -241,8 +241,8 @@ class RunApi:
         )
         # Queued: the job finds its run cancelled and does nothing. Running: arq cancels it, and
         # the run finalizes what the user sees and reports CANCELLED itself.
-        job = Job(record.job_id or run_id, cast(ArqRedis, redis))
-        with contextlib.suppress(TimeoutError):  # asked; the worker acts on it
+        job = Job(record.job_id or run_id, cast(ArqRedis, redis), _deserializer=jobcodec.loads)
+        with contextlib.suppress(Exception):  # asked; the worker acts on it (or has ended)
             await job.abort(timeout=0.05)
         status = "CANCELLED" if cancelled else "CANCELLING"
         return _json(202, {"run_id": run_id, "status": status})

@@ -11,10 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import Retry
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from bot import callback, metrics
+from bot import callback, jobcodec, metrics
 from bot.config import Settings
 from bot.queue import Enqueuer
 from bot.runs import FINAL, RunError, RunRecord, RunStatus, RunStore
@@ -30,7 +29,7 @@ def callback_job_id(run_id: str) -> str:
 
 
 def callback_job(run_id: str) -> bytes:
-    return serialize_job(CALLBACK_FUNCTION, (run_id,), {}, None, int(time.time() * 1000))
+    return jobcodec.job(CALLBACK_FUNCTION, run_id)
 
 
 def settle(result: dict[str, Any]) -> tuple[RunStatus, str, RunError | None]:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot import jobcodec
 from bot.tasks import Task, job_function
 
 DELIVERY_KEY_PREFIX = "openhands-bot:delivery:"
@@ -91,10 +91,9 @@ class Enqueuer:
 
     async def enqueue_job(self, job_id: str, task: Task) -> Outcome:
         """Store the task's job under `job_id`; "duplicate" when it already exists."""
-        payload = serialize_job(
-            job_function(task), (task.model_dump(mode="json"),), {}, None, int(time.time() * 1000)
+        return await self.enqueue_raw(
+            job_id, jobcodec.job(job_function(task), task.model_dump(mode="json"))
         )
-        return await self.enqueue_raw(job_id, payload)
 
     async def enqueue_raw(self, job_id: str, payload: bytes) -> Outcome:
         """Queue a serialized job; resolves once Redis ran the script holding it.

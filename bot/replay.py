@@ -21,7 +21,7 @@ from arq.jobs import Job, JobStatus
 from arq.worker import Worker
 from starlette.types import ASGIApp, Message
 
-from bot import signature
+from bot import jobcodec, signature
 from bot.config import Settings
 from bot.web import create_app
 from bot.worker import worker_options
@@ -155,7 +155,7 @@ async def run_burst(
         handle_signals=False,
     )
     redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=2)
-    job = Job(run_id, redis)
+    job = Job(run_id, redis, _deserializer=jobcodec.loads)
     working = asyncio.create_task(worker.main(), name="replay-worker")
     last: JobStatus | None = None
     try:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import gc
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
-from arq.jobs import serialize_job
 from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bot import api, metrics, runs_page, signature
+from bot import api, jobcodec, metrics, runs_page, signature
 from bot.config import Settings
 from bot.queue import Enqueuer, QueueUnavailable
 from bot.runs import RunStore
@@ -177,13 +175,7 @@ class Intake:
         ids["repo"] = outcome.repo.full_name
         if outcome.installation_id is not None:
             ids["installation_id"] = outcome.installation_id
-        job = serialize_job(
-            job_function(outcome),
-            (outcome.model_dump(mode="json"),),
-            {},
-            None,
-            int(time.time() * 1000),
-        )
+        job = jobcodec.job(job_function(outcome), outcome.model_dump(mode="json"))
         return _Queue(outcome.run_id, outcome.kind, job, ids)
 
 

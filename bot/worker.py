@@ -17,7 +17,7 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from githubkit.exception import GitHubException
 
-from bot import callback, logs, messages, repo_config, scheduler
+from bot import callback, jobcodec, logs, messages, repo_config, scheduler
 from bot.automation import run_automation_job
 from bot.config import Settings
 from bot.errors import BotError, PermanentError, TransientError, classify_github
@@ -310,7 +310,7 @@ async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
         return {"run_id": task.run_id, "status": "nothing_running"}
     await redis.set(STOP_PREFIX + run_id, task.sender, ex=3600)
     # arq cancels the job's task: the run interrupts its conversation and finalizes its comment.
-    aborted = await Job(job_id, redis).abort(timeout=30)
+    aborted = await Job(job_id, redis, _deserializer=jobcodec.loads).abort(timeout=30)
     log.info(
         "stop on %s#%d: run %s aborted=%s",
         task.repo.full_name,
@@ -584,6 +584,8 @@ def worker_options(
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "job_serializer": jobcodec.dumps,
+        "job_deserializer": jobcodec.loads,
         "ctx": ctx,
         "max_jobs": settings.max_jobs,
         "job_timeout": settings.job_timeout_seconds,

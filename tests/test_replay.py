@@ -15,7 +15,7 @@ from arq.jobs import deserialize_job
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from bot import cli, replay
+from bot import cli, jobcodec, replay
 from bot.config import Settings
 from bot.workspace.server import ServerProvider
 from tests.conftest import APP_ID, PAYLOADS, REDIS_URL, WEBHOOK_SECRET, load_payload
@@ -65,7 +65,9 @@ async def test_a_mention_is_queued_under_a_fresh_delivery_id_each_time(
     assert first.describe() == f"queued: mention task, run {first.queued_run}"
     assert first.queued_run != second.queued_run
     assert sorted(await _queued(redis)) == sorted([first.queued_run, second.queued_run])
-    job = deserialize_job(await redis.get(job_key_prefix + str(first.queued_run)))
+    job = deserialize_job(
+        await redis.get(job_key_prefix + str(first.queued_run)), deserializer=jobcodec.loads
+    )
     assert job.function == "run_mention"
     assert job.args[0]["instruction"] == "fix this"
 

@@ -20,7 +20,7 @@ from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
-from bot import signature
+from bot import jobcodec, signature
 from bot.config import MiB
 from bot.web import create_app
 from tests.conftest import (
@@ -68,7 +68,8 @@ async def test_a_mention_is_queued_as_an_arq_job(deliver: Deliverer, redis: Redi
     assert response.status_code == 202
     assert response.json() == {"status": "queued", "run_id": delivery_id, "task": "mention"}
     raw = await redis.get(job_key_prefix + delivery_id)
-    job = deserialize_job(raw)
+    assert raw.startswith(b"{")  # JSON, never pickle
+    job = deserialize_job(raw, deserializer=jobcodec.loads)
     assert job.function == "run_mention"
     (task,) = job.args
     assert task["instruction"] == "fix this"

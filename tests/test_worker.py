@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.constants import default_queue_name, job_key_prefix
 from redis.asyncio import Redis
 
 from bot.config import Settings
@@ -306,3 +309,27 @@ async def test_a_failed_permission_check_is_reported_not_silent(
     (comment,) = [c for c in github.comments.values() if "permission" in c["body"]]
     assert "could not check your permission" in comment["body"]
     assert "What you can do" in comment["body"]
+
+
+class _Planted:
+    """What a pickled job could make a pickle-reading worker do: run code while loading."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+async def test_a_pickled_job_planted_in_redis_never_runs_code(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    # Anything that can write to Redis can queue jobs; a worker that unpickled them would run
+    # its code. Jobs are JSON: the planted one fails to load and does nothing.
+    marker = tmp_path / "planted-code-ran"
+    planted = pickle.dumps({"t": 1, "f": "run_mention", "a": [_Planted(marker)], "k": {}})
+    await redis.set(job_key_prefix + "planted", planted)
+    await redis.zadd(default_queue_name, {"planted": 1})
+    await run_worker(settings)
+    assert not marker.exists()
+    assert await redis.zcard(default_queue_name) == 0
