@@ -1,8 +1,9 @@
 """A private redis-server for the embedded default: `serve` works on a machine with no Redis yet.
 
 Used only when REDIS_URL is set nowhere and nothing answers on 127.0.0.1:6379. The server keeps
-its data (append-only file) in the state directory and listens on a unix socket there (a free
-loopback port when the path is too long for a socket). Whoever starts it stops it on exit; other
+its data (append-only file) in the state directory and listens only on a unix socket there (in
+a private temporary directory when that path is too long for a socket), never on a TCP port the
+agent's processes could reach. Whoever starts it stops it on exit; other
 processes of the bot on the same state directory (`replay`, a second `serve`) share it meanwhile.
 """
 
@@ -15,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,13 +56,6 @@ def answers(address: Address, timeout: float = 0.5) -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrivateRedis:
@@ -125,13 +120,12 @@ class PrivateRedis:
                 log.warning("adopting the private redis-server a previous run left behind")
                 return self.url
         socket_path = str(self._socket)
-        if len(socket_path.encode()) <= SOCKET_PATH_MAX:
-            self.address, self.url = socket_path, f"unix://{socket_path}?db=0"
-            listen = ["--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700"]
-        else:
-            port = _free_port()
-            self.address, self.url = ("127.0.0.1", port), f"redis://127.0.0.1:{port}/0"
-            listen = ["--port", str(port)]
+        if len(socket_path.encode()) > SOCKET_PATH_MAX:
+            # Too long for a socket path: a short private directory instead, never a TCP port
+            # (on a port, anything on this host, the agent included, could reach the queue).
+            socket_path = str(Path(tempfile.mkdtemp(prefix="openhands-redis-")) / "redis.sock")
+        self.address, self.url = socket_path, f"unix://{socket_path}?db=0"
+        listen = ["--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700"]
         url_file.write_text(self.url + "\n")
         self._process = subprocess.Popen(
             [
@@ -182,6 +176,9 @@ class PrivateRedis:
         while answers(self.address) and time.monotonic() < deadline:
             time.sleep(0.02)
         (self.data_dir / "url").unlink(missing_ok=True)
+        if isinstance(self.address, str) and Path(self.address).parent != self.data_dir:
+            with contextlib.suppress(OSError):  # the short private directory of a deep state dir
+                shutil.rmtree(Path(self.address).parent)
         self._release()
         log.info("stopped the private redis-server")
 

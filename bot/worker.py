@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from arq import Retry, cron, func
@@ -75,7 +76,20 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["owns_workspaces"] = True
         # Started in the background: the local agent-server takes ~15 s, jobs wait for it.
         ctx["workspaces_starting"] = asyncio.create_task(provider.start())
+    if exposed_queue(settings):
+        log.warning(
+            "WORKSPACE_KIND=local runs the agent on this host, and REDIS_URL is a TCP Redis "
+            "without a password: the agent could reach the queue and add jobs. Use "
+            "WORKSPACE_KIND=runtime or server, or a Redis with a password (or leave REDIS_URL "
+            "unset with nothing on :6379, for the private unix-socket Redis)."
+        )
     log.info("worker ready", extra={"github_api_url": settings.github_api_url})
+
+
+def exposed_queue(settings: Settings) -> bool:
+    """The agent shares this host (`local`) and the queue is a TCP Redis anyone here can use."""
+    url = urlsplit(settings.redis_url)
+    return settings.workspace_kind == "local" and url.scheme == "redis" and not url.password
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

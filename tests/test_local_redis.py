@@ -167,17 +167,23 @@ def test_a_server_left_by_a_killed_bot_is_adopted_and_stopped(tmp_path: Path) ->
     assert not answers(socket_path)
 
 
-def test_a_state_dir_too_deep_for_a_socket_gets_a_loopback_port(tmp_path: Path) -> None:
+def test_a_state_dir_too_deep_for_a_socket_still_gets_no_tcp_port(tmp_path: Path) -> None:
+    # A TCP port on loopback would let any process on the host (the agent's included) reach
+    # the queue; a short private directory holds the socket instead.
     assert REDIS_SERVER is not None
-    deep = tmp_path / ("d" * 60) / ("e" * 60) / "redis"
-    server = PrivateRedis(deep, REDIS_SERVER)
+    data_dir = tmp_path / ("deep-" * 25) / "redis"
+    server = PrivateRedis(data_dir, REDIS_SERVER)
     url = server.start()
     try:
-        assert url.startswith("redis://127.0.0.1:")
+        assert url.startswith("unix://")
+        socket_path = Path(url.removeprefix("unix://").split("?", 1)[0])
+        assert not socket_path.is_relative_to(data_dir)
+        assert oct(socket_path.parent.stat().st_mode & 0o777) == "0o700"
         with Redis.from_url(url) as client:
             assert client.ping()
-            assert _config(client, "appendonly") == "yes"
-            assert Path(_config(client, "dir")) == deep
+            assert _config(client, "port") == "0"
+            assert Path(_config(client, "dir")) == data_dir
     finally:
         server.stop()
-    assert not answers(server.address)
+    assert not answers(str(socket_path))
+    assert not socket_path.parent.exists()  # the private directory goes with the server

@@ -13,7 +13,7 @@ from arq.constants import default_queue_name, job_key_prefix
 from redis.asyncio import Redis
 
 from bot.config import Settings
-from bot.worker import REPO_INSTALLATION_KEY
+from bot.worker import REPO_INSTALLATION_KEY, exposed_queue
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.github import FakeGitHub
 
@@ -333,3 +333,19 @@ async def test_a_pickled_job_planted_in_redis_never_runs_code(
     await run_worker(settings)
     assert not marker.exists()
     assert await redis.zcard(default_queue_name) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "exposed"),
+    [
+        ("local", "redis://127.0.0.1:6379/0", True),
+        ("local", "redis://:s3cret@127.0.0.1:6379/0", False),
+        ("local", "unix:///var/lib/openhands-bot/redis/redis.sock?db=0", False),
+        ("runtime", "redis://127.0.0.1:6379/0", False),
+    ],
+)
+def test_a_local_agent_beside_an_open_tcp_redis_is_flagged(
+    kind: str, url: str, exposed: bool
+) -> None:
+    settings = Settings(_env_file=None, workspace_kind=kind, redis_url=url)  # type: ignore[call-arg]
+    assert exposed_queue(settings) is exposed
