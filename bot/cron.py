@@ -96,8 +96,8 @@ class Schedule:
         ]
         try:
             zone = ZoneInfo(timezone)
-        except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
-            raise CronError(f"unknown time zone {timezone!r}") from exc
+        except (KeyError, ValueError, OSError) as exc:  # not found, malformed, a directory...
+            raise CronError(f"unknown time zone {timezone[:64]!r}") from exc
         return cls(
             expression=expression,
             minutes=frozenset(sets[0]),
@@ -105,8 +105,9 @@ class Schedule:
             days=frozenset(sets[2]),
             months=frozenset(sets[3]),
             weekdays=frozenset(d % 7 for d in sets[4]),
-            day_restricted=parts[2] != "*",
-            weekday_restricted=parts[4] != "*",
+            # As vixie cron: a field starting with `*` (`*/2` too) does not restrict the day.
+            day_restricted=not parts[2].startswith("*"),
+            weekday_restricted=not parts[4].startswith("*"),
             zone=zone,
         )
 

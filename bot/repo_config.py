@@ -135,6 +135,8 @@ def parse(text: str) -> RepoConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InvalidConfig([f"not valid YAML: {exc}"]) from exc
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # e.g. nesting 5,000 deep
+        raise InvalidConfig([f"not usable YAML: {type(exc).__name__}"]) from exc
     if data is None:
         return RepoConfig()
     if not isinstance(data, dict):
@@ -159,7 +161,8 @@ def _location(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     node: Any = data
     for item in loc:
         if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list) and item < len(node) else None
+            entry = node[item] if isinstance(node, list) and item < len(node) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
             label = f"[{item}]" + (f" ({name})" if isinstance(name, str) else "")
             parts[-1:] = [(parts[-1] if parts else "") + label]
             node = node[item] if isinstance(node, list) and item < len(node) else None
@@ -241,6 +244,7 @@ async def refresh(
     found = await fetch(gh, repo, None)
     if found is None:
         await _store(redis, repo.full_name, None, RepoConfig())
+        await _resolve_report(gh, redis, repo, None)
         return Refreshed("absent")
     sha, text = found
     current = await load(redis, repo.full_name)
@@ -256,7 +260,8 @@ async def refresh(
         )
         reported = await _report(gh, redis, repo, sha, exc.errors, commit)
         return Refreshed("invalid", sha, tuple(exc.errors), reported)
-    if current.sha == sha:
+    if current.sha == sha:  # e.g. a broken version reverted to the last valid one
+        await _resolve_report(gh, redis, repo, sha)
         return Refreshed("unchanged", sha)
     await _store(redis, repo.full_name, sha, config)
     await _resolve_report(gh, redis, repo, sha)
@@ -295,13 +300,9 @@ async def _report(
     body = report_body(sha, errors, commit, previous)
     try:
         number = await redis.get(REPORT_ISSUE_PREFIX + repo.full_name.lower())
-        if number is not None:
-            issue = (await gh.rest.issues.async_get(repo.owner, repo.name, int(number))).parsed_data
-            if issue.state == "open":
-                await gh.rest.issues.async_create_comment(
-                    repo.owner, repo.name, int(number), body=body
-                )
-                return True
+        if number is not None and await _still_open(gh, repo, int(number)):
+            await gh.rest.issues.async_create_comment(repo.owner, repo.name, int(number), body=body)
+            return True
         created = await gh.rest.issues.async_create(
             repo.owner,
             repo.name,
@@ -315,16 +316,30 @@ async def _report(
     return True
 
 
-async def _resolve_report(gh: GitHub[Any], redis: Redis, repo: RepoRef, sha: str) -> None:
-    """A valid version arrived: close the report issue, if one is open."""
-    number = await redis.get(REPORT_ISSUE_PREFIX + repo.full_name.lower())
+async def _still_open(gh: GitHub[Any], repo: RepoRef, number: int) -> bool:
+    try:
+        issue = (await gh.rest.issues.async_get(repo.owner, repo.name, number)).parsed_data
+    except RequestFailed as exc:
+        if exc.response.status_code in (404, 410):  # deleted or transferred: report anew
+            return False
+        raise
+    return issue.state == "open"
+
+
+async def _resolve_report(gh: GitHub[Any], redis: Redis, repo: RepoRef, sha: str | None) -> None:
+    """A valid version is in effect (or the file is gone): close the report issue, if open."""
+    key = REPORT_ISSUE_PREFIX + repo.full_name.lower()
+    number = await redis.get(key)
     if number is None:
         return
-    await gh.rest.issues.async_create_comment(
-        repo.owner,
-        repo.name,
-        int(number),
-        body=f"{REPORT_MARKER}\n`{CONFIG_PATH}` version {sha[:7]} is valid and now in effect.",
-    )
-    await gh.rest.issues.async_update(repo.owner, repo.name, int(number), state="closed")
-    await redis.delete(REPORT_ISSUE_PREFIX + repo.full_name.lower())
+    if await _still_open(gh, repo, int(number)):
+        note = (
+            f"`{CONFIG_PATH}` version {sha[:7]} is valid and now in effect."
+            if sha
+            else f"`{CONFIG_PATH}` was removed: the bot's defaults apply."
+        )
+        await gh.rest.issues.async_create_comment(
+            repo.owner, repo.name, int(number), body=f"{REPORT_MARKER}\n{note}"
+        )
+        await gh.rest.issues.async_update(repo.owner, repo.name, int(number), state="closed")
+    await redis.delete(key)

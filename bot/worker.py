@@ -414,6 +414,9 @@ async def _refresh_quietly(
             extra={"repo": full_name},
         )
         return None
+    except Exception:  # a bug of ours must not stop the other repositories' refresh
+        log.exception("reading the config of %s failed", full_name, extra={"repo": full_name})
+        return None
     await ctx["redis"].set(
         CONFIG_CHECKED_PREFIX + full_name.lower(), int(time.time()), ex=RESYNC_MAX_AGE_SECONDS
     )

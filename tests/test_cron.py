@@ -56,6 +56,14 @@ def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
     assert either.latest(utc(2026, 11, 1, 12, 0)) == utc(2026, 11, 1, 0, 0)  # Sunday the 1st
 
 
+def test_a_stepped_star_day_does_not_restrict_like_a_list() -> None:
+    # `*/2` in the day of month still counts as "any day" for cron's OR rule: every other day
+    # of the month AND Mondays, not every other day OR Mondays.
+    odd_mondays = Schedule.parse("0 0 */2 * mon")
+    # Sunday the 22nd: OR would give Saturday the 21st; odd days that are Mondays give the 9th.
+    assert odd_mondays.latest(utc(2026, 11, 22, 12, 0)) == utc(2026, 11, 9, 0, 0)
+
+
 def test_names_macros_lists_and_sunday_as_seven() -> None:
     assert Schedule.parse("@daily").latest(utc(2026, 11, 23, 5, 0)) == utc(2026, 11, 23, 0, 0)
     assert Schedule.parse("@hourly").latest(utc(2026, 11, 23, 5, 59)) == utc(2026, 11, 23, 5, 0)

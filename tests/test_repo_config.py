@@ -88,6 +88,18 @@ def test_an_empty_file_is_the_defaults() -> None:
         ("- just\n- a list\n", "must be a mapping"),
         ("review:\n  enabled: maybe\n", "review.enabled"),
         ("x: " + "y" * 70_000, "larger than 64 KiB"),
+        ("automations: [nightly]\n", "automations[0]: Input should be a valid dictionary"),
+        (
+            "automations:\n  - {name: a, schedule: '@daily', prompt: p, timezone: America}\n",
+            "unknown time zone 'America'",
+        ),
+        (
+            "automations:\n  - {name: a, schedule: '@daily', prompt: p, timezone: "
+            + "x" * 300
+            + "}\n",
+            "unknown time zone",
+        ),
+        ("automations: " + "[" * 5000 + "]" * 5000 + "\n", "YAML"),
     ],
 )
 def test_invalid_configs_list_every_problem_with_its_place(text: str, expected: str) -> None:
@@ -216,3 +228,22 @@ async def test_a_worker_start_resyncs_installations_and_configs(
     await run_worker(settings, scheduled=True)
     assert len(fake_github.requests_to("GET", r"/app/installations$")) == 2
     assert len(fake_github.requests_to("GET", r"/contents/")) == reads
+
+
+async def test_reverting_to_the_last_valid_version_closes_the_report(
+    repo_world: FakeGitHost,
+    fake_github: FakeGitHub,
+    deliver: Deliverer,
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    await push(deliver, settings, repo_world.rev_parse(REPO, "refs/heads/main"))
+    broken = repo_world.commit(REPO, {CONFIG_PATH: INVALID}, message="Break the config")
+    await push(deliver, settings, broken)
+    assert fake_github.issues[0]["state"] == "open"
+    # The same bytes as before: the same blob, so the stored config is "unchanged".
+    reverted = repo_world.commit(REPO, {CONFIG_PATH: VALID}, message="Revert")
+    await push(deliver, settings, reverted)
+    (issue,) = fake_github.issues
+    assert issue["state"] == "closed"
+    assert await automation_names(redis) == ["nightly", "weekly-report"]
