@@ -17,5 +17,8 @@ def verify(secret: bytes, body: bytes, header: str | None) -> bool:
     """True only for a well-formed header whose HMAC-SHA256 matches, compared in constant time."""
     if not header or not header.startswith(PREFIX):
         return False
+    given = header[len(PREFIX) :].strip().lower()
+    if not given.isascii():  # compare_digest refuses non-ASCII text: it is simply wrong
+        return False
     expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header[len(PREFIX) :].strip().lower())
+    return hmac.compare_digest(expected, given)

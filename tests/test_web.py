@@ -111,7 +111,7 @@ async def test_a_redelivery_after_the_job_ran_is_still_a_no_op(
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "wrong", "other-secret", "altered-body", "sha1-prefix", "empty"],
+    ["missing", "wrong", "other-secret", "altered-body", "sha1-prefix", "empty", "not-ascii"],
 )
 async def test_bad_signatures_are_401(case: str, deliver: Deliverer, redis: Redis) -> None:
     body = json.dumps(_mention_payload()).encode()
@@ -123,6 +123,7 @@ async def test_bad_signatures_are_401(case: str, deliver: Deliverer, redis: Redi
         "altered-body": {"X-Hub-Signature-256": good},
         "sha1-prefix": {"X-Hub-Signature-256": good.replace("sha256=", "sha1=")},
         "empty": {"X-Hub-Signature-256": ""},
+        "not-ascii": {"X-Hub-Signature-256": b"sha256=" + b"\xe9" * 64},
     }[case]
     sent = body[:-2] + b" }" if case == "altered-body" else body
     assert sent != body or case != "altered-body"
