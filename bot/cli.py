@@ -100,16 +100,11 @@ def _setup_options(settings: Settings, args: argparse.Namespace) -> SetupOptions
 
 
 def _register(settings: Settings, args: argparse.Namespace) -> Registered:
-    shown_host = "127.0.0.1" if args.host in {"0.0.0.0", "::", ""} else args.host
     if args.host not in LOOPBACK:
         _complain(
-            f"warning: the setup page listens on {args.host}: whoever reaches it can register "
-            "the App this bot will trust. Prefer 127.0.0.1 and an SSH tunnel (ssh -L)."
+            f"warning: the setup page listens on {args.host} over plain HTTP; only the one-time "
+            "link below opens it, but on an untrusted network prefer 127.0.0.1 and ssh -L."
         )
-    _say(
-        f"Open http://{shown_host}:{args.port}/ in a browser to register the GitHub App "
-        "(Ctrl-C to give up)."
-    )
     registered = asyncio.run(run_setup(_setup_options(settings, args), args.host, args.port))
     where = (
         f"the private key to {registered.key_file} (0600)"

@@ -3,6 +3,8 @@ conversion endpoint, and `.env` and key files as they land on disk."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,12 @@ from bot.env_file import quote, update_env_file
 from bot.setup_flow import (
     BAD_STATE,
     MANIFEST_PATH,
+    NO_TOKEN,
     GitHubHost,
     SetupFlow,
     SetupOptions,
+    run_setup,
+    setup_page_url,
 )
 from tests.conftest import REDIS_URL, load_payload
 from tests.fakes.github import FakeGitHub
@@ -76,15 +82,28 @@ def _options(fake_github: FakeGitHub, tmp_path: Path, **overrides: Any) -> Setup
     return SetupOptions(**values)
 
 
+@dataclass(frozen=True)
+class _Served:
+    """A setup flow on a real port, and the link with its token that the console would show."""
+
+    url: str
+    flow: SetupFlow
+
+    @property
+    def link(self) -> str:
+        return f"{self.url}/?{urlencode({'setup_token': self.flow.token})}"
+
+
 @pytest.fixture
-def page(fake_github: FakeGitHub, tmp_path: Path) -> Iterator[ServerThread]:
+def page(fake_github: FakeGitHub, tmp_path: Path) -> Iterator[_Served]:
     """The setup page, served for real on a loopback port."""
-    with ServerThread(SetupFlow(_options(fake_github, tmp_path)).app) as server:
-        yield server
+    flow = SetupFlow(_options(fake_github, tmp_path))
+    with ServerThread(flow.app) as server:
+        yield _Served(server.url, flow)
 
 
-def _register_form(base_url: str, query: str = "") -> dict[str, Any]:
-    response = httpx.get(f"{base_url}/{query}")
+def _register_form(link: str) -> dict[str, Any]:
+    response = httpx.get(link)
     assert response.status_code == 200
     (form,) = _Forms(response.text).forms
     assert "document.getElementById('register').submit()" in response.text  # posts itself
@@ -96,7 +115,7 @@ def _mode(path: Path) -> int:
 
 
 def test_the_page_posts_the_manifest_and_the_callback_keeps_the_credentials(
-    page: ServerThread,
+    page: _Served,
     fake_github: FakeGitHub,
     github_side: ManifestConversions,
     rsa_keys: tuple[str, str],
@@ -105,7 +124,7 @@ def test_the_page_posts_the_manifest_and_the_callback_keeps_the_credentials(
     env_file = tmp_path / ".env"
     env_file.write_text("LLM_MODEL=openai/gpt-4o\n# my notes\nGITHUB_APP_ID=1\nexport X='a b'\n")
 
-    form = _register_form(page.url)
+    form = _register_form(page.link)
     action = urlsplit(form["action"])
     assert form["method"] == "post"
     assert f"{action.scheme}://{action.netloc}{action.path}" == (
@@ -115,7 +134,8 @@ def test_the_page_posts_the_manifest_and_the_callback_keeps_the_credentials(
     assert len(state) >= 32
     manifest = json.loads(form["inputs"]["manifest"])
     assert manifest["hook_attributes"] == {"url": WEBHOOK_URL, "active": True}
-    assert manifest["redirect_url"] == f"{page.url}/callback"
+    # GitHub redirects back to exactly this URL: the token travels in its path.
+    assert manifest["redirect_url"] == f"{page.url}/callback/{page.flow.token}"
     assert manifest["default_permissions"] == PERMISSIONS
     assert manifest["default_events"] == EVENTS
     assert manifest["public"] is False
@@ -155,18 +175,58 @@ def test_the_page_posts_the_manifest_and_the_callback_keeps_the_credentials(
     assert len(fake_github.requests_to("POST", r"^/app-manifests/[^/]+/conversions$")) == 1
 
 
-def test_a_callback_with_another_state_is_refused(
-    page: ServerThread,
+@pytest.mark.parametrize("token", [None, "", "forged", "x" * 32])
+def test_the_page_opens_only_with_the_token_the_console_shows(
+    page: _Served, token: str | None
+) -> None:
+    for params in ({}, {"webhook_url": WEBHOOK_URL}):
+        if token is not None:
+            params = {**params, "setup_token": token}
+        answer = httpx.get(f"{page.url}/", params=params)
+
+        assert answer.status_code == 403
+        assert NO_TOKEN in answer.text.replace("&#x27;", "'")
+        assert page.flow.state not in answer.text
+        assert page.flow.token not in answer.text
+        assert _Forms(answer.text).forms == []
+
+
+def test_a_callback_without_the_token_is_refused_and_nothing_is_written(
+    page: _Served,
     fake_github: FakeGitHub,
     github_side: ManifestConversions,
     rsa_keys: tuple[str, str],
     tmp_path: Path,
 ) -> None:
-    manifest = json.loads(_register_form(page.url)["inputs"]["manifest"])
+    # Someone who reached the port registered an App of theirs and comes back with its code and
+    # the right state (say it leaked), but cannot know the token in the redirect path.
+    manifest = json.loads(_register_form(page.link)["inputs"]["manifest"])
+    code = github_side.issue_code(manifest, rsa_keys[0])
+    query = urlencode({"code": code, "state": page.flow.state})
+
+    for path in ("/callback", "/callback/", "/callback/forged", f"/callback/{page.flow.token}x"):
+        answer = httpx.get(f"{page.url}{path}?{query}", follow_redirects=True)
+        assert answer.status_code == 403, path
+        assert NO_TOKEN in answer.text.replace("&#x27;", "'")
+
+    assert fake_github.requests_to("POST", r"^/app-manifests/") == []
+    assert not (tmp_path / ".env").exists()
+    assert not (tmp_path / "state").exists()
+    assert httpx.get(f"{manifest['redirect_url']}?{query}").status_code == 302  # the code was good
+
+
+def test_a_callback_with_another_state_is_refused(
+    page: _Served,
+    fake_github: FakeGitHub,
+    github_side: ManifestConversions,
+    rsa_keys: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    manifest = json.loads(_register_form(page.link)["inputs"]["manifest"])
     code = github_side.issue_code(manifest, rsa_keys[0])
 
     for query in ({"code": code, "state": "forged"}, {"code": code}):
-        answer = httpx.get(f"{page.url}/callback?{urlencode(query)}")
+        answer = httpx.get(f"{manifest['redirect_url']}?{urlencode(query)}")
         assert answer.status_code == 400
         assert BAD_STATE in answer.text
 
@@ -175,15 +235,16 @@ def test_a_callback_with_another_state_is_refused(
 
 
 def test_a_code_github_does_not_know_is_a_clear_error_and_setup_goes_on(
-    page: ServerThread,
+    page: _Served,
     github_side: ManifestConversions,
     rsa_keys: tuple[str, str],
     tmp_path: Path,
 ) -> None:
-    form = _register_form(page.url)
+    form = _register_form(page.link)
     (state,) = parse_qs(urlsplit(form["action"]).query)["state"]
+    callback = json.loads(form["inputs"]["manifest"])["redirect_url"]
 
-    answer = httpx.get(f"{page.url}/callback?{urlencode({'code': 'c0ffee', 'state': state})}")
+    answer = httpx.get(f"{callback}?{urlencode({'code': 'c0ffee', 'state': state})}")
 
     assert answer.status_code == 502
     assert "GitHub did not accept the code (404)" in answer.text
@@ -191,9 +252,119 @@ def test_a_code_github_does_not_know_is_a_clear_error_and_setup_goes_on(
     assert not (tmp_path / ".env").exists()
     # A good code afterwards still completes the same setup.
     code = github_side.issue_code(json.loads(form["inputs"]["manifest"]), rsa_keys[0])
-    answer = httpx.get(f"{page.url}/callback?{urlencode({'code': code, 'state': state})}")
+    answer = httpx.get(f"{callback}?{urlencode({'code': code, 'state': state})}")
     assert answer.status_code == 302
     assert (tmp_path / ".env").is_file()
+
+
+def test_credentials_that_fail_to_save_are_kept_until_saved_again(
+    page: _Served,
+    fake_github: FakeGitHub,
+    github_side: ManifestConversions,
+    rsa_keys: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.mkdir()  # cannot be written, even as root: GitHub shows the private key only once
+    form = _register_form(page.link)
+    manifest = json.loads(form["inputs"]["manifest"])
+    state = parse_qs(urlsplit(form["action"]).query)["state"][0]
+    code = github_side.issue_code(manifest, rsa_keys[0])
+    callback = f"{manifest['redirect_url']}?{urlencode({'code': code, 'state': state})}"
+
+    answer = httpx.get(callback)
+
+    (app,) = github_side.created
+    settings_url = f"{fake_github.url}/settings/apps/{app.slug}"  # its web side too
+    assert answer.status_code == 503
+    assert f"GitHub created the App {app.slug} (id {app.id})" in answer.text
+    assert "could not be saved: IsADirectoryError" in answer.text
+    assert settings_url in answer.text  # where to get a new key if the bot stops first
+    (save,) = _Forms(answer.text).forms
+    assert (save["method"], save["action"]) == ("post", f"/save/{page.flow.token}")
+    console = capsys.readouterr()
+    assert f"GitHub created the App {app.slug} (id {app.id})" in console.err
+    assert settings_url in console.err
+    assert "Save again" in console.err
+    for secret in (app.pem.splitlines()[1], app.webhook_secret, app.client_secret):
+        assert secret not in answer.text + console.out + console.err
+
+    # Reloading the page tries again without spending the code twice; still failing.
+    assert httpx.get(callback).status_code == 503
+    # The button needs the token too.
+    assert httpx.post(f"{page.url}/save/forged").status_code == 403
+
+    env_file.rmdir()  # the operator fixes the problem and presses the button
+    saved = httpx.post(f"{page.url}{save['action']}")
+
+    install = f"https://github.com/apps/{app.slug}/installations/new"
+    assert (saved.status_code, saved.headers["location"]) == (303, install)
+    env = dotenv_values(env_file)
+    assert env["GITHUB_APP_ID"] == str(app.id)
+    assert env["GITHUB_WEBHOOK_SECRET"] == app.webhook_secret
+    assert Path(str(env["GITHUB_PRIVATE_KEY_PATH"])).read_text() == rsa_keys[0]
+    assert _mode(env_file) == 0o600
+    assert page.flow.result is not None
+    assert page.flow.result.result().app_id == app.id
+    # Pressing again, or GitHub's redirect again, only points at the install page.
+    assert httpx.post(f"{page.url}{save['action']}").headers["location"] == install
+    assert httpx.get(callback).headers["location"] == install
+    assert len(fake_github.requests_to("POST", r"^/app-manifests/[^/]+/conversions$")) == 1
+
+
+async def test_stopping_with_the_credentials_unsaved_says_how_to_get_a_new_key(
+    fake_github: FakeGitHub,
+    github_side: ManifestConversions,
+    rsa_keys: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / ".env").mkdir()
+    port = _free_port()
+    setup = asyncio.create_task(run_setup(_options(fake_github, tmp_path), "127.0.0.1", port))
+    async with httpx.AsyncClient(timeout=10) as client:
+        printed = ""
+        while "\n" not in printed:
+            await asyncio.sleep(0.05)
+            printed += capsys.readouterr().out
+        link = printed.split()[1]
+        assert link.startswith(f"http://127.0.0.1:{port}/?setup_token=")
+        for _ in range(200):  # until the page listens
+            with contextlib.suppress(httpx.TransportError):
+                form = _Forms((await client.get(link)).text).forms[0]
+                break
+            await asyncio.sleep(0.05)
+        manifest = json.loads(form["inputs"]["manifest"])
+        state = parse_qs(urlsplit(form["action"]).query)["state"][0]
+        code = github_side.issue_code(manifest, rsa_keys[0])
+        query = urlencode({"code": code, "state": state})
+        answer = await client.get(f"{manifest['redirect_url']}?{query}")
+        assert answer.status_code == 503
+
+        setup.cancel()  # as Ctrl-C does
+        with pytest.raises(asyncio.CancelledError):
+            await setup
+        with pytest.raises(httpx.TransportError):
+            await client.get(link)  # the page stopped
+
+    (app,) = github_side.created
+    console = capsys.readouterr()
+    assert (
+        f"setup stopped before the credentials of GitHub App {app.slug} (id {app.id}) were saved"
+        in console.err
+    )
+    assert f"{fake_github.url}/settings/apps/{app.slug}" in console.err
+    for secret in (app.pem.splitlines()[1], app.webhook_secret):
+        assert secret not in console.out + console.err
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("::1", "[::1]"), ("10.0.0.5", "10.0.0.5")],
+)
+def test_the_printed_link_carries_the_token(host: str, shown: str) -> None:
+    assert setup_page_url(host, 8000, "t-k_1") == f"http://{shown}:8000/?setup_token=t-k_1"
 
 
 def test_without_a_webhook_url_the_page_asks_for_it(
@@ -201,11 +372,15 @@ def test_without_a_webhook_url_the_page_asks_for_it(
 ) -> None:
     flow = SetupFlow(_options(fake_github, tmp_path, webhook_url=None, org="acme"))
     with ServerThread(flow.app) as server:
-        asked = httpx.get(server.url + "/")
+        link = _Served(server.url, flow).link
+        asked = httpx.get(link)
         (question,) = _Forms(asked.text).forms
-        assert (question["method"], list(question["inputs"])) == ("get", ["webhook_url"])
+        assert (question["method"], question["action"]) == ("get", "/")
+        assert question["inputs"] == {"setup_token": flow.token, "webhook_url": None}
 
-        form = _register_form(server.url, "?" + urlencode({"webhook_url": WEBHOOK_URL}))
+        # Submitting the question keeps the token.
+        answer = {**question["inputs"], "webhook_url": WEBHOOK_URL}
+        form = _register_form(f"{server.url}/?{urlencode(answer)}")
 
     assert form["action"].startswith(f"{fake_github.url}/organizations/acme/settings/apps/new?")
     assert json.loads(form["inputs"]["manifest"])["hook_attributes"]["url"] == WEBHOOK_URL
@@ -225,11 +400,13 @@ def test_an_inline_key_replaces_a_key_file_setting(
         _options(fake_github, tmp_path, inline_key=True, app_name="My Bot", record_api_url=True)
     )
     with ServerThread(flow.app) as server:
-        form = _register_form(server.url)
+        form = _register_form(_Served(server.url, flow).link)
         manifest = json.loads(form["inputs"]["manifest"])
         code = github_side.issue_code(manifest, rsa_keys[0])
         state = parse_qs(urlsplit(form["action"]).query)["state"][0]
-        answer = httpx.get(f"{server.url}/callback?{urlencode({'code': code, 'state': state})}")
+        answer = httpx.get(
+            f"{manifest['redirect_url']}?{urlencode({'code': code, 'state': state})}"
+        )
 
     assert answer.headers["location"] == "https://github.com/apps/my-bot/installations/new"
     env = dotenv_values(env_file)
@@ -345,6 +522,16 @@ def _wait_for(url: str, seconds: float = 30) -> httpx.Response:
             time.sleep(0.1)
 
 
+def _printed_link(process: subprocess.Popen[str], printed: list[str]) -> str:
+    """The setup link `serve` prints (the only way to learn its token), read as it is printed."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        printed.append(line)
+        if line.startswith("Open "):
+            return line.split()[1]
+    raise AssertionError(f"no setup link printed: {''.join(printed)}")
+
+
 def test_serve_without_credentials_registers_the_app_then_serves(
     fake_github: FakeGitHub,
     github_side: ManifestConversions,
@@ -374,14 +561,20 @@ def test_serve_without_credentials_registers_the_app_then_serves(
         stderr=subprocess.PIPE,
         text=True,
     )
+    printed: list[str] = []
     try:
-        _wait_for(f"{base}/")
-        form = _register_form(base)
+        link = _printed_link(process, printed)
+        assert link.startswith(f"{base}/?setup_token=")
+        assert _wait_for(f"{base}/").status_code == 403  # the page needs the printed link
+        _wait_for(link)
+        form = _register_form(link)
         manifest = json.loads(form["inputs"]["manifest"])
         assert manifest["hook_attributes"]["url"] == WEBHOOK_URL  # from PUBLIC_URL
         state = parse_qs(urlsplit(form["action"]).query)["state"][0]
         code = github_side.issue_code(manifest, rsa_keys[0])
-        answer = httpx.get(f"{base}/callback?{urlencode({'code': code, 'state': state})}")
+        answer = httpx.get(
+            f"{manifest['redirect_url']}?{urlencode({'code': code, 'state': state})}"
+        )
         assert answer.status_code == 302
 
         # The same port now serves the bot, with the credentials just written.
@@ -402,9 +595,10 @@ def test_serve_without_credentials_registers_the_app_then_serves(
     finally:
         process.send_signal(signal.SIGTERM)  # as a process manager stops it
         stdout, stderr = process.communicate(timeout=30)
+        stdout = "".join(printed) + stdout
     assert process.returncode == 0, stderr
     assert '"worker stopping"' in stderr  # a clean stop, not a kill
-    assert f"Open {base}/ in a browser" in stdout
+    assert f"Open {link} in a browser" in stdout
     assert f"https://github.com/apps/{app.slug}/installations/new" in stdout
     for secret in (app.webhook_secret, app.client_secret, app.pem.splitlines()[1]):
         assert secret not in stdout + stderr
