@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, cast
 
 import orjson
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.jobs import Job
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -63,7 +64,7 @@ class RunRequest(BaseModel):
     @field_validator("repo")
     @classmethod
     def _repo(cls, value: str) -> str:
-        if not _REPO.match(value):
+        if not _REPO.fullmatch(value):
             raise ValueError("must be owner/name")
         return value
 
@@ -77,7 +78,7 @@ class RunRequest(BaseModel):
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str | None) -> str | None:
-        if value is not None and not _RUN_ID.match(value):
+        if value is not None and not _RUN_ID.fullmatch(value):
             raise ValueError("use 1-128 letters, digits, '.', '_', ':' or '-'")
         return value
 
@@ -144,15 +145,11 @@ class RunApi:
         try:
             stored = await enqueuer.enqueue(task)
         except QueueUnavailable as exc:
-            await runs.transition(
-                task.run_id,
-                RunStatus.FAILED,
-                {RunStatus.PENDING},
-                error=RunError(code="queue", detail="Redis did not store the job").model_dump(),
-            )
+            await runs.delete(task.run_id)  # no run: the same request may be sent again
             raise ApiRefusal(503, "queue unavailable, try again") from exc
-        if stored == "duplicate":
-            raise ApiRefusal(409, f"run {task.run_id} was queued before")
+        if stored == "duplicate":  # the id belongs to another job (e.g. a delivery's)
+            await runs.delete(task.run_id)
+            raise ApiRefusal(409, f"run id {task.run_id} is taken")
         return _json(
             202, {"run_id": task.run_id, "status": "PENDING", "url": f"/api/runs/{task.run_id}"}
         )
@@ -229,6 +226,9 @@ class RunApi:
             raise ApiRefusal(409, f"run {run_id} is {record.status.value} already")
         redis: Redis = request.app.state.redis
         await redis.set(lifecycle.STOP_PREFIX + run_id, "the run API", ex=3600)
+        job_id = record.job_id or run_id
+        # Running means a worker holds the job; when none does (it died), end the record here.
+        held = await redis.exists(in_progress_key_prefix + job_id)
         cancelled = await lifecycle.finish(
             self.settings,
             runs,
@@ -237,11 +237,11 @@ class RunApi:
             RunStatus.CANCELLED,
             outcome="cancelled",
             error=RunError(code="cancelled", detail="stopped by the run API"),
-            allowed={RunStatus.PENDING},
+            allowed={RunStatus.PENDING} if held else {RunStatus.PENDING, RunStatus.RUNNING},
         )
         # Queued: the job finds its run cancelled and does nothing. Running: arq cancels it, and
         # the run finalizes what the user sees and reports CANCELLED itself.
-        job = Job(record.job_id or run_id, cast(ArqRedis, redis), _deserializer=jobcodec.loads)
+        job = Job(job_id, cast(ArqRedis, redis), _deserializer=jobcodec.loads)
         with contextlib.suppress(Exception):  # asked; the worker acts on it (or has ended)
             await job.abort(timeout=0.05)
         status = "CANCELLED" if cancelled else "CANCELLING"

@@ -96,10 +96,17 @@ async def tracked(
         log.info("run %s is %s; not starting it", run_id, status, extra={"run_id": run_id})
         return {"run_id": run_id, "status": "skipped", "reason": f"run is {status}"}
     await runs.log(run_id, f"started ({record.kind}, {record.trigger})")
+    started = time.monotonic()
     try:
         result = await body()
     except asyncio.CancelledError:
-        await asyncio.shield(_cancelled(settings, runs, enqueuer, redis, run_id))
+        # arq runs the job again after a shutdown, unless this was its last try or it ran out
+        # of time (arq's job timeout also arrives as a cancellation).
+        rerun = (
+            int(ctx.get("job_try", 1)) < int(ctx.get("max_tries", 1))
+            and time.monotonic() - started < settings.job_timeout_seconds - 1
+        )
+        await asyncio.shield(_cancelled(settings, runs, enqueuer, redis, run_id, rerun=rerun))
         raise
     except Retry:
         await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
@@ -123,25 +130,44 @@ async def tracked(
 
 
 async def _cancelled(
-    settings: Settings, runs: RunStore, enqueuer: Enqueuer, redis: Redis, run_id: str
+    settings: Settings,
+    runs: RunStore,
+    enqueuer: Enqueuer,
+    redis: Redis,
+    run_id: str,
+    *,
+    rerun: bool,
 ) -> None:
-    """Stopped on request → CANCELLED (final); a worker shutting down → PENDING (arq re-runs it)."""
+    """Stopped on request → CANCELLED; a worker shutting down → PENDING while arq will run it
+    again, FAILED when it will not (its last try, or past JOB_TIMEOUT_SECONDS)."""
     with contextlib.suppress(Exception):
         by = await redis.get(STOP_PREFIX + run_id)
-        if by is None:
+        if by is not None:
+            await finish(
+                settings,
+                runs,
+                enqueuer,
+                run_id,
+                RunStatus.CANCELLED,
+                outcome="cancelled",
+                error=RunError(code="cancelled", detail=f"stopped by {by.decode()}"),
+            )
+        elif rerun:
             await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
             await runs.log(run_id, "interrupted by a worker shutdown; it runs again")
-            return
-        who = by.decode()
-        await finish(
-            settings,
-            runs,
-            enqueuer,
-            run_id,
-            RunStatus.CANCELLED,
-            outcome="cancelled",
-            error=RunError(code="cancelled", detail=f"stopped by {who}"),
-        )
+        else:
+            await finish(
+                settings,
+                runs,
+                enqueuer,
+                run_id,
+                RunStatus.FAILED,
+                outcome="failed",
+                error=RunError(
+                    code="interrupted",
+                    detail="the job timed out or its worker stopped on its last try",
+                ),
+            )
 
 
 def is_final(status: RunStatus) -> bool:

@@ -126,6 +126,13 @@ class RunStore:
             await pipe.execute()
         return True
 
+    async def delete(self, run_id: str) -> None:
+        """Forget a record that never became a run (its job could not be queued)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(RUN_PREFIX + run_id, LOG_PREFIX + run_id)
+            pipe.zrem(INDEX_KEY, run_id)
+            await pipe.execute()
+
     async def get(self, run_id: str) -> RunRecord | None:
         raw = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(RUN_PREFIX + run_id))
         return _decode(raw)

@@ -582,7 +582,7 @@ def worker_options(
     """Keyword arguments for `arq.Worker`, with `settings` (and an injected workspace provider,
     which the caller then owns, and a clock for the scheduler) in every job's ctx.
     `scheduled=False` leaves out the cron jobs (the automation tick and the hourly resync)."""
-    ctx: dict[str, Any] = {"settings": settings}
+    ctx: dict[str, Any] = {"settings": settings, "max_tries": MAX_TRIES}
     if workspaces is not None:
         ctx["workspaces"] = workspaces
     if clock is not None:

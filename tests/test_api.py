@@ -3,6 +3,7 @@ list filters; runs execute in a real arq worker."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from bot.config import Settings
 from bot.runs import RunRecord, RunStatus, RunStore
 from bot.web import create_app
 from bot.worker import REPO_INSTALLATION_KEY
-from tests.conftest import Deliverer, run_worker
+from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.callbacks import CallbackReceiver
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -231,3 +232,31 @@ async def test_list_filters_by_repo_status_and_kind(api: httpx.AsyncClient, redi
     assert await ids(limit="1") == ["r4"]
     assert (await api.get("/api/runs", params={"status": "DONE"})).status_code == 400
     assert (await api.get("/api/runs/r9")).status_code == 404
+
+
+async def test_a_running_run_whose_worker_died_can_still_be_cancelled(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    # The record says RUNNING but no worker holds its job (the worker was killed).
+    store = RunStore(redis, 3600)
+    await store.create(
+        RunRecord(
+            run_id="orphan", kind="automation", trigger="api", repo=REPO, status=RunStatus.RUNNING
+        )
+    )
+    cancelled = await api.post("/api/runs/orphan/cancel")
+    assert cancelled.status_code == 202
+    assert cancelled.json()["status"] == "CANCELLED"
+    record = (await api.get("/api/runs/orphan")).json()
+    assert record["status"] == "CANCELLED"
+
+
+async def test_a_run_id_taken_by_a_queued_delivery_is_refused_and_leaves_no_record(
+    api: httpx.AsyncClient, installed: FakeGitHub, deliver: Deliverer, redis: Redis
+) -> None:
+    payload = copy.deepcopy(load_payload("issue_comment/created.with-installation.json"))
+    payload["comment"]["body"] = "@openhands hello"
+    assert deliver.post("issue_comment", payload, delivery_id="taken-id").status_code == 202
+    response = await api.post("/api/runs", json={"repo": REPO, "prompt": "x", "run_id": "taken-id"})
+    assert response.status_code == 409
+    assert (await api.get("/api/runs/taken-id")).status_code == 404

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import pickle
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from arq.constants import default_queue_name, job_key_prefix
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bot.config import Settings
-from bot.worker import REPO_INSTALLATION_KEY, exposed_queue
+from bot.mention import THREAD_LOCK_PREFIX, thread_key
+from bot.runs import RunStatus, RunStore
+from bot.worker import REPO_INSTALLATION_KEY, exposed_queue, worker_options
+from bot.workspace.server import ServerProvider
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.github import FakeGitHub
 
@@ -349,3 +356,38 @@ def test_a_local_agent_beside_an_open_tcp_redis_is_flagged(
 ) -> None:
     settings = Settings(_env_file=None, workspace_kind=kind, redis_url=url)  # type: ignore[call-arg]
     assert exposed_queue(settings) is exposed
+
+
+async def test_a_run_interrupted_on_its_last_try_ends_failed_not_pending(
+    github: FakeGitHub, deliver: Deliverer, settings: Settings, redis: Redis
+) -> None:
+    # The run waits for its thread (another run holds it) when the worker is told to stop.
+    github.set_permission(REPO, "octo-dev", "write")
+    payload = _comment("@openhands fix it")
+    number = payload["issue"]["number"]
+    await redis.set(THREAD_LOCK_PREFIX + thread_key(REPO, number), "another-run", ex=600)
+    assert _deliver(github, deliver, "issue_comment", payload, delivery_id="last-try") == 202
+    options = worker_options(
+        settings.model_copy(update={"thread_poll_seconds": 0.05}),
+        workspaces=ServerProvider("http://127.0.0.1:9", None, "/nonexistent"),
+        scheduled=False,
+    )
+    options["ctx"]["max_tries"] = 1  # this try is the last: arq will not run it again
+    worker = Worker(**options, poll_delay=0.05, handle_signals=False)
+    running = asyncio.create_task(worker.async_run())
+    store = RunStore(redis, 3600)
+    for _ in range(200):
+        record = await store.get("last-try")
+        if record is not None and record.status is RunStatus.RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    worker.handle_sig(signal.SIGTERM)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(running, 30)
+    await worker.close()
+
+    record = await store.get("last-try")
+    assert record is not None
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None
+    assert record.error.code == "interrupted"
