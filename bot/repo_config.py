@@ -32,6 +32,7 @@ CONFIG_REPOS_KEY = "openhands-bot:config-repos"  # repos whose config declares a
 REPORTED_PREFIX = "openhands-bot:config-reported:"  # repo:blob sha → reported once
 REPORT_ISSUE_PREFIX = "openhands-bot:config-issue:"  # repo → the open report issue's number
 REPORT_MARKER = "<!-- openhands-config-report -->"
+LAST_SLOT_PREFIX = "openhands-bot:automation-last:"  # repo:name → the last slot claimed (epoch)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
 
@@ -192,8 +193,20 @@ async def load(redis: Redis, repo: str) -> Stored:
         return Stored(None, RepoConfig())
 
 
+def last_slot_key(repo: str, name: str) -> str:
+    return f"{LAST_SLOT_PREFIX}{repo.lower()}:{name.lower()}"
+
+
 async def _store(redis: Redis, repo: str, sha: str | None, config: RepoConfig) -> None:
     key = repo.lower()
+    # An automation that leaves the file forgets its schedule: added back, it waits for its
+    # next slot like a new one instead of catching up on the time it was gone.
+    kept = {a.name.lower() for a in config.automations}
+    gone = [
+        a.name for a in (await load(redis, repo)).config.automations if a.name.lower() not in kept
+    ]
+    if gone:
+        await redis.delete(*[last_slot_key(repo, name) for name in gone])
     record = {"sha": sha, "config": config.model_dump(mode="json")}
     await redis.set(CONFIG_PREFIX + key, json.dumps(record))
     if config.automations:

@@ -18,7 +18,6 @@ from bot.tasks import AutomationTask, RepoRef
 
 log = logging.getLogger("bot.scheduler")
 
-LAST_SLOT_PREFIX = "openhands-bot:automation-last:"  # repo:name → the last slot claimed (epoch)
 SLOT_FORMAT = "%Y%m%dT%H%MZ"
 
 # Advance the last slot only forwards; 1 when this caller moved it.
@@ -49,10 +48,6 @@ def run_id_for(job: str) -> str:
     return "sched-" + hashlib.sha256(job.encode()).hexdigest()[:20]
 
 
-def _last_key(repo: str, name: str) -> str:
-    return f"{LAST_SLOT_PREFIX}{repo.lower()}:{name.lower()}"
-
-
 async def tick(
     redis: Redis,
     enqueuer: Enqueuer,
@@ -72,9 +67,10 @@ async def tick(
         repo = raw.decode() if isinstance(raw, bytes) else str(raw)
         stored = await repo_config.load(redis, repo)
         for automation in stored.config.automations:
-            if not automation.enabled:
+            key = repo_config.last_slot_key(repo, automation.name)
+            if not automation.enabled:  # re-enabled later, it starts afresh (no catch-up)
+                await redis.delete(key)
                 continue
-            key = _last_key(repo, automation.name)
             last_raw = await redis.get(key)
             if last_raw is None:
                 await redis.set(key, int(now.timestamp()), nx=True)

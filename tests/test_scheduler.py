@@ -128,3 +128,27 @@ async def test_a_scheduled_run_is_recorded_with_its_slot_and_outcome(
     assert record.error.code == "workspace"
     await run_worker(scheduled)  # nothing else was queued
     assert len(await automation_runs(redis)) == 1
+
+
+async def test_an_automation_switched_off_and_on_again_does_not_catch_up(
+    scheduled: Settings, git_host: FakeGitHost, deliver: Deliverer, redis: Redis
+) -> None:
+    async def configure(text: str) -> None:
+        git_host.commit(REPO, {CONFIG_PATH: text}, message="Reconfigure")
+        await push(deliver, scheduled, git_host.rev_parse(REPO, "refs/heads/main"))
+
+    await configure(EVERY_5.replace("output: none", "output: none\n    enabled: false", 1))
+    await tick_workers(scheduled, at(10, 6))
+    assert await automation_runs(redis) == []
+    # Back on at 10:31: the slots it was off for are not owed; the next one is.
+    await configure(EVERY_5)
+    await tick_workers(scheduled, at(10, 31))
+    assert await automation_runs(redis) == []
+    await tick_workers(scheduled, at(10, 35))
+    assert len(await automation_runs(redis)) == 1
+
+    # Removed from the file and added back later: the same.
+    await configure("automations: []\n")
+    await configure(EVERY_5)
+    await tick_workers(scheduled, at(11, 2))
+    assert len(await automation_runs(redis)) == 1
