@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from bot import callback, jobcodec, metrics
 from bot.config import Settings
 from bot.queue import Enqueuer
-from bot.runs import FINAL, RunError, RunRecord, RunStatus, RunStore
+from bot.runs import RunError, RunRecord, RunStatus, RunStore
 
 log = logging.getLogger("bot.lifecycle")
 
@@ -142,33 +142,20 @@ async def _cancelled(
     again, FAILED when it will not (its last try, or past JOB_TIMEOUT_SECONDS)."""
     with contextlib.suppress(Exception):
         by = await redis.get(STOP_PREFIX + run_id)
-        if by is not None:
-            await finish(
-                settings,
-                runs,
-                enqueuer,
-                run_id,
-                RunStatus.CANCELLED,
-                outcome="cancelled",
-                error=RunError(code="cancelled", detail=f"stopped by {by.decode()}"),
-            )
-        elif rerun:
+        if by is None and rerun:
             await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
             await runs.log(run_id, "interrupted by a worker shutdown; it runs again")
-        else:
-            await finish(
-                settings,
-                runs,
-                enqueuer,
-                run_id,
-                RunStatus.FAILED,
-                outcome="failed",
-                error=RunError(
-                    code="interrupted",
-                    detail="the job timed out or its worker stopped on its last try",
-                ),
+            return
+        if by is not None:
+            status, why = (
+                RunStatus.CANCELLED,
+                RunError(code="cancelled", detail=f"stopped by {by.decode()}"),
             )
-
-
-def is_final(status: RunStatus) -> bool:
-    return status in FINAL
+        else:
+            why = RunError(
+                code="interrupted", detail="the job timed out or its worker stopped on its last try"
+            )
+            status = RunStatus.FAILED
+        await finish(
+            settings, runs, enqueuer, run_id, status, outcome=status.value.lower(), error=why
+        )
