@@ -199,7 +199,7 @@ class RunApi:
 
     async def get(self, request: Request, run_id: str) -> Response:
         runs = self.runs(request)
-        record = await runs.get(run_id)
+        record = await runs.get_or_queued(run_id)
         if record is None:
             raise ApiRefusal(404, f"no run {run_id}")
         return _json(200, {**record.public(), "log": await runs.read_log(run_id)})

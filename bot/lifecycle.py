@@ -80,8 +80,11 @@ async def tracked(
     ctx: dict[str, Any],
     record: RunRecord,
     body: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    on_cancelled: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Run `body` as the run `record` describes, keeping its record true on every path."""
+    """Run `body` as the run `record` describes, keeping its record true on every path.
+    `on_cancelled` tells the user when the run was cancelled before it could start."""
     settings: Settings = ctx["settings"]
     runs: RunStore = ctx["runs"]
     enqueuer: Enqueuer = ctx["enqueuer"]
@@ -94,6 +97,11 @@ async def tracked(
         current = await runs.get(run_id)
         status = current.status.value if current else "gone"
         log.info("run %s is %s; not starting it", run_id, status, extra={"run_id": run_id})
+        if current is not None and current.status is RunStatus.CANCELLED and on_cancelled:
+            try:
+                await on_cancelled()
+            except Exception:
+                log.exception("run %s: could not say it was cancelled", run_id)
         return {"run_id": run_id, "status": "skipped", "reason": f"run is {status}"}
     await runs.log(run_id, f"started ({record.kind}, {record.trigger})")
     started = time.monotonic()

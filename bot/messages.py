@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from bot.conversation import AgentError
 
 # Classified failure code → (what happened, what the user can do).
@@ -91,7 +93,10 @@ def from_agent_error(error: AgentError | None, handle: str) -> tuple[str, list[s
 
 
 def stopped(by: str) -> tuple[str, list[str]]:
-    return f"⏹️ Stopped by @{by}.", []
+    who = (
+        f"@{by}" if re.fullmatch(r"[A-Za-z0-9-]+(\[bot\])?", by) else by
+    )  # a login, or "the run API"
+    return f"⏹️ Stopped by {who}.", []
 
 
 def stats(duration: float, cost: float, steps: int) -> str:

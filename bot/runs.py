@@ -9,8 +9,11 @@ from collections.abc import Awaitable
 from enum import StrEnum
 from typing import Any, cast
 
+from arq.constants import job_key_prefix
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+
+from bot import jobcodec
 
 RUN_PREFIX = "openhands-bot:run:"  # hash per run
 LOG_PREFIX = "openhands-bot:run-log:"  # list per run: its phases and log lines, oldest first
@@ -136,6 +139,35 @@ class RunStore:
     async def get(self, run_id: str) -> RunRecord | None:
         raw = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(RUN_PREFIX + run_id))
         return _decode(raw)
+
+    async def get_or_queued(self, run_id: str) -> RunRecord | None:
+        """The run's record or, for a delivery still waiting in the queue (its record is written
+        when a worker picks it up), a PENDING record read from the queued job."""
+        record = await self.get(run_id)
+        if record is not None:
+            return record
+        raw = await cast(Awaitable[bytes | None], self._redis.get(job_key_prefix + run_id))
+        if raw is None:
+            return None
+        try:
+            job = jobcodec.loads(raw)
+            task = job["a"][0]
+            repo = f"{task['repo']['owner']}/{task['repo']['name']}"
+            kind = task["kind"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None  # not a run's job (a callback, a cron tick) or not ours
+        if kind not in ("mention", "review", "automation"):
+            return None
+        return RunRecord(
+            run_id=run_id,
+            kind=kind,
+            trigger=task.get("trigger") or "pull_request",
+            repo=repo,
+            number=task.get("number") or task.get("issue"),
+            automation=task.get("automation"),
+            sender=task.get("sender"),
+            created_at=job.get("et", 0) / 1000,
+        )
 
     async def callback_key(self, run_id: str) -> str | None:
         raw = await cast(

@@ -241,7 +241,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         if (refusal := refused(request)) is not None:
             return refusal
         store: RunStore = request.app.state.runs
-        record = await store.get(run_id)
+        record = await store.get_or_queued(run_id)
         if record is None:
             page = _page("No such run", f"<h1>No run {escape(run_id)}</h1><p>It may have expired.")
             return _html(404, page)

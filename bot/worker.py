@@ -38,6 +38,7 @@ from bot.tasks import (
     RepoRef,
     ReviewTask,
 )
+from bot.tracking import TrackingComment
 from bot.workspace import WorkspaceProvider, make_provider
 
 log = logging.getLogger("bot.worker")
@@ -268,7 +269,23 @@ async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, An
     """A mention or the trigger label: gate on permission, 👀, then the agent run."""
     task = MentionTask.model_validate(data)
     record = _record(ctx, task, "mention", task.trigger, task.number)
-    return await tracked(ctx, record, lambda: _mention(ctx, task))
+    return await tracked(
+        ctx, record, lambda: _mention(ctx, task), on_cancelled=lambda: _say_stopped(ctx, task)
+    )
+
+
+async def _say_stopped(ctx: dict[str, Any], task: MentionTask) -> None:
+    """The run was cancelled while it waited (e.g. through the run API): tell the thread."""
+    settings, github = _deps(ctx)
+    installation_id = await installation_for(ctx, task.repo, task.installation_id)
+    gh = await github.installation_client(
+        installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
+    )
+    by = await ctx["redis"].get(STOP_PREFIX + task.run_id)
+    tracking = TrackingComment(
+        gh, ctx["redis"], task.repo, task.number, task.run_id, run_url=settings.run_url(task.run_id)
+    )
+    await tracking.finalize(*messages.stopped(by.decode() if by else "the run API"))
 
 
 def _record(

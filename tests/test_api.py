@@ -259,4 +259,21 @@ async def test_a_run_id_taken_by_a_queued_delivery_is_refused_and_leaves_no_reco
     assert deliver.post("issue_comment", payload, delivery_id="taken-id").status_code == 202
     response = await api.post("/api/runs", json={"repo": REPO, "prompt": "x", "run_id": "taken-id"})
     assert response.status_code == 409
-    assert (await api.get("/api/runs/taken-id")).status_code == 404
+    # What the id names is still the delivery's run, not a half-made API run.
+    record = (await api.get("/api/runs/taken-id")).json()
+    assert (record["kind"], record["status"]) == ("mention", "PENDING")
+    assert await RunStore(redis, 3600).get("taken-id") is None
+
+
+async def test_a_delivery_still_in_the_queue_reads_as_pending(
+    api: httpx.AsyncClient, deliver: Deliverer, redis: Redis
+) -> None:
+    payload = copy.deepcopy(load_payload("issue_comment/created.with-installation.json"))
+    payload["comment"]["body"] = "@openhands hello"
+    assert deliver.post("issue_comment", payload, delivery_id="still-queued").status_code == 202
+    record = (await api.get("/api/runs/still-queued")).json()
+    assert record["status"] == "PENDING"
+    assert record["kind"] == "mention"
+    assert record["repo"] == payload["repository"]["full_name"]
+    assert record["number"] == payload["issue"]["number"]
+    assert record["log"] == []

@@ -17,8 +17,9 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bot.config import Settings
+from bot.lifecycle import STOP_PREFIX
 from bot.mention import THREAD_LOCK_PREFIX, thread_key
-from bot.runs import RunStatus, RunStore
+from bot.runs import RunRecord, RunStatus, RunStore
 from bot.worker import REPO_INSTALLATION_KEY, exposed_queue, worker_options
 from bot.workspace.server import ServerProvider
 from tests.conftest import Deliverer, load_payload, run_worker
@@ -391,3 +392,29 @@ async def test_a_run_interrupted_on_its_last_try_ends_failed_not_pending(
     assert record.status is RunStatus.FAILED
     assert record.error is not None
     assert record.error.code == "interrupted"
+
+
+async def test_a_mention_cancelled_before_it_started_says_so_on_the_thread(
+    github: FakeGitHub, deliver: Deliverer, settings: Settings, redis: Redis
+) -> None:
+    # E.g. retried after a GitHub hiccup (PENDING), then cancelled through the run API.
+    github.set_permission(REPO, "octo-dev", "write")
+    payload = _comment("@openhands fix it")
+    assert _deliver(github, deliver, "issue_comment", payload, delivery_id="cancelled-early") == 202
+    store = RunStore(redis, 3600)
+    await store.create(
+        RunRecord(
+            run_id="cancelled-early",
+            kind="mention",
+            trigger="issue_comment",
+            repo=REPO,
+            status=RunStatus.CANCELLED,
+        )
+    )
+    await redis.set(STOP_PREFIX + "cancelled-early", "the run API")
+
+    await run_worker(settings)
+
+    (comment,) = [c for c in github.comments.values() if "openhands-run:" in c["body"]]
+    assert "Stopped by the run API." in comment["body"]
+    assert _reactions(github) == []  # it never started: no 👀, no agent
