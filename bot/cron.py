@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -121,6 +122,30 @@ class Schedule:
             return in_month or in_week
         return in_month and in_week
 
+    def _slots(self, day: date, now: datetime) -> Iterator[datetime]:
+        """The day's slots at or before `now`, latest first, as instants (UTC). On the day the
+        clocks go back, a local time passed twice is a slot both times."""
+        utc = ZoneInfo("UTC")
+        first = datetime.combine(day, time(0, 0), self.zone)
+        last = datetime.combine(day, time(23, 59), self.zone)
+        if first.utcoffset() != last.utcoffset():  # a transition day: order every instant
+            instants = {
+                datetime.combine(day, time(h, m), self.zone).replace(fold=fold).astimezone(utc)
+                for h in self.hours
+                for m in self.minutes
+                for fold in (0, 1)
+            }
+            yield from sorted((i for i in instants if i <= now), reverse=True)
+            return
+        limit = now.astimezone(self.zone)
+        for hour in sorted(self.hours, reverse=True):
+            if day == limit.date() and hour > limit.hour:
+                continue
+            for minute in sorted(self.minutes, reverse=True):
+                slot = datetime.combine(day, time(hour, minute), self.zone).astimezone(utc)
+                if slot <= now:
+                    yield slot
+
     def latest(self, now: datetime, *, after: datetime | None = None) -> datetime | None:
         """The latest slot at or before `now` (aware, UTC), if one is later than `after`."""
         local_now = now.astimezone(self.zone)
@@ -130,17 +155,9 @@ class Schedule:
             if floor is not None and day < floor.date():
                 return None
             if self._day_matches(day):
-                limit = local_now.time() if day == local_now.date() else time(23, 59)
-                for hour in sorted(self.hours, reverse=True):
-                    for minute in sorted(self.minutes, reverse=True):
-                        if time(hour, minute) > limit:
-                            continue
-                        slot = datetime.combine(day, time(hour, minute), self.zone)
-                        slot_utc = slot.astimezone(ZoneInfo("UTC"))
-                        if slot_utc > now:  # a local time the clocks skipped
-                            continue
-                        if after is not None and slot_utc <= after:
-                            return None
-                        return slot_utc
+                for slot in self._slots(day, now):
+                    if after is not None and slot <= after:
+                        return None
+                    return slot
             day -= timedelta(days=1)
         return None

@@ -48,6 +48,14 @@ def test_a_local_time_the_clocks_skip_does_not_run_early() -> None:
     assert slot <= now
 
 
+def test_the_hour_repeated_when_summer_time_ends_runs_both_times() -> None:
+    # New York, 2026-11-01: 01:00 EDT (05:00 UTC), then 01:00 EST (06:00 UTC), then 02:00 EST.
+    hourly = Schedule.parse("0 * * * *", "America/New_York")
+    assert hourly.latest(utc(2026, 11, 1, 5, 30)) == utc(2026, 11, 1, 5, 0)
+    assert hourly.latest(utc(2026, 11, 1, 6, 30)) == utc(2026, 11, 1, 6, 0)
+    assert hourly.latest(utc(2026, 11, 1, 7, 30)) == utc(2026, 11, 1, 7, 0)
+
+
 def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
     # Cron's rule: the 1st of the month OR any Monday.
     either = Schedule.parse("0 0 1 * mon")
