@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot import logs
+from bot.cli import uvicorn_config
 from bot.config import Settings
 from bot.web import create_app
 
@@ -96,15 +97,13 @@ def real_app(redis_url: str, bot_log_level: str | None) -> FastAPI:
 def serve(target: Target, port: int, redis_url: str, bot_log_level: str | None) -> None:
     secret = os.environ[SECRET_ENV].encode()
     app = bare_app(secret) if target == "bare" else real_app(redis_url, bot_log_level)
-    config = uvicorn.Config(
+    # Both served exactly as `openhands-bot web` serves (bot.cli), so only the app differs.
+    config = uvicorn_config(
         app,
-        host=HOST,
-        port=port,
-        http="httptools",
-        loop="uvloop",
+        HOST,
+        port,
         ws="none",
         lifespan="on" if target == "real" else "off",
-        access_log=False,
         log_level="warning",
     )
     uvicorn.Server(config).run()

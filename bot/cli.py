@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from arq.worker import Worker
@@ -44,17 +45,25 @@ def _complain(text: str) -> None:
     print(f"openhands-bot: {text}", file=sys.stderr, flush=True)  # noqa: T201
 
 
-def _uvicorn(settings: Settings, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(
-        create_app(settings),
+def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    """How the bot serves HTTP (the intake benchmark serves the same way)."""
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
         http="httptools",
         loop="uvloop",
+        # Nothing reads client addresses, and the Server header only tells attackers what runs.
+        proxy_headers=False,
+        server_header=False,
+        **extra,
     )
-    return uvicorn.Server(config)
+
+
+def _uvicorn(settings: Settings, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn_config(create_app(settings), host, port))
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
