@@ -19,7 +19,6 @@ from bot.workspace.base import WorkspaceProvider
 
 log = logging.getLogger("bot.automation")
 
-PUBLISH = {"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"}
 READ = {"contents": "read", "metadata": "read"}
 WORKDIR = "the repository root (your working directory)"
 
@@ -112,7 +111,9 @@ async def _publish(
     if task.output == "pr" and not run.result.changes:
         return {"status": "completed", "reason": "no changes to propose"}
     writer = await github.installation_client(
-        task.installation_id or 0, repositories=[task.repo.name], permissions=PUBLISH
+        task.installation_id or 0,
+        repositories=[task.repo.name],
+        permissions=publish.PUBLISH_PERMISSIONS,
     )
     owner, name = task.repo.owner, task.repo.name
     body = f"{summary[:60_000]}\n\n{_footer(settings, task)}"

@@ -17,8 +17,6 @@ def _other(value: Any) -> Any:
     # arq stores a failed job's exception as its result; keep its type name and message only.
     if isinstance(value, BaseException):
         return {_EXCEPTION: type(value).__name__, "message": str(value)}
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

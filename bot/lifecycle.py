@@ -69,9 +69,10 @@ async def finish(
         return False
     await runs.log(run_id, f"{status.value}: {outcome or (error.code if error else '')}")
     record = await runs.get(run_id)
-    if record is not None:
-        await metrics.count_finished(runs.redis, record)  # once: only the move gets here
-    if record is not None and callback.target(settings, record, None) is not None:
+    if record is None:  # expired meanwhile: nothing to count or report
+        return True
+    await metrics.count_finished(runs.redis, record)  # once: only the move gets here
+    if callback.target(settings, record, None) is not None:
         await enqueuer.enqueue_raw(callback_job_id(run_id), callback_job(run_id))
     return True
 

@@ -33,7 +33,6 @@ from bot.workspace.base import WorkspaceProvider
 
 log = logging.getLogger("bot.mention")
 
-PUBLISH = {"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"}
 THREAD_LOCK_PREFIX = "openhands-bot:thread-lock:"
 ACTIVE_PREFIX = "openhands-bot:active:"  # hash per thread: run_id, job_id
 SUMMARY_PREFIX = "openhands-bot:thread-summary:"  # the last run's summary, for a follow-up
@@ -309,7 +308,9 @@ class MentionRun:
         try:
             # Only publishing may write code, with a token of its own for this one repository.
             self.writer = await self.github.installation_client(
-                task.installation_id or 0, repositories=[task.repo.name], permissions=PUBLISH
+                task.installation_id or 0,
+                repositories=[task.repo.name],
+                permissions=publish.PUBLISH_PERMISSIONS,
             )
             if pull is None:
                 outcome = await self._open_pull_request(run, context.title, repo.default_branch)

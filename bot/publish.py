@@ -20,6 +20,13 @@ from githubkit.exception import GitHubException, RequestFailed
 from bot.conversation import ChangedFile
 from bot.tasks import RepoRef
 
+# The only token that may write code: minted for publishing, for the one repository.
+PUBLISH_PERMISSIONS = {
+    "contents": "write",
+    "pull_requests": "write",
+    "issues": "write",
+    "metadata": "read",
+}
 BOT_NAME = "openhands-bot"
 BOT_EMAIL = "openhands-bot@users.noreply.github.com"
 PATCH_COMMENT_LIMIT = 60_000  # GitHub comments hold 65,536 characters

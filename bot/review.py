@@ -172,9 +172,10 @@ class ReviewRun:
 
     async def execute(self) -> dict[str, Any]:
         task, settings = self.task, self.settings
-        wanted = await self._wanted()
-        if wanted is not None:
-            return {"run_id": task.run_id, "status": "skipped", "reason": wanted}
+        self.config = (await repo_config.load(self.redis, task.repo.full_name)).config.review
+        unwanted = self._unwanted()
+        if unwanted is not None:
+            return {"run_id": task.run_id, "status": "skipped", "reason": unwanted}
         installation = task.installation_id or 0
         gh = await self.github.installation_client(
             installation, repositories=[task.repo.name], permissions=REVIEW_PERMISSIONS
@@ -219,10 +220,9 @@ class ReviewRun:
             await self.redis.delete(key)  # let a later trigger try again
             raise
 
-    async def _wanted(self) -> str | None:
+    def _unwanted(self) -> str | None:
         """Why this repository does not want this review (its config, else the bot's settings),
         or None. Asking with `@handle review` always gets one."""
-        self.config = (await repo_config.load(self.redis, self.task.repo.full_name)).config.review
         if self.task.rereview:
             return None
         if not self.config.enabled:

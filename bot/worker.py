@@ -157,14 +157,19 @@ def _retry_or_fail(ctx: dict[str, Any], exc: TransientError | PermanentError, ru
     log.error("run %s failed: %s", run_id, exc.user_message, extra={"run_id": run_id})
 
 
+async def _ack_client(ctx: dict[str, Any], task: Gated) -> Any:
+    """The bot's client for gating and answering on the task's thread: one repository, no code."""
+    installation_id = await installation_for(ctx, task.repo, task.installation_id)
+    return await ctx["github"].installation_client(
+        installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
+    )
+
+
 async def _gate(ctx: dict[str, Any], task: Gated) -> tuple[bool, Any]:
     """Check the sender may write; return (allowed, installation client)."""
-    settings, github = _deps(ctx)
-    installation_id = await installation_for(ctx, task.repo, task.installation_id)
+    settings, _ = _deps(ctx)
     try:
-        gh = await github.installation_client(
-            installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
-        )
+        gh = await _ack_client(ctx, task)
         allowed = await can_write(
             gh,
             ctx["redis"],
@@ -224,13 +229,10 @@ async def _admit(ctx: dict[str, Any], task: Gated) -> tuple[Any, dict[str, Any] 
 
 async def _tell_gate_failure(ctx: dict[str, Any], task: Gated, exc: BotError) -> None:
     """The permission check failed for good: say so on the thread rather than stay silent."""
-    settings, github = _deps(ctx)
+    settings, _ = _deps(ctx)
     headline, details = messages.failure("permission_lookup", settings.bot_handle, exc.user_message)
     try:
-        installation_id = await installation_for(ctx, task.repo, task.installation_id)
-        gh = await github.installation_client(
-            installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
-        )
+        gh = await _ack_client(ctx, task)
         await gh.rest.issues.async_create_comment(
             task.repo.owner, task.repo.name, task.number, body="\n".join([headline, "", *details])
         )
@@ -276,11 +278,8 @@ async def run_mention(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, An
 
 async def _say_stopped(ctx: dict[str, Any], task: MentionTask) -> None:
     """The run was cancelled while it waited (e.g. through the run API): tell the thread."""
-    settings, github = _deps(ctx)
-    installation_id = await installation_for(ctx, task.repo, task.installation_id)
-    gh = await github.installation_client(
-        installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
-    )
+    settings, _ = _deps(ctx)
+    gh = await _ack_client(ctx, task)
     by = await ctx["redis"].get(STOP_PREFIX + task.run_id)
     tracking = TrackingComment(
         gh, ctx["redis"], task.repo, task.number, task.run_id, run_url=settings.run_url(task.run_id)
