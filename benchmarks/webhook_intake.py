@@ -44,7 +44,7 @@ from bot.config import Settings
 from bot.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-PAYLOAD = Path("/work/shared/github/webhook-payloads/issue_comment/created.with-installation.json")
+PAYLOAD = ROOT / "tests/fixtures/github/webhook-payloads/issue_comment/created.with-installation.json"
 WEBHOOK_PATH = "/webhooks/github"
 SECRET_ENV = "WEBHOOK_INTAKE_SECRET"
 KEY_ENV = "WEBHOOK_INTAKE_PRIVATE_KEY"

@@ -30,11 +30,8 @@ from bot.workspace.server import ServerProvider
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
+from tests.paths import PAYLOADS
 from tests.servers import ServerThread
-
-# The project is checked out beside shared/, which holds the real deliveries.
-SHARED = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-PAYLOADS = SHARED / "github" / "webhook-payloads"
 
 APP_ID = 424242
 WEBHOOK_SECRET = "test-webhook-secret-Zx81"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -18,12 +17,12 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestFailed
 
 from tests.fakes.github import FakeGitHub
+from tests.paths import PAYLOADS
 
 APP_ID = 424242
 INSTALLATION_ID = 77
 WIDGETS = "acme/widgets"
 GADGETS = "acme/gadgets"
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "github" / "webhook-payloads"
 
 
 def _key_pair() -> tuple[str, str]:

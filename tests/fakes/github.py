@@ -8,7 +8,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import re
 import secrets
 import string
@@ -32,15 +31,11 @@ from starlette.types import Receive, Scope, Send
 
 from tests.fakes.git_data import BareRepo, GitDataApi, GitDataError, GitRequest
 from tests.fakes.manifest import convert_manifest_code
+from tests.paths import REST_EXAMPLES
 from tests.servers import ServerThread
 
-# GitHub's documented response examples, kept next to the repository (see their SOURCE.md).
-EXAMPLES_DIR = Path(
-    os.environ.get(
-        "GITHUB_REST_EXAMPLES",
-        Path(__file__).resolve().parents[3] / "shared" / "github" / "rest-examples",
-    )
-)
+# GitHub's documented response examples, copied into tests/fixtures (see their SOURCE.md).
+EXAMPLES_DIR = REST_EXAMPLES
 DOCS = "https://docs.github.com/rest"
 HTML_BASE = "https://github.com"
 EXAMPLE_API_BASE = "https://api.github.com"
