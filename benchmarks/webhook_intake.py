@@ -39,12 +39,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot import logs
-from bot.cli import uvicorn_config
 from bot.config import Settings
-from bot.web import create_app
+from bot.intake.app import create_app
+from bot.ops.cli import uvicorn_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PAYLOAD = ROOT / "tests/fixtures/github/webhook-payloads/issue_comment/created.with-installation.json"
+PAYLOADS = ROOT / "tests" / "fixtures" / "github" / "webhook-payloads"
+PAYLOAD = (
+    ROOT / "tests/fixtures/github/webhook-payloads/issue_comment/created.with-installation.json"
+)
 WEBHOOK_PATH = "/webhooks/github"
 SECRET_ENV = "WEBHOOK_INTAKE_SECRET"
 KEY_ENV = "WEBHOOK_INTAKE_PRIVATE_KEY"
@@ -97,7 +100,7 @@ def real_app(redis_url: str, bot_log_level: str | None) -> FastAPI:
 def serve(target: Target, port: int, redis_url: str, bot_log_level: str | None) -> None:
     secret = os.environ[SECRET_ENV].encode()
     app = bare_app(secret) if target == "bare" else real_app(redis_url, bot_log_level)
-    # Both served exactly as `openhands-bot web` serves (bot.cli), so only the app differs.
+    # Both served exactly as `openhands-bot web` serves (bot.ops.cli), so only the app differs.
     config = uvicorn_config(
         app,
         HOST,

@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from bot import signature
+from bot.agent.workspace.base import WorkspaceProvider
+from bot.agent.workspace.local import LocalProvider
+from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
-from bot.web import create_app
-from bot.worker import worker_options
-from bot.workspace.base import WorkspaceProvider
-from bot.workspace.local import LocalProvider
-from bot.workspace.server import ServerProvider
+from bot.intake import signature
+from bot.intake.app import create_app
+from bot.jobs.worker import worker_options
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM

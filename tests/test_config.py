@@ -15,7 +15,7 @@ from bot.config import MissingSetting, Settings
 def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "REDIS_", "BOT_"))}
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "bot.ops.cli", *args],
         env={**clean, **env},
         cwd=cwd,
         capture_output=True,

@@ -70,7 +70,7 @@ async def test_every_line_about_a_run_carries_its_ids(
         and not line["msg"].startswith("WORKSPACE_KIND=local")  # the start-up warning
     ]
     assert any("may not write" in line["msg"] for line in about_run), lines
-    assert any(line["logger"] == "bot.github" for line in about_run), lines
+    assert any(line["logger"] == "bot.github.client" for line in about_run), lines
     for line in about_run:
         assert line["run_id"] == "delivery-logs-1", line
         assert line["delivery_id"] == "delivery-logs-1", line
@@ -90,7 +90,7 @@ async def test_the_web_process_logs_the_delivery_it_queued(
     payload = copy.deepcopy(load_payload("issue_comment/created.with-installation.json"))
     payload["comment"]["body"] = "@openhands hello"
     assert deliver.post("issue_comment", payload, delivery_id="delivery-logs-2").status_code == 202
-    (queued,) = [line for line in parse(json_lines) if line.get("logger") == "bot.web"]
+    (queued,) = [line for line in parse(json_lines) if line.get("logger") == "bot.intake.app"]
     assert queued["delivery_id"] == "delivery-logs-2"
     assert queued["run_id"] == "delivery-logs-2"
     assert queued["event"] == "issue_comment"

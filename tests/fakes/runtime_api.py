@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.workspace.local import free_port, stop_process_group
+from bot.agent.workspace.local import free_port, stop_process_group
 from tests.servers import ServerThread
 
 

@@ -1,0 +1,448 @@
+"""Hold one agent conversation on an agent-server: create it retry-safely, follow its events
+(WebSocket, polling when the socket drops), enforce the wall-clock and cost limits, and turn the
+end state into a classified result with the changed files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import websockets
+from websockets.asyncio.client import connect
+
+from bot.agent.server_client import API_KEY_HEADER, AgentServerClient, AgentServerError
+from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"finished", "error", "stuck"})
+RUN_NAMESPACE = uuid.UUID("5b0e3a4e-57d8-4c1e-9d0c-0c6b1f1f0a11")
+
+Status = Literal["finished", "error", "stuck", "timeout", "cost_limit", "cancelled"]
+
+# ConversationErrorEvent codes → what the user can do about them.
+ERROR_CODES: dict[str, str] = {
+    "LLMAuthenticationError": "llm_auth",
+    "LLMRateLimitError": "llm_rate_limit",
+    "LLMServiceUnavailableError": "llm_unavailable",
+    "LLMTimeoutError": "llm_timeout",
+    "LLMBadRequestError": "llm_bad_request",
+    "LLMContextWindowExceedError": "llm_context_window",
+    "MaxIterationsReached": "max_iterations",
+}
+
+
+def conversation_id_for(run_id: str, attempt: str = "") -> str:
+    """A stable conversation id per run, so a retried job finds its conversation again."""
+    return str(uuid.uuid5(RUN_NAMESPACE, f"{run_id}:{attempt}"))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentError:
+    code: str  # llm_auth, llm_rate_limit, llm_unavailable, llm_timeout, max_iterations, stuck, ...
+    detail: str
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the caller's progress callback sees."""
+
+    steps: int = 0
+    last_action: str = ""
+    cost: float = 0.0
+    status: str = "starting"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedFile:
+    path: str
+    status: Literal["added", "modified", "deleted"]
+    content: bytes | None  # None for deletions
+
+
+@dataclass(slots=True)
+class AgentResult:
+    conversation_id: str
+    status: Status
+    final_response: str = ""
+    error: AgentError | None = None
+    cost: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    steps: int = 0
+    duration: float = 0.0
+    changes: list[ChangedFile] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "finished"
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    run_id: str
+    prompt: str
+    working_dir: str
+    hook_config: dict[str, Any] | None = None
+    tools: list[str] | None = None  # None: the agent-server's default tool set
+    max_iterations: int | None = None
+    attempt: str = ""
+    load_project_skills: bool = True  # off for untrusted checkouts (a PR's head under review)
+
+
+def llm_settings(settings: Settings) -> dict[str, Any]:
+    """The `llm` block in litellm's naming; the key appears here and nowhere else."""
+    llm: dict[str, Any] = {
+        "usage_id": "agent",
+        "model": settings.llm_model,
+        "num_retries": settings.llm_num_retries,
+        "retry_min_wait": settings.llm_retry_min_wait,
+        "retry_max_wait": settings.llm_retry_max_wait,
+        "retry_multiplier": 2,
+        "timeout": settings.llm_timeout_seconds,
+    }
+    if settings.llm_api_key is not None:
+        llm["api_key"] = settings.llm_api_key.get_secret_value()
+    if settings.llm_base_url:
+        llm["base_url"] = settings.llm_base_url
+    if settings.llm_input_cost_per_token is not None:
+        llm["input_cost_per_token"] = settings.llm_input_cost_per_token
+    if settings.llm_output_cost_per_token is not None:
+        llm["output_cost_per_token"] = settings.llm_output_cost_per_token
+    return llm
+
+
+def create_request(
+    settings: Settings, request: AgentRequest, conversation_id: str
+) -> dict[str, Any]:
+    agent: dict[str, Any] = {
+        "llm": llm_settings(settings),
+        # Off by default on the server: AGENTS.md, .agents/skills, .openhands/{skills,microagents}.
+        "agent_context": {
+            "load_project_skills": request.load_project_skills,
+            "load_public_skills": False,
+        },
+    }
+    if request.tools is not None:
+        agent["tools"] = [{"name": name} for name in request.tools]
+    body: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "agent_settings": agent,
+        "workspace": {"kind": "LocalWorkspace", "working_dir": request.working_dir},
+        "initial_message": {
+            "role": "user",
+            "content": [{"type": "text", "text": request.prompt}],
+            "run": True,
+        },
+        "max_iterations": request.max_iterations or settings.max_iterations,
+        "autotitle": False,  # no extra LLM call, no spurious error event after `finished`
+        "confirmation_policy": {"kind": "NeverConfirm"},
+    }
+    if request.hook_config:
+        body["hook_config"] = request.hook_config
+    return body
+
+
+def _describe_action(event: dict[str, Any]) -> str:
+    action = event.get("action") or {}
+    tool = str(event.get("tool_name") or action.get("kind") or "action")
+    if command := action.get("command"):
+        detail = command if tool == "terminal" else f"{command} {action.get('path', '')}"
+        return f"{tool}: {str(detail).strip()[:120]}"
+    if path := action.get("path"):
+        return f"{tool}: {path}"
+    return tool
+
+
+def _cost_and_tokens(info: dict[str, Any]) -> tuple[float, int, int]:
+    metrics = ((info.get("stats") or {}).get("usage_to_metrics") or {}).values()
+    cost = 0.0
+    prompt = completion = 0
+    for metric in metrics:
+        if not isinstance(metric, dict):
+            continue
+        cost += float(metric.get("accumulated_cost") or 0)
+        usage = metric.get("accumulated_token_usage") or {}
+        prompt += int(usage.get("prompt_tokens") or 0)
+        completion += int(usage.get("completion_tokens") or 0)
+    return cost, prompt, completion
+
+
+class _Follower:
+    """Tracks one conversation's state from its events."""
+
+    def __init__(self, on_progress: ProgressCallback | None, throttle: float) -> None:
+        self.progress = Progress()
+        self.status = "idle"
+        self.error: AgentError | None = None
+        self.seen_running = False
+        self.stop_hook_runs = 0
+        self.awaiting: str | None = None
+        self._on_progress = on_progress
+        self._throttle = throttle
+        self._last_sent = 0.0
+        self.changed = asyncio.Event()
+
+    def expect_message(self, text: str) -> None:
+        """Ignore status until the stream shows this user message: earlier statuses are stale."""
+        self.awaiting = text[:200]
+        self.seen_running = False
+        self.status = "sent"
+
+    async def feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if self.awaiting is not None:
+            if kind == "MessageEvent" and event.get("source") == "user":
+                parts = (event.get("llm_message") or {}).get("content") or []
+                text = " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+                if self.awaiting in text:
+                    self.awaiting = None
+            return
+        if kind == "ActionEvent":
+            self.progress.steps += 1
+            self.progress.last_action = _describe_action(event)
+        elif kind == "ConversationStateUpdateEvent":
+            key, value = event.get("key"), event.get("value")
+            if key == "execution_status" and isinstance(value, str):
+                self._set_status(value)
+            elif key == "full_state" and isinstance(value, dict):
+                if isinstance(value.get("execution_status"), str):
+                    self._set_status(value["execution_status"])
+            elif key == "stats" and isinstance(value, dict):
+                self.progress.cost = _cost_and_tokens({"stats": value})[0]
+        elif kind == "ConversationErrorEvent":
+            code = str(event.get("code") or "error")
+            self.error = AgentError(ERROR_CODES.get(code, code), str(event.get("detail") or ""))
+        elif kind == "HookExecutionEvent" and event.get("hook_event_type") == "Stop":
+            self.stop_hook_runs += 1
+            self.changed.set()
+        await self._report()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.progress.status = status
+        if status == "running":
+            self.seen_running = True
+        self.changed.set()
+
+    async def _report(self, force: bool = False) -> None:
+        if self._on_progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_sent >= self._throttle:
+            self._last_sent = now
+            with contextlib.suppress(Exception):  # a progress consumer must never break a run
+                await self._on_progress(self.progress)
+
+
+class Conversation:
+    """Runs one agent request on one agent-server to a classified end."""
+
+    def __init__(
+        self,
+        client: AgentServerClient,
+        settings: Settings,
+        *,
+        on_progress: ProgressCallback | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._follower = _Follower(on_progress, settings.progress_interval_seconds)
+        self._reader: asyncio.Task[None] | None = None
+        self._poll_interval = poll_interval
+
+    async def run(self, request: AgentRequest, *, base_ref: str | None = None) -> AgentResult:
+        """Create the conversation (its first message starts the run) and follow it to its end."""
+        conversation_id = conversation_id_for(request.run_id, request.attempt)
+
+        async def start() -> None:
+            await self._client.create_conversation(
+                create_request(self._settings, request, conversation_id)
+            )
+
+        return await self._drive(request, conversation_id, start, base_ref)
+
+    async def follow_up(
+        self, request: AgentRequest, text: str, *, base_ref: str | None = None
+    ) -> AgentResult:
+        """Send one more user message into the same conversation and follow it to its end."""
+        conversation_id = conversation_id_for(request.run_id, request.attempt)
+        self._follower.expect_message(text)
+        self._follower.error = None
+
+        async def start() -> None:
+            await self._client.send_message(conversation_id, text, run=True)
+
+        return await self._drive(request, conversation_id, start, base_ref)
+
+    async def _drive(
+        self,
+        request: AgentRequest,
+        conversation_id: str,
+        start: Callable[[], Awaitable[None]],
+        base_ref: str | None,
+    ) -> AgentResult:
+        """Start a run, follow it within the wall-clock limit, and collect its result."""
+        started = time.monotonic()
+        result = AgentResult(conversation_id=conversation_id, status="error")
+        stop_hooks = bool(request.hook_config and request.hook_config.get("stop"))
+        limit = self._settings.run_timeout_seconds
+        try:
+            await start()
+            try:
+                async with asyncio.timeout(limit):
+                    result.status = await self._follow(conversation_id, stop_hooks)
+            except TimeoutError:
+                result.status = "timeout"
+                result.error = AgentError("timeout", f"the run passed its {limit:.0f}s time limit")
+                await self._interrupt(conversation_id)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupt(conversation_id))
+            raise
+        result.duration = time.monotonic() - started
+        await self._collect(result, request, base_ref)
+        return result
+
+    async def _interrupt(self, conversation_id: str) -> None:
+        with contextlib.suppress(AgentServerError):
+            await self._client.interrupt(conversation_id)
+
+    async def _follow(self, conversation_id: str, stop_hooks: bool) -> Status:
+        follower = self._follower
+        reader = self._reader = asyncio.create_task(self._read_events(conversation_id))
+        try:
+            while True:
+                follower.changed.clear()
+                if follower.status in TERMINAL and await self._confirmed(
+                    conversation_id, stop_hooks
+                ):
+                    return follower.status  # type: ignore[return-value]
+                if self._over_budget():
+                    await self._interrupt(conversation_id)
+                    return "cost_limit"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(follower.changed.wait(), self._poll_interval)
+                if reader.done():  # the socket is gone for good: poll the status instead
+                    follower.awaiting = None
+                    info = await self._client.conversation(conversation_id)
+                    status = str(info.get("execution_status") or "")
+                    if status and status != follower.status:
+                        await follower.feed(
+                            {
+                                "kind": "ConversationStateUpdateEvent",
+                                "key": "execution_status",
+                                "value": status,
+                            }
+                        )
+                    follower.progress.cost = _cost_and_tokens(info)[0]
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    def _over_budget(self) -> bool:
+        limit = self._settings.max_cost_per_run
+        return limit is not None and self._follower.progress.cost > limit
+
+    async def _confirmed(self, conversation_id: str, stop_hooks: bool) -> bool:
+        """`finished` is final only if no stop hook sends the agent back to work."""
+        follower = self._follower
+        if follower.status != "finished" or not stop_hooks:
+            return True
+        hooks_before = follower.stop_hook_runs
+        deadline = time.monotonic() + self._settings.stop_hook_grace_seconds
+        while time.monotonic() < deadline:
+            if follower.status != "finished":
+                return False
+            # The socket reports hook runs; read them back over REST only when it is gone.
+            socket_gone = self._reader is None or self._reader.done()
+            if follower.stop_hook_runs > hooks_before or (
+                socket_gone and await self._stop_hook_ran(conversation_id, hooks_before)
+            ):
+                await asyncio.sleep(0.3)  # a denial flips the status right after the hook
+                info = await self._client.conversation(conversation_id)
+                return follower.status == "finished" and info.get("execution_status") == "finished"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.changed.wait(), 0.25)
+            follower.changed.clear()
+        return follower.status == "finished"
+
+    async def _stop_hook_ran(self, conversation_id: str, seen: int) -> bool:
+        events = await self._client.all_events(conversation_id)
+        runs = sum(
+            1
+            for e in events
+            if e.get("kind") == "HookExecutionEvent" and e.get("hook_event_type") == "Stop"
+        )
+        return runs > seen
+
+    async def _read_events(self, conversation_id: str) -> None:
+        """Feed socket events to the follower; return when the socket cannot be used."""
+        headers = {API_KEY_HEADER: self._client.api_key} if self._client.api_key else {}
+        url = self._client.socket_url(conversation_id) + "?resend_mode=all"
+        for attempt in range(3):
+            try:
+                async with connect(url, additional_headers=headers, open_timeout=10) as socket:
+                    async for frame in socket:
+                        with contextlib.suppress(json.JSONDecodeError, TypeError):
+                            event = json.loads(frame)
+                            if isinstance(event, dict):
+                                await self._follower.feed(event)
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning(
+                    "event socket dropped (%s); attempt %d", type(exc).__name__, attempt + 1
+                )
+            await asyncio.sleep(0.5)
+        # Three drops: the caller polls from here on.
+
+    async def _collect(
+        self, result: AgentResult, request: AgentRequest, base_ref: str | None
+    ) -> None:
+        follower = self._follower
+        cid = result.conversation_id
+        result.steps = follower.progress.steps
+        if result.status == "error" and result.error is None and follower.error is None:
+            # The error event can trail the status change on the socket: read it back.
+            with contextlib.suppress(AgentServerError):
+                for event in await self._client.all_events(cid):
+                    if event.get("kind") == "ConversationErrorEvent":
+                        await follower.feed(event)
+        if result.status in ("error", "stuck") and result.error is None:
+            result.error = follower.error or AgentError(
+                result.status,
+                "the agent repeated itself without progress"
+                if result.status == "stuck"
+                else "the agent stopped with an error",
+            )
+        with contextlib.suppress(AgentServerError):
+            info = await self._client.conversation(cid)
+            result.cost, result.prompt_tokens, result.completion_tokens = _cost_and_tokens(info)
+        with contextlib.suppress(AgentServerError):
+            result.final_response = await self._client.final_response(cid)
+        if base_ref is not None:
+            result.changes = await changed_files(self._client, request.working_dir, base_ref)
+        await follower._report(force=True)
+
+
+async def changed_files(client: AgentServerClient, repo: str, base_ref: str) -> list[ChangedFile]:
+    """Every file the run added, modified or deleted against `base_ref`, with new contents."""
+    statuses = {"ADDED": "added", "UPDATED": "modified", "DELETED": "deleted"}
+    out: list[ChangedFile] = []
+    for change in await client.git_changes(repo, base_ref):
+        path = change["path"]
+        status = statuses.get(change.get("status", ""), "modified")
+        content = None if status == "deleted" else await client.download(f"{repo}/{path}")
+        out.append(ChangedFile(path=path, status=status, content=content))  # type: ignore[arg-type]
+    return sorted(out, key=lambda c: c.path)

@@ -1,0 +1,199 @@
+"""Prepare a repository in a workspace: clone with a read-only token that never lingers, check out
+the right ref, run `.openhands/setup.sh`, and read the repo's hooks.
+
+The token reaches the workspace only as a credentials file uploaded for the clone and deleted
+right after: it is in no command line, no remote URL, no event and no log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from bot.agent.hooks import InvalidHooks, parse_hooks
+from bot.agent.server_client import AgentServerError
+from bot.agent.workspace.base import Workspace, WorkspaceError
+
+log = logging.getLogger(__name__)
+
+SETUP_SCRIPT = ".openhands/setup.sh"
+HOOKS_FILE = ".openhands/hooks.json"
+GIT_EMAIL = "openhands@users.noreply.github.com"
+SETUP_OUTPUT_LIMIT = 20_000  # characters of setup output kept for the run's log
+
+
+class SetupFailed(Exception):
+    """`.openhands/setup.sh` failed and settings make that fatal."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetupOutcome:
+    ran: bool
+    exit_code: int
+    output: str
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.ran or self.exit_code == 0
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRepo:
+    path: str
+    head_sha: str
+    setup: SetupOutcome
+    hook_config: dict[str, object] | None
+    hooks_error: str | None
+
+
+def credential_line(clone_url: str, token: str) -> str:
+    """A git credential-store line for the clone URL's host (and port)."""
+    parts = urlsplit(clone_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise WorkspaceError(f"cannot clone {clone_url!r}: only HTTP(S) clone URLs are supported")
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://x-access-token:{token}@{host}\n"
+
+
+def _git(args: str) -> str:
+    # No system or global credential helpers: only the one we name may answer.
+    return f"git -c credential.helper= {args}"
+
+
+async def _run(ws: Workspace, command: str, what: str, *, limit: int = 120) -> str:
+    try:
+        result = await ws.client.bash(command, cwd=ws.root, limit_seconds=limit)
+    except AgentServerError as exc:
+        raise WorkspaceError(f"{what} failed: {exc}") from exc
+    if not result.ok:
+        detail = (result.stderr or result.stdout).strip()[-500:]
+        raise WorkspaceError(f"{what} failed (exit {result.exit_code}): {detail}")
+    return result.stdout.strip()
+
+
+async def clone(
+    ws: Workspace,
+    *,
+    clone_url: str,
+    token: str,
+    branch: str | None = None,
+    fetch_ref: str | None = None,
+    limit: int = 300,
+) -> str:
+    """Clone into `ws.repo_dir` and check out `branch` or `fetch_ref`; the head commit's sha."""
+    credentials = f"{ws.root}/.clone-credentials"
+    helper = shlex.quote(f"store --file={credentials}")
+    repo = shlex.quote(ws.repo_dir)
+    try:
+        await ws.client.upload(credentials, credential_line(clone_url, token).encode())
+        branch_arg = f"--branch {shlex.quote(branch)} " if branch else ""
+        await _run(
+            ws,
+            _git(
+                f"-c credential.helper={helper} clone --quiet --no-tags {branch_arg}"
+                f"{shlex.quote(clone_url)} {repo}"
+            ),
+            "cloning the repository",
+            limit=limit,
+        )
+        if fetch_ref:
+            local = "openhands/pr-head"
+            await _run(
+                ws,
+                f"cd {repo} && "
+                + _git(
+                    f"-c credential.helper={helper} fetch --quiet origin "
+                    f"{shlex.quote(f'+{fetch_ref}:refs/remotes/origin/{local}')}"
+                )
+                + f" && git checkout --quiet -B {local} refs/remotes/origin/{local}",
+                f"fetching {fetch_ref}",
+                limit=limit,
+            )
+    except AgentServerError as exc:
+        raise WorkspaceError(
+            f"could not hand the clone credentials to the workspace: {exc}"
+        ) from exc
+    finally:
+        try:
+            await ws.client.bash(f"rm -f {shlex.quote(credentials)}", limit_seconds=30)
+        except AgentServerError:
+            log.warning("could not remove the clone credentials file")
+    await _run(
+        ws,
+        f"cd {repo} && git remote set-url origin {shlex.quote(clone_url)} && "
+        f"git config user.name openhands && git config user.email {GIT_EMAIL}",
+        "configuring the clone",
+    )
+    config = await _run(ws, f"cd {repo} && git config --list --show-origin", "reading git config")
+    if token in config:
+        raise WorkspaceError("the clone token is still in the git configuration; refusing to run")
+    return await _run(ws, f"cd {repo} && git rev-parse HEAD", "reading the checked-out commit")
+
+
+async def run_setup(ws: Workspace, *, limit: int) -> SetupOutcome:
+    """Run `.openhands/setup.sh` when the repository has one, keeping its output."""
+    repo = shlex.quote(ws.repo_dir)
+    present = await ws.client.bash(f"test -f {repo}/{SETUP_SCRIPT}", limit_seconds=30)
+    if not present.ok:
+        return SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
+    result = await ws.client.bash(f"cd {repo} && bash {SETUP_SCRIPT} 2>&1", limit_seconds=limit)
+    output = (result.stdout + result.stderr)[-SETUP_OUTPUT_LIMIT:]
+    return SetupOutcome(
+        ran=True, exit_code=result.exit_code, output=output, timed_out=result.exit_code == -1
+    )
+
+
+async def read_hooks(ws: Workspace) -> tuple[dict[str, object] | None, str | None]:
+    """The repo's validated hook config and, for an invalid file, why it was not used."""
+    path = f"{ws.repo_dir}/{HOOKS_FILE}"
+    present = await ws.client.bash(f"test -f {shlex.quote(path)}", limit_seconds=30)
+    if not present.ok:
+        return None, None
+    try:
+        text = (await ws.client.download(path)).decode("utf-8")
+    except (AgentServerError, UnicodeDecodeError) as exc:
+        return None, f"{HOOKS_FILE} could not be read: {exc}"
+    try:
+        return parse_hooks(text), None
+    except InvalidHooks as exc:
+        return None, f"{HOOKS_FILE} is invalid and was not used: {exc}"
+
+
+async def prepare(
+    ws: Workspace,
+    *,
+    clone_url: str,
+    token: str,
+    branch: str | None,
+    fetch_ref: str | None,
+    clone_limit: int,
+    setup_limit: int,
+    setup_fatal: bool,
+    trusted: bool = True,
+) -> PreparedRepo:
+    head = await clone(
+        ws, clone_url=clone_url, token=token, branch=branch, fetch_ref=fetch_ref, limit=clone_limit
+    )
+    if not trusted:  # never run or load anything from a checkout we are only asked to read
+        skipped = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
+        return PreparedRepo(ws.repo_dir, head, skipped, hook_config=None, hooks_error=None)
+    try:
+        setup = await run_setup(ws, limit=setup_limit)
+        hook_config, hooks_error = await read_hooks(ws)
+    except AgentServerError as exc:
+        raise WorkspaceError(f"preparing the repository failed: {exc}") from exc
+    if not setup.ok and setup_fatal:
+        raise SetupFailed(
+            f"{SETUP_SCRIPT} failed (exit {setup.exit_code})"
+            + (" after its time limit" if setup.timed_out else "")
+        )
+    return PreparedRepo(
+        path=ws.repo_dir,
+        head_sha=head,
+        setup=setup,
+        hook_config=hook_config,
+        hooks_error=hooks_error,
+    )

@@ -1,0 +1,216 @@
+"""One agent run end to end: read-only token → workspace → clone and setup → conversation → result.
+
+Whatever fails, the caller gets an `AgentRun` with a classified error instead of an exception, so
+it can always finalize what the user sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from githubkit.exception import GitHubException
+
+from bot.agent.conversation import (
+    AgentError,
+    AgentRequest,
+    AgentResult,
+    Conversation,
+    ProgressCallback,
+    conversation_id_for,
+)
+from bot.agent.repo_prep import SetupFailed, SetupOutcome, prepare, read_hooks
+from bot.agent.server_client import AgentServerError
+from bot.agent.workspace.base import Workspace, WorkspaceError, WorkspaceProvider
+from bot.config import Settings
+from bot.github.auth import READ_ONLY
+from bot.github.client import GitHubApp
+from bot.queue.tasks import RepoRef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What to run where."""
+
+    run_id: str
+    installation_id: int
+    repo: RepoRef
+    clone_url: str
+    prompt: str
+    branch: str | None = None  # the branch to check out (default branch when None)
+    fetch_ref: str | None = None  # e.g. refs/pull/7/head for a fork's pull request
+    tools: list[str] | None = None
+    max_iterations: int | None = None
+    want_patch: bool = False
+    # False for a pull request's head under review: no setup.sh, no hooks, no repo skills.
+    trusted_checkout: bool = True
+    workspace_id: str | None = None  # default: the run id
+    keep_seconds: float = 0  # keep the workspace after the run, for a follow-up
+    resume: Resume | None = None  # continue this earlier conversation when it is still there
+    follow_up_prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """An earlier run's conversation a follow-up may continue, in the same kept workspace."""
+
+    conversation_run_id: str  # the run that created the conversation (its id derives from it)
+    base_sha: str  # what the conversation's changes are measured against
+
+
+@dataclass(slots=True)
+class AgentRun:
+    result: AgentResult
+    setup: SetupOutcome | None = None
+    hooks_error: str | None = None
+    head_sha: str | None = None
+    patch: str | None = None  # the change as a git patch, when the spec asked for one
+    resumed: str | None = None  # the run whose conversation this one continued
+    notes: list[str] = field(default_factory=list)
+
+
+async def git_patch(ws: Workspace, base: str) -> str:
+    """The working tree's changes against `base` as a patch `git apply` accepts."""
+    repo = shlex.quote(ws.repo_dir)
+    result = await ws.client.bash(
+        f"cd {repo} && git add -A --intent-to-add && git diff --binary {shlex.quote(base)}",
+        limit_seconds=120,
+    )
+    return result.stdout
+
+
+async def _resumable(ws: Workspace, resume: Resume) -> bool:
+    """The earlier conversation and its checkout are both still there, and idle."""
+    checkout = await ws.client.bash(f"test -d {shlex.quote(ws.repo_dir)}/.git", limit_seconds=30)
+    if not checkout.ok:
+        return False
+    try:
+        info = await ws.client.conversation(conversation_id_for(resume.conversation_run_id))
+    except AgentServerError:
+        return False
+    return info.get("execution_status") in ("finished", "error", "stuck", "paused", "idle")
+
+
+async def _continue(
+    settings: Settings,
+    ws: Workspace,
+    spec: RunSpec,
+    resume: Resume,
+    on_progress: ProgressCallback | None,
+) -> AgentRun:
+    """A follow-up in the earlier conversation: the agent keeps its context and checkout."""
+    hook_config, hooks_error = await read_hooks(ws)
+    request = AgentRequest(
+        run_id=resume.conversation_run_id,
+        prompt="",
+        working_dir=ws.repo_dir,
+        hook_config=hook_config,
+        tools=spec.tools,
+        load_project_skills=spec.trusted_checkout,
+    )
+    conversation = Conversation(ws.client, settings, on_progress=on_progress)
+    result = await conversation.follow_up(request, spec.follow_up_prompt, base_ref=resume.base_sha)
+    return await _outcome(
+        ws,
+        spec,
+        result,
+        resume.base_sha,
+        hooks_error=hooks_error,
+        resumed=resume.conversation_run_id,
+    )
+
+
+async def _outcome(
+    ws: Workspace, spec: RunSpec, result: AgentResult, base_sha: str, **fields: Any
+) -> AgentRun:
+    """The run's result, with the change as a patch when the spec asks for one."""
+    patch = None
+    if spec.want_patch and result.changes:
+        patch = await git_patch(ws, base_sha)
+    return AgentRun(result=result, head_sha=base_sha, patch=patch, **fields)
+
+
+def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
+    return AgentResult(
+        conversation_id=conversation_id_for(spec.run_id),
+        status="error",
+        error=AgentError(code, detail),
+    )
+
+
+async def run_agent(
+    settings: Settings,
+    provider: WorkspaceProvider,
+    github: GitHubApp,
+    spec: RunSpec,
+    *,
+    on_progress: ProgressCallback | None = None,
+    check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
+) -> AgentRun:
+    """Run the agent on the repository; never raises for a failed run (only for cancellation)."""
+    extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
+    try:
+        token = await github.installation_token(
+            spec.installation_id, repositories=[spec.repo.name], permissions=READ_ONLY
+        )
+    except GitHubException as exc:
+        log.warning("could not mint a clone token: %s", type(exc).__name__, extra=extra)
+        return AgentRun(_failed(spec, "github", "could not get a read-only token to clone"))
+    try:
+        async with provider.open(
+            spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
+        ) as ws:
+            if spec.resume is not None and await _resumable(ws, spec.resume):
+                return await _continue(settings, ws, spec, spec.resume, on_progress)
+            # A kept workspace may hold an older checkout: start clean.
+            await ws.client.bash(
+                f"rm -rf {shlex.quote(ws.repo_dir)} && mkdir -p {shlex.quote(ws.repo_dir)}",
+                limit_seconds=120,
+            )
+            prepared = await prepare(
+                ws,
+                clone_url=spec.clone_url,
+                token=token.token,
+                branch=spec.branch,
+                fetch_ref=spec.fetch_ref,
+                clone_limit=settings.clone_timeout_seconds,
+                setup_limit=settings.setup_timeout_seconds,
+                setup_fatal=settings.setup_failure_fatal,
+                trusted=spec.trusted_checkout,
+            )
+            request = AgentRequest(
+                run_id=spec.run_id,
+                prompt=spec.prompt,
+                working_dir=prepared.path,
+                hook_config=prepared.hook_config,
+                tools=spec.tools,
+                max_iterations=spec.max_iterations,
+                load_project_skills=spec.trusted_checkout,
+            )
+            conversation = Conversation(ws.client, settings, on_progress=on_progress)
+            result = await conversation.run(request, base_ref=prepared.head_sha)
+            if check is not None and result.succeeded:
+                correction = await check(result)
+                if correction is not None:  # one corrective message, then the caller decides
+                    result = await conversation.follow_up(
+                        request, correction, base_ref=prepared.head_sha
+                    )
+            return await _outcome(
+                ws,
+                spec,
+                result,
+                prepared.head_sha,
+                setup=prepared.setup,
+                hooks_error=prepared.hooks_error,
+            )
+    except SetupFailed as exc:
+        log.warning("setup failed: %s", exc, extra=extra)
+        return AgentRun(_failed(spec, "setup", str(exc)))
+    except (WorkspaceError, AgentServerError) as exc:
+        log.warning("workspace failed: %s", exc, extra=extra)
+        return AgentRun(_failed(spec, "workspace", str(exc)))

@@ -1,0 +1,263 @@
+"""One factory for GitHub clients: App or installation auth, retries that honour rate limits, and
+content writes spaced per installation as GitHub's secondary limits ask.
+
+Docs: https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from githubkit import GitHub
+from githubkit.auth.base import BaseAuthStrategy
+from githubkit.exception import (
+    GitHubException,
+    RateLimitExceeded,
+    RequestError,
+    RequestFailed,
+    RequestTimeout,
+)
+from githubkit.retry import RetryOption
+from githubkit.throttling import BaseThrottler
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from bot.config import Settings
+from bot.github.auth import AppJwt, InstallationToken, TokenCache, parse_expiry
+from bot.runs.metrics import RateLimitRecorder
+
+log = logging.getLogger(__name__)
+
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+SPACING_KEY_PREFIX = "openhands-bot:write-slot:"
+
+# Atomically take the next free write slot for an installation: max(now, last + interval).
+_SLOT_LUA = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(now, last + interval)
+redis.call('SET', KEYS[1], slot, 'PX', math.floor(interval * 1000) + 60000)
+return tostring(slot)
+"""
+
+
+class _Bearer(httpx.Auth):
+    def __init__(self, token: Callable[[], str]) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token()}"
+        yield request
+
+
+class AppJwtStrategy(BaseAuthStrategy):
+    """Authenticate as the App itself with our own JWT (claims we control and test)."""
+
+    def __init__(self, jwt: AppJwt) -> None:
+        self._jwt = jwt
+
+    def get_auth_flow(self, github: Any) -> httpx.Auth:
+        return _Bearer(self._jwt)
+
+
+class InstallationTokenStrategy(BaseAuthStrategy):
+    """Authenticate with an installation token we minted and cached."""
+
+    def __init__(self, token: InstallationToken) -> None:
+        self._token = token
+
+    def get_auth_flow(self, github: Any) -> httpx.Auth:
+        return _Bearer(lambda: self._token.token)
+
+
+class RetryPolicy:
+    """What githubkit should do after a failed request: wait out rate limits, back off on 5xx.
+
+    Rate limits carry their own wait (`Retry-After` or `x-ratelimit-reset`); a wait longer than
+    `max_wait` is not worth holding a job for, so the error surfaces instead. Network errors are
+    retried only for reads: a repeated POST could post a comment twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_wait: float = 60.0,
+        rate_limit_retries: int = 2,
+        server_retries: int = 3,
+        base_delay: float = 1.0,
+    ) -> None:
+        self.max_wait = max_wait
+        self.rate_limit_retries = rate_limit_retries
+        self.server_retries = server_retries
+        self.base_delay = base_delay
+
+    def __call__(self, exc: GitHubException, retry_count: int) -> RetryOption:
+        if isinstance(exc, RateLimitExceeded):
+            wait = max(exc.retry_after.total_seconds(), 1.0)
+            if retry_count < self.rate_limit_retries and wait <= self.max_wait:
+                log.warning("GitHub rate limit hit; retrying in %.1fs", wait)
+                return RetryOption(True, timedelta(seconds=wait))
+            return RetryOption(False)
+        if isinstance(exc, RequestFailed):
+            if exc.response.status_code >= 500 and retry_count < self.server_retries:
+                return RetryOption(True, self._backoff(retry_count))
+            return RetryOption(False)
+        if isinstance(exc, RequestTimeout | RequestError) and retry_count < self.server_retries:
+            request = getattr(getattr(exc, "exc", None), "request", None)
+            if request is not None and request.method == "GET":
+                return RetryOption(True, self._backoff(retry_count))
+        return RetryOption(False)
+
+    def _backoff(self, retry_count: int) -> timedelta:
+        delay = self.base_delay * (2**retry_count)
+        return timedelta(seconds=delay * (0.5 + random.random() / 2))
+
+
+class WriteSpacer(BaseThrottler):
+    """Spaces content-creating requests of one installation across every process, via Redis."""
+
+    def __init__(self, redis: Redis, installation_id: int, interval: float) -> None:
+        self._redis = redis
+        self._key = f"{SPACING_KEY_PREFIX}{installation_id}"
+        self._interval = interval
+        self._script = redis.register_script(_SLOT_LUA)
+
+    async def wait(self) -> None:
+        if self._interval <= 0:
+            return
+        now = time.time()
+        slot = float(await self._script(keys=[self._key], args=[now, self._interval]))
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    @contextmanager
+    def acquire(self, request: httpx.Request) -> Generator[None, Any, Any]:
+        yield  # the bot only uses the async client
+
+    @asynccontextmanager
+    async def async_acquire(self, request: httpx.Request) -> AsyncGenerator[None, Any]:
+        if request.method in WRITE_METHODS:
+            await self.wait()
+        yield
+
+
+class GitHubApp:
+    """Makes GitHub clients for the App and its installations from one Settings object."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        settings.require_app()
+        assert settings.github_app_id is not None
+        self.settings = settings
+        self._redis = redis
+        self._jwt = AppJwt(settings.github_app_id, settings.private_key_pem())
+        self.tokens = TokenCache(self._mint)
+        self.retry = RetryPolicy(
+            max_wait=settings.github_max_retry_wait_seconds,
+            base_delay=settings.github_retry_base_seconds,
+        )
+
+    def _client(
+        self,
+        auth: BaseAuthStrategy,
+        throttler: BaseThrottler | None = None,
+        *,
+        installation: str = "app",
+    ) -> GitHub[Any]:
+        # Every response's x-ratelimit-* headers are kept in Redis for /metrics.
+        recorder = RateLimitRecorder(self._redis, installation)
+        return GitHub(
+            auth,
+            base_url=self.settings.github_api_url,
+            user_agent="openhands-bot",
+            timeout=self.settings.github_timeout_seconds,
+            auto_retry=self.retry,
+            throttler=throttler,
+            http_cache=False,
+            async_event_hooks={"response": [recorder]},
+        )
+
+    def app_client(self) -> GitHub[Any]:
+        """A client authenticated as the App (JWT): installations and tokens."""
+        return self._client(AppJwtStrategy(self._jwt))
+
+    async def _mint(
+        self,
+        installation_id: int,
+        repositories: list[str] | None,
+        permissions: dict[str, str] | None,
+    ) -> InstallationToken:
+        body: dict[str, Any] = {}
+        if repositories is not None:
+            body["repositories"] = repositories
+        if permissions:
+            body["permissions"] = permissions
+        client = self.app_client()  # githubkit namespaces hold only a weak reference to it
+        response = await client.rest.apps.async_create_installation_access_token(
+            installation_id,
+            data=body,  # type: ignore[call-overload]
+        )
+        data = response.parsed_data
+        granted = (
+            data.permissions.model_dump(exclude_none=True, exclude_unset=True)
+            if isinstance(data.permissions, BaseModel)
+            else {}
+        )
+        log.info(
+            "minted installation token",
+            extra={
+                "installation_id": installation_id,
+                "repositories": repositories,
+                "permissions": granted,
+            },
+        )
+        return InstallationToken(
+            token=data.token,
+            expires_at=parse_expiry(data.expires_at),
+            repositories=tuple(repositories) if repositories is not None else None,
+            permissions=tuple(sorted((k, str(v)) for k, v in granted.items())),
+        )
+
+    async def installation_token(
+        self,
+        installation_id: int,
+        *,
+        repositories: list[str] | None = None,
+        permissions: Mapping[str, str] | None = None,
+    ) -> InstallationToken:
+        """A cached token, optionally narrowed to repositories (names) and a permission set."""
+        return await self.tokens.get(
+            installation_id, repositories=repositories, permissions=permissions
+        )
+
+    async def installation_client(
+        self,
+        installation_id: int,
+        *,
+        repositories: list[str] | None = None,
+        permissions: Mapping[str, str] | None = None,
+    ) -> GitHub[Any]:
+        """A client acting as an installation, its writes spaced per installation."""
+        token = await self.installation_token(
+            installation_id, repositories=repositories, permissions=permissions
+        )
+        spacer = WriteSpacer(
+            self._redis, installation_id, self.settings.github_write_interval_seconds
+        )
+        return self._client(
+            InstallationTokenStrategy(token), spacer, installation=str(installation_id)
+        )
+
+    async def find_installation(self, owner: str, repo: str) -> int:
+        """The installation id covering a repository, asked of GitHub as the App."""
+        client = self.app_client()
+        response = await client.rest.apps.async_get_repo_installation(owner, repo)
+        return response.parsed_data.id

@@ -1,0 +1,231 @@
+"""Publish a run's changes through GitHub's Git Data API, so the workspace never holds a token
+that can write: blobs, a tree on the base commit, a commit, then a ref and a pull request.
+
+Idempotent: the commit's dates come from the run, so a re-executed job builds the same commit,
+finds its branch and pull request, and reuses them.
+Docs: https://docs.github.com/rest/git
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from githubkit import GitHub
+from githubkit.exception import GitHubException, RequestFailed
+
+from bot.agent.conversation import ChangedFile
+from bot.queue.tasks import RepoRef
+
+# The only token that may write code: minted for publishing, for the one repository.
+PUBLISH_PERMISSIONS = {
+    "contents": "write",
+    "pull_requests": "write",
+    "issues": "write",
+    "metadata": "read",
+}
+BOT_NAME = "openhands-bot"
+BOT_EMAIL = "openhands-bot@users.noreply.github.com"
+PATCH_COMMENT_LIMIT = 60_000  # GitHub comments hold 65,536 characters
+TEMPLATE_PATHS = (
+    ".github/pull_request_template.md",
+    ".github/PULL_REQUEST_TEMPLATE.md",
+    "docs/pull_request_template.md",
+    "pull_request_template.md",
+)
+
+
+class PublishError(Exception):
+    """The change could not be published; the message is for the user."""
+
+
+class BranchMoved(PublishError):
+    """The pull request's branch moved while the agent worked; we do not force-push."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    branch: str
+    commit_sha: str
+    pr_number: int | None = None
+    pr_url: str | None = None
+    reused: bool = False
+
+
+def slug(title: str, limit: int = 40) -> str:
+    text = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return text[:limit].rstrip("-") or "change"
+
+
+def issue_branch(number: int, title: str) -> str:
+    return f"openhands/issue-{number}-{slug(title)}"
+
+
+async def create_commit(
+    gh: GitHub[Any],
+    repo: RepoRef,
+    *,
+    base_sha: str,
+    changes: list[ChangedFile],
+    message: str,
+    when: datetime,
+) -> str:
+    """A commit of `changes` on top of `base_sha`; the same inputs give the same sha."""
+    owner, name = repo.owner, repo.name
+    base = await gh.rest.git.async_get_commit(owner, name, base_sha)
+    entries: list[dict[str, Any]] = []
+    for change in changes:
+        if change.status == "deleted" or change.content is None:
+            entries.append({"path": change.path, "mode": "100644", "type": "blob", "sha": None})
+            continue
+        blob = await gh.rest.git.async_create_blob(
+            owner, name, content=base64.b64encode(change.content).decode(), encoding="base64"
+        )
+        entries.append(
+            {"path": change.path, "mode": "100644", "type": "blob", "sha": blob.parsed_data.sha}
+        )
+    tree = await gh.rest.git.async_create_tree(
+        owner, name, base_tree=base.parsed_data.tree.sha, tree=cast(Any, entries)
+    )
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    person = {"name": BOT_NAME, "email": BOT_EMAIL, "date": stamp}
+    commit = await gh.rest.git.async_create_commit(
+        owner,
+        name,
+        message=message,
+        tree=tree.parsed_data.sha,
+        parents=[base_sha],
+        author=cast(Any, person),
+        committer=cast(Any, person),
+    )
+    return str(commit.parsed_data.sha)
+
+
+async def _ref_sha(gh: GitHub[Any], repo: RepoRef, branch: str) -> str | None:
+    try:
+        ref = await gh.rest.git.async_get_ref(repo.owner, repo.name, f"heads/{branch}")
+    except RequestFailed as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+    return ref.parsed_data.object_.sha
+
+
+async def ensure_branch(gh: GitHub[Any], repo: RepoRef, branch: str, sha: str) -> bool:
+    """Point a new branch at `sha`; True when the branch already pointed there (a re-run)."""
+    current = await _ref_sha(gh, repo, branch)
+    if current == sha:
+        return True
+    if current is None:
+        await gh.rest.git.async_create_ref(
+            repo.owner, repo.name, ref=f"refs/heads/{branch}", sha=sha
+        )
+        return False
+    # Our branch from an earlier attempt with other content: move it, it is ours alone.
+    await gh.rest.git.async_update_ref(
+        repo.owner, repo.name, f"heads/{branch}", sha=sha, force=True
+    )
+    return False
+
+
+async def fast_forward(
+    gh: GitHub[Any], repo: RepoRef, branch: str, expected: str, sha: str
+) -> None:
+    """Move a pull request's branch from `expected` to `sha`, never by force."""
+    current = await _ref_sha(gh, repo, branch)
+    if current == sha:
+        return
+    if current != expected:
+        raise BranchMoved(
+            f"`{branch}` moved to {str(current)[:7]} while the agent worked from {expected[:7]}"
+        )
+    try:
+        await gh.rest.git.async_update_ref(
+            repo.owner, repo.name, f"heads/{branch}", sha=sha, force=False
+        )
+    except RequestFailed as exc:
+        if exc.response.status_code == 422:
+            raise BranchMoved(f"`{branch}` moved while the agent worked") from exc
+        raise
+
+
+async def first_file(
+    gh: GitHub[Any], repo: RepoRef, paths: tuple[str, ...], ref: str | None
+) -> str | None:
+    """The text of the first of `paths` that exists at `ref` (default branch when None)."""
+    for path in paths:
+        try:
+            if ref:
+                response = await gh.rest.repos.async_get_content(
+                    repo.owner, repo.name, path, ref=ref
+                )
+            else:
+                response = await gh.rest.repos.async_get_content(repo.owner, repo.name, path)
+        except RequestFailed as exc:
+            if exc.response.status_code == 404:
+                continue
+            raise
+        content = getattr(response.parsed_data, "content", None)
+        if isinstance(content, str):
+            return base64.b64decode(content).decode("utf-8", errors="replace")
+    return None
+
+
+def pr_body(
+    *, number: int, summary: str, template: str | None, run_url: str | None, run_id: str
+) -> str:
+    """`Fixes #N`, what was done, the repo's template, and the run link."""
+    parts = [f"Fixes #{number}", "", "## What was done", summary.strip() or "(no summary)"]
+    if template:
+        parts += ["", template.strip()]
+    run = f"[run `{run_id}`]({run_url})" if run_url else f"run `{run_id}`"
+    parts += ["", f"<sub>Opened by OpenHands from {run}.</sub>"]
+    return "\n".join(parts)
+
+
+async def ensure_pull_request(
+    gh: GitHub[Any],
+    repo: RepoRef,
+    *,
+    branch: str,
+    base: str,
+    title: str,
+    body: str,
+    draft: bool,
+) -> tuple[int, str, bool]:
+    """Open the pull request for `branch`, or find the one a previous attempt opened."""
+    existing = await gh.rest.pulls.async_list(
+        repo.owner, repo.name, head=f"{repo.owner}:{branch}", state="open"
+    )
+    found: list[Any] = list(existing.parsed_data)  # githubkit's `list` name confuses mypy
+    for pr in found:
+        return int(pr.number), str(pr.html_url), True
+    created = await gh.rest.pulls.async_create(
+        repo.owner, repo.name, title=title, head=branch, base=base, body=body, draft=draft
+    )
+    return created.parsed_data.number, created.parsed_data.html_url, False
+
+
+def patch_comment(patch: str, *, reason: str) -> str:
+    """A comment carrying the change as a patch, cut to fit, with its full size stated."""
+    size = len(patch.encode())
+    shown = patch
+    note = ""
+    if len(patch) > PATCH_COMMENT_LIMIT:
+        shown = patch[:PATCH_COMMENT_LIMIT].rsplit("\n", 1)[0]
+        note = f"\n\n_The patch is {size:,} bytes; the first {len(shown.encode()):,} are shown._"
+    return (
+        f"{reason}\n\nApply it with `git apply`:\n\n<details><summary>Patch ({size:,} bytes)"
+        f"</summary>\n\n```diff\n{shown}\n```\n</details>{note}"
+    )
+
+
+def describe_failure(exc: GitHubException | PublishError) -> str:
+    if isinstance(exc, PublishError):
+        return str(exc)
+    if isinstance(exc, RequestFailed):
+        return f"GitHub answered {exc.response.status_code}"
+    return type(exc).__name__

@@ -1,0 +1,1 @@
+"""The worker process: arq wiring and one module per job kind."""

@@ -1,0 +1,1 @@
+"""What crosses Redis between the web and worker processes: task models, the JSON codec, enqueue."""

@@ -1,0 +1,151 @@
+"""Put tasks on the arq queue, batching concurrent enqueues into one atomic Redis script call.
+
+A delivery is acknowledged only after Redis has executed the script that stored its job, so a 202
+always means "queued". Batching keeps that promise while paying one round trip for many requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.queue import codec
+from bot.queue.tasks import Task, job_function
+
+DELIVERY_KEY_PREFIX = "openhands-bot:delivery:"
+EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropped
+
+# KEYS: the queue. ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key
+# prefixes, then (job id, serialized job) per job. The per-job keys are built here rather than
+# passed: fewer arguments to encode and send for every delivery (one Redis, not a cluster).
+# Mirrors arq's enqueue_job (skip when the job or its result exists) plus a long-lived delivery
+# marker, so a redelivery days later is still a no-op.
+_ENQUEUE_LUA = """
+local now = tonumber(ARGV[1])
+local expires = tonumber(ARGV[2])
+local dedup = tonumber(ARGV[3])
+local job_prefix, result_prefix, delivery_prefix = ARGV[4], ARGV[5], ARGV[6]
+local out = {}
+local n = (#ARGV - 6) / 2
+for i = 1, n do
+  local id, job = ARGV[2 * i + 5], ARGV[2 * i + 6]
+  local jk, rk, dk = job_prefix .. id, result_prefix .. id, delivery_prefix .. id
+  if redis.call('EXISTS', jk, rk, dk) > 0 then
+    out[i] = 0
+  else
+    redis.call('SET', dk, now, 'EX', dedup)
+    redis.call('PSETEX', jk, expires, job)
+    redis.call('ZADD', KEYS[1], now, id)
+    out[i] = 1
+  end
+end
+return out
+"""
+
+Outcome = Literal["queued", "duplicate"]
+
+
+class QueueUnavailable(Exception):
+    """Redis did not store the job; the delivery must not be acknowledged."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    job_id: str
+    payload: bytes
+    future: asyncio.Future[Outcome]
+
+
+class Enqueuer:
+    """Coalesces concurrent enqueues: while one script call is in flight, the next batch gathers."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue_name: str = default_queue_name,
+        dedup_seconds: int = 7 * 24 * 3600,
+        timeout: float = 5.0,
+        max_batch: int = 256,
+    ) -> None:
+        self._redis = redis
+        self._queue = queue_name
+        self._dedup = dedup_seconds
+        self._timeout = timeout
+        self._max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._script = redis.register_script(_ENQUEUE_LUA)
+
+    async def enqueue(self, task: Task) -> Outcome:
+        """Store the task's job with the run id as job id; "duplicate" when it already exists."""
+        return await self.enqueue_job(task.run_id, task)
+
+    async def enqueue_job(self, job_id: str, task: Task) -> Outcome:
+        """Store the task's job under `job_id`; "duplicate" when it already exists."""
+        return await self.enqueue_raw(
+            job_id, codec.job(job_function(task), task.model_dump(mode="json"))
+        )
+
+    async def enqueue_raw(self, job_id: str, payload: bytes) -> Outcome:
+        """Queue a serialized job; resolves once Redis ran the script holding it.
+
+        No timer per request: the flusher bounds every script call, so each waiter is answered
+        (stored, duplicate, or QueueUnavailable) within the queue's timeout per batch ahead.
+        """
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_forever(), name="enqueue-flusher")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(job_id, payload, future))
+        self._wakeup.set()
+        return await future
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        keys = [self._queue]
+        args: list[Any] = [
+            int(time.time() * 1000),
+            EXPIRES_MS,
+            self._dedup,
+            job_key_prefix,
+            result_key_prefix,
+            DELIVERY_KEY_PREFIX,
+        ]
+        for item in batch:
+            args += [item.job_id.encode(), item.payload]
+        try:
+            results = await asyncio.wait_for(self._script(keys=keys, args=args), self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(QueueUnavailable(f"Redis unavailable: {exc}"))
+            return
+        for item, stored in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result("queued" if stored else "duplicate")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(QueueUnavailable("the web process is shutting down"))
+        self._pending.clear()

@@ -1,0 +1,1 @@
+"""A repository's `.openhands/config.yml` without GitHub: schema, cron, the last valid copy."""

@@ -1,0 +1,1 @@
+"""One record per run, whatever its kind: store, outcome, lifecycle, stop, callback, API, page."""

@@ -1,0 +1,171 @@
+"""A run's record from start to end, whatever kind of run it is: status transitions, the log,
+and the completion callback queued once the run is over (so it never delays finalization)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from arq import Retry
+from redis.asyncio import Redis
+
+from bot.config import Settings
+from bot.queue import codec
+from bot.queue.enqueue import Enqueuer
+from bot.runs import callback, metrics
+from bot.runs.store import RunError, RunRecord, RunStatus, RunStore
+
+log = logging.getLogger(__name__)
+
+STOP_PREFIX = "openhands-bot:stop:"  # run id → who asked to stop it
+CALLBACK_FUNCTION = "deliver_callback"
+
+
+def callback_job_id(run_id: str) -> str:
+    return f"callback:{run_id}"
+
+
+def callback_job(run_id: str) -> bytes:
+    return codec.job(CALLBACK_FUNCTION, run_id)
+
+
+def settle(result: dict[str, Any]) -> tuple[RunStatus, str, RunError | None]:
+    """A job's result → the record's status, outcome and error."""
+    status = str(result.get("status", "completed"))
+    reason = result.get("reason")
+    outcome = f"{status}: {reason}" if reason else status
+    if status == "denied":
+        return RunStatus.FAILED, outcome, RunError(code="not_allowed", detail="no write access")
+    if status == "failed":
+        code = str(result.get("error") or "internal")
+        return RunStatus.FAILED, outcome, RunError(code=code, detail=str(result.get("detail", "")))
+    return RunStatus.COMPLETED, outcome, None
+
+
+async def finish(
+    settings: Settings,
+    runs: RunStore,
+    enqueuer: Enqueuer,
+    run_id: str,
+    status: RunStatus,
+    *,
+    outcome: str | None = None,
+    error: RunError | None = None,
+    allowed: set[RunStatus] | None = None,
+    **values: Any,
+) -> bool:
+    """Move the run to its final status (once) and queue its callback when it has one."""
+    fields: dict[str, Any] = {"finished_at": time.time(), **values}
+    if outcome is not None:
+        fields["outcome"] = outcome
+    if error is not None:
+        fields["error"] = error.model_dump()
+    allowed = allowed or {RunStatus.PENDING, RunStatus.RUNNING}
+    moved = await runs.transition(run_id, status, allowed, **fields)
+    if not moved:
+        return False
+    await runs.log(run_id, f"{status.value}: {outcome or (error.code if error else '')}")
+    record = await runs.get(run_id)
+    if record is None:  # expired meanwhile: nothing to count or report
+        return True
+    await metrics.count_finished(runs.redis, record)  # once: only the move gets here
+    if callback.target(settings, record, None) is not None:
+        await enqueuer.enqueue_raw(callback_job_id(run_id), callback_job(run_id))
+    return True
+
+
+async def tracked(
+    ctx: dict[str, Any],
+    record: RunRecord,
+    body: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    on_cancelled: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Run `body` as the run `record` describes, keeping its record true on every path.
+    `on_cancelled` tells the user when the run was cancelled before it could start."""
+    settings: Settings = ctx["settings"]
+    runs: RunStore = ctx["runs"]
+    enqueuer: Enqueuer = ctx["enqueuer"]
+    redis: Redis = ctx["redis"]
+    run_id = record.run_id
+    await runs.create(record)  # already there when the API created it, or on a re-execution
+    if not await runs.transition(
+        run_id, RunStatus.RUNNING, {RunStatus.PENDING, RunStatus.RUNNING}, started_at=time.time()
+    ):
+        current = await runs.get(run_id)
+        status = current.status.value if current else "gone"
+        log.info("run %s is %s; not starting it", run_id, status, extra={"run_id": run_id})
+        if current is not None and current.status is RunStatus.CANCELLED and on_cancelled:
+            try:
+                await on_cancelled()
+            except Exception:
+                log.exception("run %s: could not say it was cancelled", run_id)
+        return {"run_id": run_id, "status": "skipped", "reason": f"run is {status}"}
+    await runs.log(run_id, f"started ({record.kind}, {record.trigger})")
+    started = time.monotonic()
+    try:
+        result = await body()
+    except asyncio.CancelledError:
+        # arq runs the job again after a shutdown, unless this was its last try or it ran out
+        # of time (arq's job timeout also arrives as a cancellation).
+        rerun = (
+            int(ctx.get("job_try", 1)) < int(ctx.get("max_tries", 1))
+            and time.monotonic() - started < settings.job_timeout_seconds - 1
+        )
+        await asyncio.shield(_cancelled(settings, runs, enqueuer, redis, run_id, rerun=rerun))
+        raise
+    except Retry:
+        await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
+        await runs.log(run_id, "retrying after a temporary failure")
+        raise
+    except Exception as exc:
+        await finish(
+            settings,
+            runs,
+            enqueuer,
+            run_id,
+            RunStatus.FAILED,
+            outcome="failed",
+            error=RunError(code="internal", detail=type(exc).__name__),
+        )
+        raise
+    status, outcome, error = settle(result)
+    values = {key: result[key] for key in ("cost", "conversation_id", "links") if result.get(key)}
+    await finish(settings, runs, enqueuer, run_id, status, outcome=outcome, error=error, **values)
+    return result
+
+
+async def _cancelled(
+    settings: Settings,
+    runs: RunStore,
+    enqueuer: Enqueuer,
+    redis: Redis,
+    run_id: str,
+    *,
+    rerun: bool,
+) -> None:
+    """Stopped on request → CANCELLED; a worker shutting down → PENDING while arq will run it
+    again, FAILED when it will not (its last try, or past JOB_TIMEOUT_SECONDS)."""
+    with contextlib.suppress(Exception):
+        by = await redis.get(STOP_PREFIX + run_id)
+        if by is None and rerun:
+            await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
+            await runs.log(run_id, "interrupted by a worker shutdown; it runs again")
+            return
+        if by is not None:
+            status, why = (
+                RunStatus.CANCELLED,
+                RunError(code="cancelled", detail=f"stopped by {by.decode()}"),
+            )
+        else:
+            why = RunError(
+                code="interrupted", detail="the job timed out or its worker stopped on its last try"
+            )
+            status = RunStatus.FAILED
+        await finish(
+            settings, runs, enqueuer, run_id, status, outcome=status.value.lower(), error=why
+        )

@@ -1,6 +1,0 @@
-"""Workspaces: where an agent runs. One interface, three providers (local, server, runtime)."""
-
-from bot.workspace.base import Workspace, WorkspaceError, WorkspaceProvider
-from bot.workspace.factory import make_provider
-
-__all__ = ["Workspace", "WorkspaceError", "WorkspaceProvider", "make_provider"]

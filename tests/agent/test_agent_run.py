@@ -1,0 +1,375 @@
+"""Agent runs on the real agent-server, with a scripted LLM and a git host on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.agent.conversation import Progress
+from bot.agent.run import AgentRun, RunSpec, run_agent
+from bot.agent.workspace.local import LocalProvider
+from bot.config import Settings
+from bot.github.client import GitHubApp
+from bot.queue.tasks import RepoRef
+from tests.conftest import BOT_SECRETS
+from tests.fakes import llm as steps
+from tests.fakes.git_host import FakeGitHost
+from tests.fakes.github import FakeGitHub
+from tests.fakes.llm import ScriptedLLM
+
+REPO = "octo/app"
+INSTALLATION = 31
+
+
+@pytest.fixture
+def repo(fake_github: FakeGitHub, git_host: FakeGitHost) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {
+        "README.md": "# app\n",
+        "old.txt": "remove me\n",
+        "src/main.py": "print('hello')\n",
+    }
+    git_host.create_repo(REPO, files)
+    fake_github.add_installation(INSTALLATION, "octo", [REPO])
+    return files
+
+
+def _spec(git_host: FakeGitHost, prompt: str, **kw: object) -> RunSpec:
+    return RunSpec(
+        run_id=f"run-{uuid.uuid4().hex[:12]}",
+        installation_id=INSTALLATION,
+        repo=RepoRef(owner="octo", name="app"),
+        clone_url=git_host.clone_url(REPO),
+        prompt=prompt,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _workdir(agent_server: LocalProvider, spec: RunSpec) -> str:
+    return str(agent_server.workspaces_dir / spec.run_id / "repo")
+
+
+async def _run(
+    settings: Settings,
+    agent_server: LocalProvider,
+    redis: Redis,
+    spec: RunSpec,
+    progress: list[Progress] | None = None,
+) -> AgentRun:
+    async def record(p: Progress) -> None:
+        if progress is not None:
+            progress.append(Progress(p.steps, p.last_action, p.cost, p.status))
+
+    return await run_agent(
+        settings, agent_server, GitHubApp(settings, redis), spec, on_progress=record
+    )
+
+
+async def test_the_agent_edits_adds_and_deletes_files(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    fake_github: FakeGitHub,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    spec = _spec(git_host, "Tidy the repo [[edit-test]]")
+    work = _workdir(agent_server, spec)
+    llm.script(
+        steps.tool_call("terminal", command="echo 'more' >> README.md && rm old.txt && mkdir docs"),
+        steps.tool_call(
+            "file_editor", command="create", path=f"{work}/docs/new.md", file_text="new file\n"
+        ),
+        steps.tool_call("terminal", command="printf '\\x00\\x01\\xff' > blob.bin"),
+        steps.finish("Tidied: edited README, added docs/new.md and blob.bin, removed old.txt"),
+    )
+    progress: list[Progress] = []
+
+    run = await _run(agent_settings, agent_server, redis, spec, progress)
+
+    result = run.result
+    assert result.status == "finished", result.error
+    assert "Tidied" in result.final_response
+    changes = {c.path: c for c in result.changes}
+    assert set(changes) == {"README.md", "old.txt", "docs/new.md", "blob.bin"}
+    assert changes["README.md"].status == "modified"
+    assert changes["README.md"].content == b"# app\nmore\n"
+    assert changes["old.txt"].status == "deleted"
+    assert changes["old.txt"].content is None
+    assert changes["docs/new.md"].status == "added"
+    assert changes["docs/new.md"].content == b"new file\n"
+    assert changes["blob.bin"].content == b"\x00\x01\xff"
+    assert result.steps == 4
+    # Cost from the configured per-token prices and the scripted LLM's token counts.
+    prompt_tokens = sum(r.usage.prompt_tokens for r in llm.completions if r.usage)
+    completion_tokens = sum(r.usage.completion_tokens for r in llm.completions if r.usage)
+    assert result.prompt_tokens == prompt_tokens
+    assert result.cost == pytest.approx(prompt_tokens * 3e-6 + completion_tokens * 15e-6)
+    assert progress
+    assert progress[-1].steps == 4
+    assert any("terminal" in p.last_action for p in progress)
+    # The clone used a read-only token narrowed to this repository.
+    (token,) = fake_github.token_log
+    assert token["repositories"] == ["app"]
+    assert token["permissions"] == {"contents": "read", "metadata": "read"}
+    llm.assert_script_done()
+
+
+async def test_repo_skills_reach_the_llm(
+    fake_github: FakeGitHub,
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    git_host.create_repo(
+        REPO,
+        {
+            "AGENTS.md": "Always run `make lint-7731` before finishing.\n",
+            ".agents/skills/deploy/SKILL.md": (
+                "---\nname: deploy\ndescription: How to deploy this repo\n"
+                "triggers:\n- deploykw\n---\nDeploy with the blue-green-4412 script.\n"
+            ),
+        },
+    )
+    fake_github.add_installation(INSTALLATION, "octo", [REPO])
+    llm.script(steps.finish("done"))
+
+    run = await _run(agent_settings, agent_server, redis, _spec(git_host, "Please deploykw now"))
+
+    assert run.result.status == "finished", run.result.error
+    sent = llm.all_text()
+    assert "make lint-7731" in llm.system_prompt(0)
+    assert "blue-green-4412" in sent
+
+
+async def test_the_llm_failing_is_classified_within_seconds(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    llm.script(steps.error(500), steps.error(500), match="[[five-hundred]]")
+    llm.script(steps.error(429), steps.error(429), match="[[four-two-nine]]")
+    llm.script(steps.hang(), steps.hang(), match="[[hang]]")
+
+    quick = agent_settings.model_copy(update={"llm_timeout_seconds": 2.0})
+    for marker, code in (
+        ("[[five-hundred]]", "llm_unavailable"),
+        ("[[four-two-nine]]", "llm_rate_limit"),
+        ("[[hang]]", "llm_timeout"),
+    ):
+        run = await _run(quick, agent_server, redis, _spec(git_host, f"Fix {marker}"))
+        assert run.result.status == "error"
+        assert run.result.error is not None
+        assert run.result.error.code == code, run.result.error
+        assert run.result.duration < 30
+
+
+async def test_the_wall_clock_limit_interrupts_the_run(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    llm.script(
+        steps.tool_call("terminal", command="echo working"), steps.sleep(30, steps.finish("late"))
+    )
+    settings = agent_settings.model_copy(update={"run_timeout_seconds": 4.0})
+    spec = _spec(git_host, "Take your time")
+
+    run = await _run(settings, agent_server, redis, spec)
+
+    assert run.result.status == "timeout"
+    assert run.result.error is not None
+    assert run.result.error.code == "timeout"
+    async with agent_server.client() as client:
+        info = await client.conversation(run.result.conversation_id)
+    assert info["execution_status"] != "running"
+
+
+async def test_the_cost_limit_interrupts_the_run(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    counter = itertools.count()
+    # Each command differs, so the agent-server's stuck detection never ends the run first; each
+    # answer takes a moment, as a real model's does, so "soon after the limit" means something
+    # even on a busy machine.
+    llm.script(
+        steps.repeat(
+            lambda _body: steps.sleep(
+                0.4, steps.tool_call("terminal", command=f"echo {next(counter)}")
+            )
+        )
+    )
+    settings = agent_settings.model_copy(update={"max_cost_per_run": 0.05})
+
+    run = await _run(settings, agent_server, redis, _spec(git_host, "Loop"))
+
+    assert run.result.status == "cost_limit"
+    assert run.result.cost > 0.05
+    assert run.result.cost < 0.15  # stopped within a few steps of passing the limit
+
+
+async def test_hooks_from_the_repo_run(
+    fake_github: FakeGitHub,
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    stop_hook = (
+        "#!/bin/sh\n"
+        "# Deny the first finish, allow the second.\n"
+        'if [ -f .stop-denied ]; then echo \'{"decision":"allow"}\'; exit 0; fi\n'
+        "touch .stop-denied\n"
+        'echo \'{"decision":"deny","reason":"run the tests first (stop-hook-1234)"}\'\n'
+    )
+    pre_hook = (
+        "#!/bin/sh\n"
+        "if grep -q 'rm -rf' ; then echo 'BLOCKED-5521: rm -rf is not allowed' >&2; exit 2; fi\n"
+    )
+    hooks = {
+        "stop": [{"hooks": [{"command": "sh .openhands/stop.sh", "timeout": 10}]}],
+        "PreToolUse": [{"matcher": "terminal", "hooks": [{"command": "sh .openhands/pre.sh"}]}],
+    }
+    git_host.create_repo(
+        REPO,
+        {
+            ".openhands/hooks.json": json.dumps(hooks),
+            ".openhands/stop.sh": stop_hook,
+            ".openhands/pre.sh": pre_hook,
+            ".gitignore": ".stop-denied\n",
+            "keep/me.txt": "precious\n",
+        },
+    )
+    fake_github.add_installation(INSTALLATION, "octo", [REPO])
+    llm.script(
+        steps.tool_call("terminal", command="rm -rf keep"),
+        steps.finish("first try"),
+        steps.finish("second try"),
+    )
+
+    run = await _run(agent_settings, agent_server, redis, _spec(git_host, "Clean up"))
+
+    assert run.hooks_error is None
+    assert run.result.status == "finished", run.result.error
+    assert "second try" in run.result.final_response
+    seen = llm.all_text()
+    assert "BLOCKED-5521" in seen
+    assert "stop-hook-1234" in seen
+    assert not any(c.path.startswith("keep/") for c in run.result.changes)
+    llm.assert_script_done()
+
+
+async def test_an_invalid_hooks_file_is_reported_not_fatal(
+    fake_github: FakeGitHub,
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    git_host.create_repo(REPO, {".openhands/hooks.json": '{"stop": [{"hooks": [{"cmd": 1}]}]}'})
+    fake_github.add_installation(INSTALLATION, "octo", [REPO])
+    llm.script(steps.finish("ok"))
+
+    run = await _run(agent_settings, agent_server, redis, _spec(git_host, "Go"))
+
+    assert run.result.status == "finished"
+    assert run.hooks_error is not None
+    assert "invalid" in run.hooks_error
+
+
+async def test_setup_script_runs_and_its_failure_is_reported(
+    fake_github: FakeGitHub,
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    git_host.create_repo(
+        REPO, {".openhands/setup.sh": "echo preparing-8812\nexit 3\n", "a.txt": "a\n"}
+    )
+    fake_github.add_installation(INSTALLATION, "octo", [REPO])
+    llm.script(steps.finish("ok"))
+
+    run = await _run(agent_settings, agent_server, redis, _spec(git_host, "Go"))
+    assert run.setup is not None
+    assert run.setup.ran
+    assert run.setup.exit_code == 3
+    assert "preparing-8812" in run.setup.output
+    assert run.result.status == "finished"
+
+    fatal = agent_settings.model_copy(update={"setup_failure_fatal": True})
+    failed = await _run(fatal, agent_server, redis, _spec(git_host, "Go"))
+    assert failed.result.status == "error"
+    assert failed.result.error is not None
+    assert failed.result.error.code == "setup"
+
+
+async def test_no_secret_reaches_the_agent(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    fake_github: FakeGitHub,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+    rsa_keys: tuple[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # The bot's own secret files, as an operator would keep them.
+    env_file = tmp_path / "bot" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in BOT_SECRETS.items()))
+    key_file = tmp_path / "bot" / "app.pem"
+    key_file.write_text(rsa_keys[0])
+    for path in (env_file, key_file):
+        path.chmod(0o600)
+    snoop = (
+        "env; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f 2>/dev/null; done; "
+        f"cat {env_file} {key_file} 2>&1; git -C . remote -v; git config --list; "
+        "cat ../.clone-credentials 2>&1; true"
+    )
+    llm.script(steps.tool_call("terminal", command=snoop), steps.finish("looked around"))
+    spec = _spec(git_host, "Look around")
+
+    run = await _run(agent_settings, agent_server, redis, spec)
+
+    assert run.result.status == "finished", run.result.error
+    seen = "\n".join(llm.tool_results())
+    assert "PATH=" in seen  # the snoop did run
+    (token,) = fake_github.token_log
+    secrets = [*BOT_SECRETS.values(), token["token"], rsa_keys[0].splitlines()[1]]
+    for secret in secrets:
+        assert secret not in seen
+    # ... nor in the conversation's events, the result, or any log line.
+    async with agent_server.client() as client:
+        events = json.dumps(await client.all_events(run.result.conversation_id))
+    for secret in [token["token"], BOT_SECRETS["LLM_API_KEY"]]:
+        assert secret not in events
+        assert secret not in repr(run)
+        assert secret not in caplog.text
+    # The clone itself went through the git host with that token.
+    assert any(r.token == token["token"] and r.status == 200 for r in git_host.requests)
