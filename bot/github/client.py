@@ -30,6 +30,7 @@ from githubkit.throttling import BaseThrottler
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.config import Settings
 from bot.github.auth import AppJwt, InstallationToken, TokenCache, parse_expiry
 from bot.runs.metrics import RateLimitRecorder
@@ -37,7 +38,6 @@ from bot.runs.metrics import RateLimitRecorder
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
-SPACING_KEY_PREFIX = "openhands-bot:write-slot:"
 
 # Atomically take the next free write slot for an installation: max(now, last + interval).
 _SLOT_LUA = """
@@ -127,7 +127,7 @@ class WriteSpacer(BaseThrottler):
 
     def __init__(self, redis: Redis, installation_id: int, interval: float) -> None:
         self._redis = redis
-        self._key = f"{SPACING_KEY_PREFIX}{installation_id}"
+        self._key = f"{keys.WRITE_SLOT_PREFIX}{installation_id}"
         self._interval = interval
         self._script = redis.register_script(_SLOT_LUA)
 

@@ -12,17 +12,17 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.queue.tasks import RepoRef
 
 WRITE_ROLES = frozenset({"admin", "maintain", "write"})
-CACHE_KEY_PREFIX = "openhands-bot:permission:"
 
 
 async def role_of(
     gh: GitHub[Any], redis: Redis, repo: RepoRef, username: str, *, cache_seconds: int
 ) -> str:
     """The user's role: `admin`, `maintain`, `write`, `triage`, `read` or `none`."""
-    key = f"{CACHE_KEY_PREFIX}{repo.full_name.lower()}:{username.lower()}"
+    key = f"{keys.PERMISSION_PREFIX}{repo.full_name.lower()}:{username.lower()}"
     cached = await redis.get(key)
     if cached is not None:
         return cached.decode() if isinstance(cached, bytes) else str(cached)

@@ -17,11 +17,11 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.queue.tasks import RepoRef
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "openhands-bot:tracking:"
 PHASES = ("queued", "starting workspace", "working", "publishing", "done")
 
 
@@ -90,7 +90,7 @@ class TrackingComment:
 
     @property
     def _key(self) -> str:
-        return f"{KEY_PREFIX}{self.run_id}"
+        return f"{keys.TRACKING_PREFIX}{self.run_id}"
 
     async def ensure(self, body: str | None = None) -> int:
         """Find this run's comment (by Redis record or marker) or create it."""

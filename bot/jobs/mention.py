@@ -19,6 +19,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.agent.conversation import Progress
 from bot.agent.prompts import IssueContext, ThreadComment, agent_prompt, follow_up_prompt
 from bot.agent.run import AgentRun, Resume, RunSpec, run_agent
@@ -28,15 +29,10 @@ from bot.github import messages, publish
 from bot.github.client import GitHubApp
 from bot.github.tracking import TrackingComment, marker
 from bot.queue.tasks import MentionTask
-from bot.runs.lifecycle import STOP_PREFIX
 from bot.runs.store import RunStore
 
 log = logging.getLogger(__name__)
 
-THREAD_LOCK_PREFIX = "openhands-bot:thread-lock:"
-ACTIVE_PREFIX = "openhands-bot:active:"  # hash per thread: run_id, job_id
-SUMMARY_PREFIX = "openhands-bot:thread-summary:"  # the last run's summary, for a follow-up
-THREAD_PREFIX = "openhands-bot:thread-conversation:"  # the conversation a follow-up continues
 MAX_COMMENTS = 300
 
 
@@ -57,7 +53,7 @@ class ThreadLock:
 
     def __init__(self, redis: Redis, key: str, run_id: str, ttl: int) -> None:
         self._redis = redis
-        self._key = THREAD_LOCK_PREFIX + key
+        self._key = keys.THREAD_LOCK_PREFIX + key
         self._run_id = run_id
         self._ttl = ttl
 
@@ -180,7 +176,7 @@ class MentionRun:
             await cast(
                 Awaitable[int],
                 self.redis.hset(
-                    ACTIVE_PREFIX + self.key,
+                    keys.ACTIVE_PREFIX + self.key,
                     mapping={"run_id": task.run_id, "job_id": self.job_id or ""},
                 ),
             )
@@ -204,10 +200,10 @@ class MentionRun:
 
     async def _release(self) -> None:
         current = await cast(
-            Awaitable[bytes | None], self.redis.hget(ACTIVE_PREFIX + self.key, "run_id")
+            Awaitable[bytes | None], self.redis.hget(keys.ACTIVE_PREFIX + self.key, "run_id")
         )
         if current is not None and current.decode() == self.task.run_id:
-            await self.redis.delete(ACTIVE_PREFIX + self.key)
+            await self.redis.delete(keys.ACTIVE_PREFIX + self.key)
         await self.lock.release()
 
     async def _wait_for_thread(self) -> None:
@@ -224,7 +220,7 @@ class MentionRun:
             await asyncio.sleep(self.settings.thread_poll_seconds)
 
     async def _finalize_cancelled(self) -> None:
-        by = await self.redis.get(STOP_PREFIX + self.task.run_id)
+        by = await self.redis.get(keys.STOP_PREFIX + self.task.run_id)
         if by is not None:
             headline, details = messages.stopped(by.decode())
         else:
@@ -248,7 +244,7 @@ class MentionRun:
             context, pull = await load_context(self.gh, task, bot_login)
         except GitHubException as exc:
             return await self._fail("github", publish.describe_failure(exc))
-        previous = await self.redis.get(SUMMARY_PREFIX + self.key)
+        previous = await self.redis.get(keys.SUMMARY_PREFIX + self.key)
         if previous is not None:
             context = dataclasses.replace(context, previous_summary=previous.decode())
         workdir = "the repository root (your working directory)"
@@ -295,7 +291,7 @@ class MentionRun:
                 "error": result.error and result.error.code,
             }
         await self.redis.set(
-            SUMMARY_PREFIX + self.key, result.final_response[:4000], ex=30 * 24 * 3600
+            keys.SUMMARY_PREFIX + self.key, result.final_response[:4000], ex=30 * 24 * 3600
         )
         if keep and run.head_sha:
             await self._save_thread(run.resumed or task.run_id, run.head_sha, None, keep)
@@ -333,7 +329,7 @@ class MentionRun:
         return {"run_id": task.run_id, "status": "published"}
 
     async def _thread_record(self) -> dict[str, str] | None:
-        raw = await self.redis.get(THREAD_PREFIX + self.key)
+        raw = await self.redis.get(keys.THREAD_PREFIX + self.key)
         if raw is None:
             return None
         record: dict[str, str] = json.loads(raw)
@@ -345,7 +341,7 @@ class MentionRun:
         record = {"conversation_run_id": conversation_run_id, "base_sha": base_sha}
         if published_sha:
             record["published_sha"] = published_sha
-        await self.redis.set(THREAD_PREFIX + self.key, json.dumps(record), ex=int(keep))
+        await self.redis.set(keys.THREAD_PREFIX + self.key, json.dumps(record), ex=int(keep))
 
     def _notes(self, run: AgentRun) -> list[str]:
         notes = []

@@ -15,6 +15,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.agent.conversation import AgentResult
 from bot.agent.prompts import clean
 from bot.agent.run import RunSpec, run_agent
@@ -30,7 +31,6 @@ from bot.repo_config import schema as repo_config
 
 log = logging.getLogger(__name__)
 
-REVIEWED_PREFIX = "openhands-bot:reviewed:"
 REVIEW_PERMISSIONS = {
     "contents": "read",
     "pull_requests": "write",
@@ -187,7 +187,7 @@ class ReviewRun:
             return {**result, "status": "skipped", "reason": "draft"}
         if pr.author_is_bot and pr.author.lower() not in {b.lower() for b in settings.allowed_bots}:
             return {**result, "status": "skipped", "reason": "bot author"}
-        key = f"{REVIEWED_PREFIX}{task.repo.full_name.lower()}:{pr.head_sha}"
+        key = f"{keys.REVIEWED_PREFIX}{task.repo.full_name.lower()}:{pr.head_sha}"
         if not task.rereview and not await self.redis.set(
             key, task.run_id, nx=True, ex=30 * 24 * 3600
         ):

@@ -12,6 +12,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import AutomationTask, RepoRef
 from bot.repo_config import schema as repo_config
@@ -62,7 +63,7 @@ async def tick(
     now = now.astimezone(UTC)
     advance = redis.register_script(_ADVANCE_LUA)
     due: list[Due] = []
-    members = await cast(Awaitable[set[bytes]], redis.smembers(repo_config.CONFIG_REPOS_KEY))
+    members = await cast(Awaitable[set[bytes]], redis.smembers(keys.CONFIG_REPOS))
     for raw in sorted(members):
         repo = raw.decode() if isinstance(raw, bytes) else str(raw)
         stored = await repo_config.load(redis, repo)

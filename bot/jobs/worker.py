@@ -18,7 +18,7 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from githubkit.exception import GitHubException
 
-from bot import logs
+from bot import keys, logs
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
 from bot.errors import BotError, PermanentError, TransientError, classify_github
@@ -28,7 +28,7 @@ from bot.github.permissions import can_write
 from bot.github.tracking import TrackingComment
 from bot.jobs import scheduler
 from bot.jobs.automation import run_automation_job
-from bot.jobs.mention import ACTIVE_PREFIX, MentionRun, thread_key
+from bot.jobs.mention import MentionRun, thread_key
 from bot.jobs.review import run_review_job
 from bot.queue import codec
 from bot.queue.enqueue import Enqueuer
@@ -43,13 +43,11 @@ from bot.queue.tasks import (
 )
 from bot.repo_config import schema as repo_config
 from bot.runs import callback
-from bot.runs.lifecycle import STOP_PREFIX, tracked
+from bot.runs.lifecycle import tracked
 from bot.runs.store import RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 
-REPO_INSTALLATION_KEY = "openhands-bot:repo-installation"  # hash: "owner/name" -> installation id
-INSTALLATION_REPOS_PREFIX = "openhands-bot:installation-repos:"  # set per installation
 MAX_TRIES = 5
 Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated on permission
 
@@ -57,7 +55,6 @@ Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
 # Reading `.openhands/config.yml` and reporting it when it is invalid.
 CONFIG_PERMISSIONS = {"contents": "read", "issues": "write", "metadata": "read"}
-CONFIG_CHECKED_PREFIX = "openhands-bot:config-checked:"  # repo → when its config was last read
 RESYNC_MAX_AGE_SECONDS = 23 * 3600
 Clock = Callable[[], datetime]
 
@@ -124,7 +121,7 @@ async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None
     if known is not None:
         return known
     redis = ctx["redis"]
-    recorded = await redis.hget(REPO_INSTALLATION_KEY, repo.full_name.lower())
+    recorded = await redis.hget(keys.REPO_INSTALLATION, repo.full_name.lower())
     if recorded is not None:
         return int(recorded)
     _, github = _deps(ctx)
@@ -132,7 +129,7 @@ async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None
         installation_id = await github.find_installation(repo.owner, repo.name)
     except GitHubException as exc:
         raise classify_github(exc, f"looking up the installation for {repo.full_name}") from exc
-    await redis.hset(REPO_INSTALLATION_KEY, repo.full_name.lower(), installation_id)
+    await redis.hset(keys.REPO_INSTALLATION, repo.full_name.lower(), installation_id)
     return installation_id
 
 
@@ -285,7 +282,7 @@ async def _say_stopped(ctx: dict[str, Any], task: MentionTask) -> None:
     """The run was cancelled while it waited (e.g. through the run API): tell the thread."""
     settings, _ = _deps(ctx)
     gh = await _ack_client(ctx, task)
-    by = await ctx["redis"].get(STOP_PREFIX + task.run_id)
+    by = await ctx["redis"].get(keys.STOP_PREFIX + task.run_id)
     tracking = TrackingComment(
         gh, ctx["redis"], task.repo, task.number, task.run_id, run_url=settings.run_url(task.run_id)
     )
@@ -337,13 +334,13 @@ async def run_cancel(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any
     if stopped is not None:
         return stopped
     redis = ctx["redis"]
-    active = await redis.hgetall(ACTIVE_PREFIX + thread_key(task.repo.full_name, task.number))
+    active = await redis.hgetall(keys.ACTIVE_PREFIX + thread_key(task.repo.full_name, task.number))
     run_id = active.get(b"run_id", b"").decode()
     job_id = active.get(b"job_id", b"").decode()
     if not run_id or not job_id:
         log.info("stop on %s#%d: nothing is running", task.repo.full_name, task.number)
         return {"run_id": task.run_id, "status": "nothing_running"}
-    await redis.set(STOP_PREFIX + run_id, task.sender, ex=3600)
+    await redis.set(keys.STOP_PREFIX + run_id, task.sender, ex=3600)
     # arq cancels the job's task: the run interrupts its conversation and finalizes its comment.
     aborted = await Job(job_id, redis, _deserializer=codec.loads).abort(timeout=30)
     log.info(
@@ -382,12 +379,12 @@ async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[s
     task = InstallationTask.model_validate(data)
     assert task.installation_id is not None
     redis = ctx["redis"]
-    members = f"{INSTALLATION_REPOS_PREFIX}{task.installation_id}"
+    members = f"{keys.INSTALLATION_REPOS_PREFIX}{task.installation_id}"
     if task.action == "deleted":
         old = await redis.smembers(members)
         names = [m.decode() if isinstance(m, bytes) else m for m in old] + task.repos_removed
         if names:
-            await redis.hdel(REPO_INSTALLATION_KEY, *[n.lower() for n in names])
+            await redis.hdel(keys.REPO_INSTALLATION, *[n.lower() for n in names])
             for name in names:
                 await repo_config.forget(redis, name)
         await redis.delete(members)
@@ -396,10 +393,10 @@ async def sync_installation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[s
     if task.repos_added:
         await redis.sadd(members, *[r.lower() for r in task.repos_added])
         mapping = {r.lower(): task.installation_id for r in task.repos_added}
-        await redis.hset(REPO_INSTALLATION_KEY, mapping=mapping)
+        await redis.hset(keys.REPO_INSTALLATION, mapping=mapping)
     if task.repos_removed:
         await redis.srem(members, *[r.lower() for r in task.repos_removed])
-        await redis.hdel(REPO_INSTALLATION_KEY, *[r.lower() for r in task.repos_removed])
+        await redis.hdel(keys.REPO_INSTALLATION, *[r.lower() for r in task.repos_removed])
         for name in task.repos_removed:
             await repo_config.forget(redis, name)
     # Newly covered repositories may declare automations: read their config now.
@@ -439,7 +436,7 @@ async def _refresh_quietly(
         log.exception("reading the config of %s failed", full_name, extra={"repo": full_name})
         return None
     await ctx["redis"].set(
-        CONFIG_CHECKED_PREFIX + full_name.lower(), int(time.time()), ex=RESYNC_MAX_AGE_SECONDS
+        keys.CONFIG_CHECKED_PREFIX + full_name.lower(), int(time.time()), ex=RESYNC_MAX_AGE_SECONDS
     )
     return refreshed
 
@@ -494,7 +491,7 @@ async def run_automation(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str,
 async def automation_tick(ctx: dict[str, Any]) -> dict[str, Any]:
     """Each minute: queue the automations that are due (see bot.jobs.scheduler)."""
     clock: Clock = ctx.get("clock", utc_now)
-    raw = await ctx["redis"].hgetall(REPO_INSTALLATION_KEY)
+    raw = await ctx["redis"].hgetall(keys.REPO_INSTALLATION)
     installations = {k.decode(): int(v) for k, v in raw.items()}
     due = await scheduler.tick(ctx["redis"], ctx["enqueuer"], installations, clock())
     return {"queued": [d.job_id for d in due if d.queued], "due": len(due)}
@@ -531,15 +528,15 @@ async def resync_configs(ctx: dict[str, Any]) -> dict[str, Any]:
         names = [r.full_name for r in repos]
         if names:
             await redis.hset(
-                REPO_INSTALLATION_KEY, mapping={n.lower(): installation.id for n in names}
+                keys.REPO_INSTALLATION, mapping={n.lower(): installation.id for n in names}
             )
             await redis.sadd(
-                f"{INSTALLATION_REPOS_PREFIX}{installation.id}", *[n.lower() for n in names]
+                f"{keys.INSTALLATION_REPOS_PREFIX}{installation.id}", *[n.lower() for n in names]
             )
         for full_name in names:
             # Pushes keep configs current; the resync only catches what a lost delivery missed,
             # so a repository read within the last day is left alone (GitHub's rate limits).
-            if await ctx["redis"].exists(CONFIG_CHECKED_PREFIX + full_name.lower()):
+            if await ctx["redis"].exists(keys.CONFIG_CHECKED_PREFIX + full_name.lower()):
                 continue
             await _refresh_quietly(ctx, installation.id, full_name, None)
             seen += 1

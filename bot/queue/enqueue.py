@@ -16,10 +16,10 @@ from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot import keys
 from bot.queue import codec
 from bot.queue.tasks import Task, job_function
 
-DELIVERY_KEY_PREFIX = "openhands-bot:delivery:"
 EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropped
 
 # KEYS: the queue. ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key
@@ -118,19 +118,21 @@ class Enqueuer:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
-        keys = [self._queue]
+        script_keys = [self._queue]
         args: list[Any] = [
             int(time.time() * 1000),
             EXPIRES_MS,
             self._dedup,
             job_key_prefix,
             result_key_prefix,
-            DELIVERY_KEY_PREFIX,
+            keys.DELIVERY_PREFIX,
         ]
         for item in batch:
             args += [item.job_id.encode(), item.payload]
         try:
-            results = await asyncio.wait_for(self._script(keys=keys, args=args), self._timeout)
+            results = await asyncio.wait_for(
+                self._script(keys=script_keys, args=args), self._timeout
+            )
         except (RedisError, OSError, TimeoutError) as exc:
             for item in batch:
                 if not item.future.done():

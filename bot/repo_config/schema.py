@@ -20,6 +20,7 @@ from githubkit.exception import GitHubException, RequestFailed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.queue.tasks import RepoRef
 from bot.repo_config.cron import CronError, Schedule
 
@@ -27,12 +28,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_PATH = ".openhands/config.yml"
 MAX_CONFIG_BYTES = 64 * 1024
-CONFIG_PREFIX = "openhands-bot:repo-config:"  # repo → {"sha", "config"} of the last valid file
-CONFIG_REPOS_KEY = "openhands-bot:config-repos"  # repos whose config declares automations
-REPORTED_PREFIX = "openhands-bot:config-reported:"  # repo:blob sha → reported once
-REPORT_ISSUE_PREFIX = "openhands-bot:config-issue:"  # repo → the open report issue's number
 REPORT_MARKER = "<!-- openhands-config-report -->"
-LAST_SLOT_PREFIX = "openhands-bot:automation-last:"  # repo:name → the last slot claimed (epoch)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
 
@@ -183,7 +179,7 @@ class Stored:
 
 async def load(redis: Redis, repo: str) -> Stored:
     """The last valid configuration (defaults when the repository has none)."""
-    raw = await redis.get(CONFIG_PREFIX + repo.lower())
+    raw = await redis.get(keys.CONFIG_PREFIX + repo.lower())
     if raw is None:
         return Stored(None, RepoConfig())
     record = json.loads(raw)
@@ -194,7 +190,7 @@ async def load(redis: Redis, repo: str) -> Stored:
 
 
 def last_slot_key(repo: str, name: str) -> str:
-    return f"{LAST_SLOT_PREFIX}{repo.lower()}:{name.lower()}"
+    return f"{keys.AUTOMATION_LAST_PREFIX}{repo.lower()}:{name.lower()}"
 
 
 async def _store(redis: Redis, repo: str, sha: str | None, config: RepoConfig) -> None:
@@ -208,17 +204,17 @@ async def _store(redis: Redis, repo: str, sha: str | None, config: RepoConfig) -
     if gone:
         await redis.delete(*[last_slot_key(repo, name) for name in gone])
     record = {"sha": sha, "config": config.model_dump(mode="json")}
-    await redis.set(CONFIG_PREFIX + key, json.dumps(record))
+    await redis.set(keys.CONFIG_PREFIX + key, json.dumps(record))
     if config.automations:
-        await cast(Awaitable[int], redis.sadd(CONFIG_REPOS_KEY, key))
+        await cast(Awaitable[int], redis.sadd(keys.CONFIG_REPOS, key))
     else:
-        await cast(Awaitable[int], redis.srem(CONFIG_REPOS_KEY, key))
+        await cast(Awaitable[int], redis.srem(keys.CONFIG_REPOS, key))
 
 
 async def forget(redis: Redis, repo: str) -> None:
     """The App no longer covers the repository."""
-    await redis.delete(CONFIG_PREFIX + repo.lower())
-    await cast(Awaitable[int], redis.srem(CONFIG_REPOS_KEY, repo.lower()))
+    await redis.delete(keys.CONFIG_PREFIX + repo.lower())
+    await cast(Awaitable[int], redis.srem(keys.CONFIG_REPOS, repo.lower()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,13 +302,13 @@ async def _report(
     commit: str | None,
 ) -> bool:
     """Tell the repository once per file version: one issue, commented on for later versions."""
-    key = f"{REPORTED_PREFIX}{repo.full_name.lower()}:{sha}"
+    key = f"{keys.CONFIG_REPORTED_PREFIX}{repo.full_name.lower()}:{sha}"
     if not await redis.set(key, "1", nx=True, ex=90 * 24 * 3600):
         return False
     previous = (await load(redis, repo.full_name)).sha
     body = report_body(sha, errors, commit, previous)
     try:
-        number = await redis.get(REPORT_ISSUE_PREFIX + repo.full_name.lower())
+        number = await redis.get(keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower())
         if number is not None and await _still_open(gh, repo, int(number)):
             await gh.rest.issues.async_create_comment(repo.owner, repo.name, int(number), body=body)
             return True
@@ -322,7 +318,9 @@ async def _report(
             title=f"OpenHands: {CONFIG_PATH} is invalid",
             body=body,
         )
-        await redis.set(REPORT_ISSUE_PREFIX + repo.full_name.lower(), created.parsed_data.number)
+        await redis.set(
+            keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower(), created.parsed_data.number
+        )
     except GitHubException:
         await redis.delete(key)  # not reported: the next refresh tries again
         raise
@@ -341,7 +339,7 @@ async def _still_open(gh: GitHub[Any], repo: RepoRef, number: int) -> bool:
 
 async def _resolve_report(gh: GitHub[Any], redis: Redis, repo: RepoRef, sha: str | None) -> None:
     """A valid version is in effect (or the file is gone): close the report issue, if open."""
-    key = REPORT_ISSUE_PREFIX + repo.full_name.lower()
+    key = keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower()
     number = await redis.get(key)
     if number is None:
         return

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot import keys
 from bot.config import Settings
-from bot.jobs.worker import REPO_INSTALLATION_KEY
 from bot.queue import codec
 from bot.queue.enqueue import Enqueuer, QueueUnavailable
 from bot.queue.tasks import AutomationTask, RepoRef
@@ -124,7 +124,7 @@ class RunApi:
             raise ApiRefusal(422, "invalid run request", problems=problems) from exc
         redis: Redis = request.app.state.redis
         installation = await cast(
-            Awaitable[bytes | None], redis.hget(REPO_INSTALLATION_KEY, body.repo.lower())
+            Awaitable[bytes | None], redis.hget(keys.REPO_INSTALLATION, body.repo.lower())
         )
         if installation is None:
             raise ApiRefusal(404, f"the App is not installed on {body.repo} (as far as it knows)")
@@ -227,7 +227,7 @@ class RunApi:
         if record.status in FINAL:
             raise ApiRefusal(409, f"run {run_id} is {record.status.value} already")
         redis: Redis = request.app.state.redis
-        await redis.set(lifecycle.STOP_PREFIX + run_id, "the run API", ex=3600)
+        await redis.set(keys.STOP_PREFIX + run_id, "the run API", ex=3600)
         job_id = record.job_id or run_id
         # Running means a worker holds the job; when none does (it died), end the record here.
         held = await redis.exists(in_progress_key_prefix + job_id)

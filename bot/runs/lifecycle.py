@@ -13,6 +13,7 @@ from typing import Any
 from arq import Retry
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.config import Settings
 from bot.queue import codec
 from bot.queue.enqueue import Enqueuer
@@ -21,7 +22,6 @@ from bot.runs.store import RunError, RunRecord, RunStatus, RunStore
 
 log = logging.getLogger(__name__)
 
-STOP_PREFIX = "openhands-bot:stop:"  # run id → who asked to stop it
 CALLBACK_FUNCTION = "deliver_callback"
 
 
@@ -151,7 +151,7 @@ async def _cancelled(
     """Stopped on request → CANCELLED; a worker shutting down → PENDING while arq will run it
     again, FAILED when it will not (its last try, or past JOB_TIMEOUT_SECONDS)."""
     with contextlib.suppress(Exception):
-        by = await redis.get(STOP_PREFIX + run_id)
+        by = await redis.get(keys.STOP_PREFIX + run_id)
         if by is None and rerun:
             await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
             await runs.log(run_id, "interrupted by a worker shutdown; it runs again")

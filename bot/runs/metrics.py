@@ -21,16 +21,20 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from bot import keys
 from bot.config import Settings
 from bot.runs.store import RunRecord
 
 log = logging.getLogger(__name__)
 
-PREFIX = "openhands-bot:metrics:"
-RUNS_KEY = PREFIX + "runs-finished"  # hash: "kind|status" → count
-DURATION_KEY = PREFIX + "run-duration-seconds"  # hash: "kind|le", "kind|sum", "kind|count"
-COST_KEY = PREFIX + "run-cost-usd"  # the same layout
-RATE_LIMIT_KEY = PREFIX + "github-rate-limit"  # hash: "installation|resource" → "rem lim reset t"
+RUNS_KEY = keys.METRICS_PREFIX + "runs-finished"  # hash: "kind|status" → count
+DURATION_KEY = (
+    keys.METRICS_PREFIX + "run-duration-seconds"
+)  # hash: "kind|le", "kind|sum", "kind|count"
+COST_KEY = keys.METRICS_PREFIX + "run-cost-usd"  # the same layout
+RATE_LIMIT_KEY = (
+    keys.METRICS_PREFIX + "github-rate-limit"
+)  # hash: "installation|resource" → "rem lim reset t"
 DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 COST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 RATE_LIMIT_STALE_SECONDS = 24 * 3600  # an installation not called for a day is no longer shown

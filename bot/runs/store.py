@@ -13,11 +13,9 @@ from arq.constants import job_key_prefix
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.queue import codec
 
-RUN_PREFIX = "openhands-bot:run:"  # hash per run
-LOG_PREFIX = "openhands-bot:run-log:"  # list per run: its phases and log lines, oldest first
-INDEX_KEY = "openhands-bot:runs"  # sorted set: run id by creation time
 MAX_LOG_LINES = 500
 HIDDEN = ("callback_api_key",)  # stored for the callback, never shown
 
@@ -113,7 +111,7 @@ class RunStore:
 
     async def create(self, record: RunRecord, *, secret: str | None = None) -> bool:
         """Store a new record; False when the run id already has one (a re-executed job)."""
-        key = RUN_PREFIX + record.run_id
+        key = keys.RUN_PREFIX + record.run_id
         data = record.model_dump(mode="json")
         mapping = {k: _encode(v) for k, v in data.items() if k != "status"}
         mapping["status"] = record.status.value
@@ -124,20 +122,22 @@ class RunStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self._retention)
-            pipe.zadd(INDEX_KEY, {record.run_id: record.created_at})
-            pipe.zremrangebyscore(INDEX_KEY, "-inf", time.time() - self._retention)
+            pipe.zadd(keys.RUN_INDEX, {record.run_id: record.created_at})
+            pipe.zremrangebyscore(keys.RUN_INDEX, "-inf", time.time() - self._retention)
             await pipe.execute()
         return True
 
     async def delete(self, run_id: str) -> None:
         """Forget a record that never became a run (its job could not be queued)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(RUN_PREFIX + run_id, LOG_PREFIX + run_id)
-            pipe.zrem(INDEX_KEY, run_id)
+            pipe.delete(keys.RUN_PREFIX + run_id, keys.RUN_LOG_PREFIX + run_id)
+            pipe.zrem(keys.RUN_INDEX, run_id)
             await pipe.execute()
 
     async def get(self, run_id: str) -> RunRecord | None:
-        raw = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(RUN_PREFIX + run_id))
+        raw = await cast(
+            Awaitable[dict[bytes, bytes]], self._redis.hgetall(keys.RUN_PREFIX + run_id)
+        )
         return _decode(raw)
 
     async def get_or_queued(self, run_id: str) -> RunRecord | None:
@@ -171,7 +171,7 @@ class RunStore:
 
     async def callback_key(self, run_id: str) -> str | None:
         raw = await cast(
-            Awaitable[bytes | None], self._redis.hget(RUN_PREFIX + run_id, "callback_api_key")
+            Awaitable[bytes | None], self._redis.hget(keys.RUN_PREFIX + run_id, "callback_api_key")
         )
         return json.loads(raw) if raw else None
 
@@ -180,7 +180,7 @@ class RunStore:
     ) -> bool:
         """Move `run_id` to `to` if its status is one of `allowed`; True when it moved."""
         args = [to.value, ",".join(s.value for s in allowed), *_fields(values)]
-        result = await self._transition(keys=[RUN_PREFIX + run_id], args=args)
+        result = await self._transition(keys=[keys.RUN_PREFIX + run_id], args=args)
         return result in (b"OK", "OK")
 
     async def update(self, run_id: str, **values: Any) -> None:
@@ -188,13 +188,13 @@ class RunStore:
             await cast(
                 Awaitable[int],
                 self._redis.hset(
-                    RUN_PREFIX + run_id, mapping={k: _encode(v) for k, v in values.items()}
+                    keys.RUN_PREFIX + run_id, mapping={k: _encode(v) for k, v in values.items()}
                 ),
             )
 
     async def log(self, run_id: str, message: str) -> None:
         """Append a line to the run's log (phases, progress, the outcome)."""
-        key = LOG_PREFIX + run_id
+        key = keys.RUN_LOG_PREFIX + run_id
         line = json.dumps({"t": time.time(), "m": message[:2000]})
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.rpush(key, line)
@@ -203,7 +203,9 @@ class RunStore:
             await pipe.execute()
 
     async def read_log(self, run_id: str) -> list[dict[str, Any]]:
-        lines = await cast(Awaitable[list[bytes]], self._redis.lrange(LOG_PREFIX + run_id, 0, -1))
+        lines = await cast(
+            Awaitable[list[bytes]], self._redis.lrange(keys.RUN_LOG_PREFIX + run_id, 0, -1)
+        )
         return [json.loads(line) for line in lines]
 
     async def recent(
@@ -215,12 +217,12 @@ class RunStore:
         limit: int = 50,
     ) -> list[RunRecord]:
         """Newest first, filtered; looks through at most the last 2,000 runs."""
-        ids: list[bytes] = await self._redis.zrevrange(INDEX_KEY, 0, 1999)
+        ids: list[bytes] = await self._redis.zrevrange(keys.RUN_INDEX, 0, 1999)
         found: list[RunRecord] = []
         for start in range(0, len(ids), 100):  # one round trip per hundred runs
             async with self._redis.pipeline(transaction=False) as pipe:
                 for raw_id in ids[start : start + 100]:
-                    pipe.hgetall(RUN_PREFIX + raw_id.decode())
+                    pipe.hgetall(keys.RUN_PREFIX + raw_id.decode())
                 rows: list[dict[bytes, bytes]] = await pipe.execute()
             for row in rows:
                 record = _decode(row)

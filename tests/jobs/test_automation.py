@@ -15,10 +15,11 @@ from arq.worker import Worker
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
 from bot.intake.app import create_app
-from bot.jobs.worker import REPO_INSTALLATION_KEY, automation_tick, worker_options
+from bot.jobs.worker import automation_tick, worker_options
 from bot.runs.store import RunStore
 from tests.conftest import Deliverer, run_worker
 from tests.fakes import llm as steps
@@ -54,7 +55,7 @@ async def world(fake_github: FakeGitHub, git_host: FakeGitHost, redis: Redis) ->
         REPO, {"README.md": "# app\n", "app.py": "print('hi')\n", CONFIG_PATH: CONFIG}
     )
     fake_github.add_installation(INSTALLATION, OWNER, [REPO])
-    await redis.hset(REPO_INSTALLATION_KEY, REPO.lower(), INSTALLATION)
+    await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), INSTALLATION)
     return git_host
 
 

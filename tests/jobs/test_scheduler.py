@@ -11,10 +11,11 @@ from arq import cron
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.jobs.scheduler import job_id, run_id_for
-from bot.jobs.worker import REPO_INSTALLATION_KEY, Clock, automation_tick, worker_options
+from bot.jobs.worker import Clock, automation_tick, worker_options
 from bot.runs.store import RunStore
 from tests.conftest import Deliverer, run_worker
 from tests.fakes.git_host import FakeGitHost
@@ -81,7 +82,7 @@ async def scheduled(
     git_host.create_repo(REPO, {"README.md": "# app\n", CONFIG_PATH: EVERY_5})
     fake_github.add_installation(INSTALLATION, OWNER, [REPO])
     await push(deliver, settings, git_host.rev_parse(REPO, "refs/heads/main"))
-    await redis.hset(REPO_INSTALLATION_KEY, REPO.lower(), INSTALLATION)
+    await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), INSTALLATION)
     # The scheduler first sees the automation at 10:02: earlier slots are not owed.
     await tick_workers(settings, at(10, 2))
     assert await automation_runs(redis) == []

@@ -16,11 +16,11 @@ from arq.constants import default_queue_name, job_key_prefix
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
-from bot.jobs.mention import THREAD_LOCK_PREFIX, thread_key
-from bot.jobs.worker import REPO_INSTALLATION_KEY, exposed_queue, worker_options
-from bot.runs.lifecycle import STOP_PREFIX
+from bot.jobs.mention import thread_key
+from bot.jobs.worker import exposed_queue, worker_options
 from bot.runs.store import RunRecord, RunStatus, RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.github import FakeGitHub
@@ -199,7 +199,7 @@ async def test_installation_found_from_github_then_from_records(
     _deliver(github, deliver, "issue_comment", _comment("@openhands first", installation=False))
     await run_worker(settings)
     assert len(github.requests_to("GET", r"/repos/Codertocat/Hello-World/installation$")) == 1
-    assert await redis.hget(REPO_INSTALLATION_KEY, REPO.lower()) == str(INSTALLATION).encode()
+    assert await redis.hget(keys.REPO_INSTALLATION, REPO.lower()) == str(INSTALLATION).encode()
 
     _deliver(github, deliver, "issue_comment", _comment("@openhands second", installation=False))
     await run_worker(settings)
@@ -215,14 +215,15 @@ async def test_installation_events_are_recorded(
     await run_worker(settings)
     installation_id = added["installation"]["id"]
     assert (
-        await redis.hget(REPO_INSTALLATION_KEY, "codertocat/space") == str(installation_id).encode()
+        await redis.hget(keys.REPO_INSTALLATION, "codertocat/space")
+        == str(installation_id).encode()
     )
 
     removed = load_payload("installation_repositories/removed.json")
     assert deliver.post("installation_repositories", removed).status_code == 202
     await run_worker(settings)
     for repo in removed["repositories_removed"]:
-        assert await redis.hget(REPO_INSTALLATION_KEY, repo["full_name"].lower()) is None
+        assert await redis.hget(keys.REPO_INSTALLATION, repo["full_name"].lower()) is None
     # The only call: a token to read the added repository's config (this fake does not know the
     # installation, so the read is left to the next resync).
     assert [(r.method, r.path) for r in github.requests] == [
@@ -366,7 +367,7 @@ async def test_a_run_interrupted_on_its_last_try_ends_failed_not_pending(
     github.set_permission(REPO, "octo-dev", "write")
     payload = _comment("@openhands fix it")
     number = payload["issue"]["number"]
-    await redis.set(THREAD_LOCK_PREFIX + thread_key(REPO, number), "another-run", ex=600)
+    await redis.set(keys.THREAD_LOCK_PREFIX + thread_key(REPO, number), "another-run", ex=600)
     assert _deliver(github, deliver, "issue_comment", payload, delivery_id="last-try") == 202
     options = worker_options(
         settings.model_copy(update={"thread_poll_seconds": 0.05}),
@@ -411,7 +412,7 @@ async def test_a_mention_cancelled_before_it_started_says_so_on_the_thread(
             status=RunStatus.CANCELLED,
         )
     )
-    await redis.set(STOP_PREFIX + "cancelled-early", "the run API")
+    await redis.set(keys.STOP_PREFIX + "cancelled-early", "the run API")
 
     await run_worker(settings)
 

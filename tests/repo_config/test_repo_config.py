@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.config import Settings
 from bot.repo_config import schema as repo_config
 from bot.repo_config.schema import CONFIG_PATH, InvalidConfig, parse
@@ -152,7 +153,7 @@ async def test_an_invalid_version_is_reported_once_and_the_last_valid_one_keeps_
     first = repo_world.rev_parse(REPO, "refs/heads/main")
     await push(deliver, settings, first)
     assert await automation_names(redis) == ["nightly", "weekly-report"]
-    assert await redis.sismember(repo_config.CONFIG_REPOS_KEY, REPO.lower())
+    assert await redis.sismember(keys.CONFIG_REPOS, REPO.lower())
     assert fake_github.issues == []
 
     broken = repo_world.commit(REPO, {CONFIG_PATH: INVALID}, message="Break the config")
@@ -196,7 +197,7 @@ async def test_a_removed_config_stops_its_automations(
     gone = repo_world.commit(REPO, {CONFIG_PATH: None}, message="Remove the config")
     await push(deliver, settings, gone)
     assert await automation_names(redis) == []
-    assert not await redis.sismember(repo_config.CONFIG_REPOS_KEY, REPO.lower())
+    assert not await redis.sismember(keys.CONFIG_REPOS, REPO.lower())
 
 
 async def test_an_installation_reads_the_configs_of_its_repositories(

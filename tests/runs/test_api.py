@@ -12,9 +12,9 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.config import Settings
 from bot.intake.app import create_app
-from bot.jobs.worker import REPO_INSTALLATION_KEY
 from bot.runs.store import RunRecord, RunStatus, RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.callbacks import CallbackReceiver
@@ -51,7 +51,7 @@ async def installed(
 ) -> FakeGitHub:
     git_host.create_repo(REPO, {"README.md": "# app\n", CONFIG_PATH: VALID})
     fake_github.add_installation(INSTALLATION, OWNER, [REPO])
-    await redis.hset(REPO_INSTALLATION_KEY, REPO.lower(), INSTALLATION)
+    await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), INSTALLATION)
     return fake_github
 
 

@@ -1,0 +1,46 @@
+"""Every Redis key the bot writes, in one place: the schema the web and worker processes share."""
+
+from __future__ import annotations
+
+NS = "openhands-bot:"
+
+# --- intake and queue
+DELIVERY_PREFIX = NS + "delivery:"  # delivery id → seen (a redelivery is a no-op for days)
+
+# --- installations
+REPO_INSTALLATION = NS + "repo-installation"  # hash: "owner/name" → installation id
+INSTALLATION_REPOS_PREFIX = NS + "installation-repos:"  # set per installation: its repos
+
+# --- run records
+RUN_PREFIX = NS + "run:"  # hash per run
+RUN_LOG_PREFIX = NS + "run-log:"  # list per run: its phases and log lines, oldest first
+RUN_INDEX = NS + "runs"  # sorted set: run id by creation time
+STOP_PREFIX = NS + "stop:"  # run id → who asked to stop it
+
+# --- threads (one run per issue or pull request at a time)
+THREAD_LOCK_PREFIX = NS + "thread-lock:"  # thread → the run holding it
+ACTIVE_PREFIX = NS + "active:"  # hash per thread: run_id, job_id of the run in progress
+SUMMARY_PREFIX = NS + "thread-summary:"  # thread → the last run's summary, for a follow-up
+THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a follow-up continues
+
+# --- GitHub
+WRITE_SLOT_PREFIX = NS + "write-slot:"  # installation → the next time a write may go out
+PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly
+TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id
+REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once
+
+# --- repository config and automations
+CONFIG_PREFIX = NS + "repo-config:"  # repo → {"sha", "config"} of the last valid file
+CONFIG_REPOS = NS + "config-repos"  # set: repos whose config declares automations
+CONFIG_REPORTED_PREFIX = NS + "config-reported:"  # repo:blob sha → reported once
+CONFIG_ISSUE_PREFIX = NS + "config-issue:"  # repo → the open report issue's number
+CONFIG_CHECKED_PREFIX = NS + "config-checked:"  # repo → when its config was last read
+AUTOMATION_LAST_PREFIX = NS + "automation-last:"  # repo:name → the last slot claimed (epoch)
+
+# --- metrics
+METRICS_PREFIX = NS + "metrics:"
+
+
+def thread(repo: str, number: int) -> str:
+    """The id of an issue or pull request thread, as the thread keys use it."""
+    return f"{repo.lower()}#{number}"
