@@ -18,8 +18,9 @@ from typing import Any, Literal
 import websockets
 from websockets.asyncio.client import connect
 
-from bot.agent.server_client import API_KEY_HEADER, AgentServerClient, AgentServerError
+from bot.agent.server_client import API_KEY_HEADER, AgentServerClient
 from bot.config import Settings
+from bot.errors import AgentServerError
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.errors import InvalidHooks
+
 EVENTS = (
     "pre_tool_use",
     "post_tool_use",
@@ -53,10 +55,6 @@ class HookConfig(BaseModel):
     session_start: list[HookMatcher] = Field(default_factory=list)
     session_end: list[HookMatcher] = Field(default_factory=list)
     stop: list[HookMatcher] = Field(default_factory=list)
-
-
-class InvalidHooks(Exception):
-    """The hooks file is not valid; the message says why, for the user."""
 
 
 def _snake(name: str) -> str:

@@ -12,9 +12,9 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bot.agent.hooks import InvalidHooks, parse_hooks
-from bot.agent.server_client import AgentServerError
-from bot.agent.workspace.base import Workspace, WorkspaceError
+from bot.agent.hooks import parse_hooks
+from bot.agent.workspace.base import Workspace
+from bot.errors import AgentServerError, InvalidHooks, SetupFailed, WorkspaceError
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,6 @@ SETUP_SCRIPT = ".openhands/setup.sh"
 HOOKS_FILE = ".openhands/hooks.json"
 GIT_EMAIL = "openhands@users.noreply.github.com"
 SETUP_OUTPUT_LIMIT = 20_000  # characters of setup output kept for the run's log
-
-
-class SetupFailed(Exception):
-    """`.openhands/setup.sh` failed and settings make that fatal."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,10 @@ from bot.agent.conversation import (
     ProgressCallback,
     conversation_id_for,
 )
-from bot.agent.repo_prep import SetupFailed, SetupOutcome, prepare, read_hooks
-from bot.agent.server_client import AgentServerError
-from bot.agent.workspace.base import Workspace, WorkspaceError, WorkspaceProvider
+from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
+from bot.agent.workspace.base import Workspace, WorkspaceProvider
 from bot.config import Settings
+from bot.errors import AgentServerError, SetupFailed, WorkspaceError
 from bot.github.auth import READ_ONLY
 from bot.github.client import GitHubApp
 from bot.queue.tasks import RepoRef

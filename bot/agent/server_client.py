@@ -11,15 +11,9 @@ from typing import Any
 
 import httpx
 
+from bot.errors import AgentServerError
+
 API_KEY_HEADER = "X-Session-API-Key"
-
-
-class AgentServerError(Exception):
-    """The agent-server could not be reached or refused a request."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from githubkit import GitHub
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import RequestFailed
 
 from bot.agent.conversation import ChangedFile
+from bot.errors import BranchMoved
 from bot.queue.tasks import RepoRef
 
 # The only token that may write code: minted for publishing, for the one repository.
@@ -36,14 +37,6 @@ TEMPLATE_PATHS = (
     "docs/pull_request_template.md",
     "pull_request_template.md",
 )
-
-
-class PublishError(Exception):
-    """The change could not be published; the message is for the user."""
-
-
-class BranchMoved(PublishError):
-    """The pull request's branch moved while the agent worked; we do not force-push."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +214,3 @@ def patch_comment(patch: str, *, reason: str) -> str:
         f"{reason}\n\nApply it with `git apply`:\n\n<details><summary>Patch ({size:,} bytes)"
         f"</summary>\n\n```diff\n{shown}\n```\n</details>{note}"
     )
-
-
-def describe_failure(exc: GitHubException | PublishError) -> str:
-    if isinstance(exc, PublishError):
-        return str(exc)
-    if isinstance(exc, RequestFailed):
-        return f"GitHub answered {exc.response.status_code}"
-    return type(exc).__name__

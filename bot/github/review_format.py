@@ -21,6 +21,8 @@ from pydantic_core import ErrorDetails
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchSet
 
+from bot.errors import InvalidReview
+
 Severity = Literal["critical", "important", "suggestion"]
 Side = Literal["RIGHT", "LEFT"]
 Verdict = Literal["approve", "comment", "request_changes"]
@@ -42,10 +44,6 @@ VERDICT_WORDS: dict[str, str] = {
     "comment": "💬 Comments only; nothing blocking.",
     "request_changes": "❌ Changes requested before merging.",
 }
-
-
-class InvalidReview(Exception):
-    """The agent's review is not valid; the message lists every problem, ready to send back."""
 
 
 class ReviewComment(BaseModel):

@@ -17,10 +17,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bot.config import Settings
+from bot.errors import QueueUnavailable
 from bot.intake import signature
 from bot.intake.triggers import Ignored, NotAnObject, RouteConfig, route_body
 from bot.queue import codec
-from bot.queue.enqueue import Enqueuer, QueueUnavailable
+from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import job_function
 from bot.runs import api, metrics
 from bot.runs import page as runs_page

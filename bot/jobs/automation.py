@@ -13,7 +13,8 @@ from bot.agent.prompts import automation_prompt
 from bot.agent.run import AgentRun, RunSpec, run_agent
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
-from bot.github import messages, publish
+from bot.errors import PublishError
+from bot.github import failures, messages, publish
 from bot.github.client import GitHubApp
 from bot.queue.tasks import AutomationTask
 
@@ -56,7 +57,7 @@ async def run_automation_job(
             "run_id": task.run_id,
             "status": "failed",
             "error": "github",
-            "detail": publish.describe_failure(exc),
+            "detail": failures.describe(exc),
         }
     base = task.branch or repo.default_branch
     spec = RunSpec(
@@ -88,17 +89,17 @@ async def run_automation_job(
         }
     try:
         return {**facts, **await _publish(settings, github, task, run, base)}
-    except (GitHubException, publish.PublishError) as exc:
+    except (GitHubException, PublishError) as exc:
         log.warning(
             "automation output failed: %s",
-            publish.describe_failure(exc),
+            failures.describe(exc),
             extra={"run_id": task.run_id, "repo": task.repo.full_name},
         )
         return {
             **facts,
             "status": "failed",
             "error": "publish",
-            "detail": publish.describe_failure(exc),
+            "detail": failures.describe(exc),
         }
 
 

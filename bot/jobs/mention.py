@@ -25,7 +25,8 @@ from bot.agent.prompts import IssueContext, ThreadComment, agent_prompt, follow_
 from bot.agent.run import AgentRun, Resume, RunSpec, run_agent
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
-from bot.github import messages, publish
+from bot.errors import BranchMoved, PublishError
+from bot.github import failures, messages, publish
 from bot.github.client import GitHubApp
 from bot.github.tracking import TrackingComment, marker
 from bot.queue.tasks import MentionTask
@@ -243,7 +244,7 @@ class MentionRun:
             bot_login = f"{settings.github_app_slug}[bot]" if settings.github_app_slug else None
             context, pull = await load_context(self.gh, task, bot_login)
         except GitHubException as exc:
-            return await self._fail("github", publish.describe_failure(exc))
+            return await self._fail("github", failures.describe(exc))
         previous = await self.redis.get(keys.SUMMARY_PREFIX + self.key)
         if previous is not None:
             context = dataclasses.replace(context, previous_summary=previous.decode())
@@ -314,15 +315,15 @@ class MentionRun:
                 outcome = await self._post_patch(run)
             else:
                 outcome = await self._push_to_pull(run, pull)
-        except (GitHubException, publish.PublishError) as exc:
+        except (GitHubException, PublishError) as exc:
             log.warning(
                 "publishing failed: %s",
-                publish.describe_failure(exc),
+                failures.describe(exc),
                 extra={"run_id": task.run_id},
             )
             return await self._fail(
                 "publish",
-                publish.describe_failure(exc),
+                failures.describe(exc),
                 [f"**Agent's summary:** {result.final_response.strip()[:2000]}", stats],
             )
         await self.tracking.finalize(outcome, [*notes, stats])
@@ -417,8 +418,8 @@ class MentionRun:
             keep = self.settings.workspace_keep_seconds if self.workspaces.can_keep else 0
             if keep:
                 await self._save_thread(run.resumed or task.run_id, run.head_sha, sha, keep)
-        except publish.BranchMoved as exc:
-            raise publish.PublishError(
+        except BranchMoved as exc:
+            raise PublishError(
                 f"{exc}. Nothing was pushed; mention @{self.handle} again "
                 "to redo it on the new head."
             ) from exc

@@ -21,6 +21,7 @@ from bot.agent.prompts import clean
 from bot.agent.run import RunSpec, run_agent
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
+from bot.errors import InvalidReview
 from bot.github import publish
 from bot.github import review_format as fmt
 from bot.github.client import GitHubApp
@@ -273,7 +274,7 @@ class ReviewRun:
         async def check(result: AgentResult) -> str | None:
             try:
                 parsed.append(fmt.parse_review(_review_json(result.final_response)))
-            except fmt.InvalidReview as exc:
+            except InvalidReview as exc:
                 return (
                     f"Your review could not be used: {exc}\nCall `finish` again with only the "
                     f"review JSON, in this format:\n{fmt.REVIEW_SCHEMA_TEXT}"

@@ -21,7 +21,13 @@ from githubkit.exception import GitHubException
 from bot import keys, logs
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
-from bot.errors import BotError, PermanentError, TransientError, classify_github
+from bot.errors import (
+    BotError,
+    CallbackRejected,
+    CallbackUnavailable,
+    PermanentError,
+    TransientError,
+)
 from bot.github import messages
 from bot.github.client import GitHubApp
 from bot.github.permissions import can_write
@@ -128,7 +134,7 @@ async def installation_for(ctx: dict[str, Any], repo: RepoRef, known: int | None
     try:
         installation_id = await github.find_installation(repo.owner, repo.name)
     except GitHubException as exc:
-        raise classify_github(exc, f"looking up the installation for {repo.full_name}") from exc
+        raise failures.classify(exc, f"looking up the installation for {repo.full_name}") from exc
     await redis.hset(keys.REPO_INSTALLATION, repo.full_name.lower(), installation_id)
     return installation_id
 
@@ -180,7 +186,7 @@ async def _gate(ctx: dict[str, Any], task: Gated) -> tuple[bool, Any]:
             cache_seconds=settings.permission_cache_seconds,
         )
     except GitHubException as exc:
-        raise classify_github(exc, f"checking {task.sender}'s permission") from exc
+        raise failures.classify(exc, f"checking {task.sender}'s permission") from exc
     return allowed, gh
 
 
@@ -200,7 +206,7 @@ async def _react(gh: Any, task: Gated, content: str) -> None:
                 owner, name, task.number, content=content
             )
     except GitHubException as exc:
-        raise classify_github(exc, "adding a reaction") from exc
+        raise failures.classify(exc, "adding a reaction") from exc
 
 
 async def _admit(ctx: dict[str, Any], task: Gated) -> tuple[Any, dict[str, Any] | None]:
@@ -556,11 +562,11 @@ async def deliver_callback(ctx: dict[str, Any], run_id: str) -> dict[str, Any]:
     tries = int(ctx.get("job_try", 1))
     try:
         code = await callback.send(ctx["http"], to, callback.payload(record, to.run_id))
-    except callback.CallbackRejected as exc:
+    except CallbackRejected as exc:
         log.error("run %s: callback rejected: %s", run_id, exc, extra={"run_id": run_id})
         await runs.update(run_id, callback_status=f"rejected: {exc}")
         return {"run_id": run_id, "status": "rejected"}
-    except callback.CallbackUnavailable as exc:
+    except CallbackUnavailable as exc:
         if tries < settings.callback_max_attempts:
             defer = settings.callback_retry_base_seconds * 2 ** (tries - 1)
             log.warning(

@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.agent.server_client import AgentServerClient
-from bot.agent.workspace.base import WorkspaceError
 from bot.agent.workspace.factory import make_provider
 from bot.config import MissingSetting, Settings
+from bot.errors import WorkspaceError
 from bot.github.auth import AppJwt
 from bot.github.client import AppJwtStrategy
 from bot.ops import local_redis

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot import keys
+from bot.errors import QueueUnavailable
 from bot.queue import codec
 from bot.queue.tasks import Task, job_function
 
@@ -50,10 +51,6 @@ return out
 """
 
 Outcome = Literal["queued", "duplicate"]
-
-
-class QueueUnavailable(Exception):
-    """Redis did not store the job; the delivery must not be acknowledged."""
 
 
 @dataclass(slots=True)

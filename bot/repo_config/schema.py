@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.asyncio import Redis
 
 from bot import keys
+from bot.errors import InvalidConfig
 from bot.queue.tasks import RepoRef
 from bot.repo_config.cron import CronError, Schedule
 
@@ -114,14 +115,6 @@ class RepoConfig(_Strict):
             if automation.name.lower() == name.lower():
                 return automation
         return None
-
-
-class InvalidConfig(Exception):
-    """The file is not a valid configuration; `errors` lists each problem, located."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 def parse(text: str) -> RepoConfig:

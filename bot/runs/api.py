@@ -3,29 +3,25 @@ route needs `Authorization: Bearer $BOT_API_TOKEN`; without the setting the API 
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import re
 import secrets
-from collections.abc import Awaitable
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 import orjson
-from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
-from arq.jobs import Job
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot import keys
+from bot import installations
 from bot.config import Settings
-from bot.queue import codec
-from bot.queue.enqueue import Enqueuer, QueueUnavailable
+from bot.errors import QueueUnavailable
+from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import AutomationTask, RepoRef
 from bot.repo_config import schema as repo_config
-from bot.runs import lifecycle
+from bot.runs import lifecycle, stop
 from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -123,12 +119,10 @@ class RunApi:
             ]
             raise ApiRefusal(422, "invalid run request", problems=problems) from exc
         redis: Redis = request.app.state.redis
-        installation = await cast(
-            Awaitable[bytes | None], redis.hget(keys.REPO_INSTALLATION, body.repo.lower())
-        )
+        installation = await installations.get(redis, body.repo)
         if installation is None:
             raise ApiRefusal(404, f"the App is not installed on {body.repo} (as far as it knows)")
-        task = await self._task(redis, body, int(installation))
+        task = await self._task(redis, body, installation)
         runs = self.runs(request)
         record = RunRecord(
             run_id=task.run_id,
@@ -227,7 +221,7 @@ class RunApi:
         if record.status in FINAL:
             raise ApiRefusal(409, f"run {run_id} is {record.status.value} already")
         redis: Redis = request.app.state.redis
-        await redis.set(keys.STOP_PREFIX + run_id, "the run API", ex=3600)
+        await stop.request(redis, run_id, "the run API")
         job_id = record.job_id or run_id
         # Running means a worker holds the job; when none does (it died), end the record here.
         held = await redis.exists(in_progress_key_prefix + job_id)
@@ -243,9 +237,7 @@ class RunApi:
         )
         # Queued: the job finds its run cancelled and does nothing. Running: arq cancels it, and
         # the run finalizes what the user sees and reports CANCELLED itself.
-        job = Job(job_id, cast(ArqRedis, redis), _deserializer=codec.loads)
-        with contextlib.suppress(Exception):  # asked; the worker acts on it (or has ended)
-            await job.abort(timeout=0.05)
+        await stop.abort(redis, job_id, wait=0.05)
         status = "CANCELLED" if cancelled else "CANCELLING"
         return _json(202, {"run_id": run_id, "status": status})
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from bot.config import Settings
+from bot.errors import CallbackRejected, CallbackUnavailable
 from bot.runs.store import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,6 @@ def payload(record: RunRecord, run_id: str) -> dict[str, Any]:
         "cost": round(record.cost, 6),
         "error": error,
     }
-
-
-class CallbackRejected(Exception):
-    """The receiver answered 4xx: sending the same body again cannot help."""
-
-
-class CallbackUnavailable(Exception):
-    """A network error or 5xx: worth another try."""
 
 
 async def send(client: httpx.AsyncClient, to: Target, body: dict[str, Any]) -> int:

@@ -13,11 +13,11 @@ from typing import Any
 from arq import Retry
 from redis.asyncio import Redis
 
-from bot import keys
 from bot.config import Settings
 from bot.queue import codec
 from bot.queue.enqueue import Enqueuer
-from bot.runs import callback, metrics
+from bot.runs import callback, metrics, stop
+from bot.runs.outcome import Done, RunOutcome
 from bot.runs.store import RunError, RunRecord, RunStatus, RunStore
 
 log = logging.getLogger(__name__)
@@ -31,19 +31,6 @@ def callback_job_id(run_id: str) -> str:
 
 def callback_job(run_id: str) -> bytes:
     return codec.job(CALLBACK_FUNCTION, run_id)
-
-
-def settle(result: dict[str, Any]) -> tuple[RunStatus, str, RunError | None]:
-    """A job's result → the record's status, outcome and error."""
-    status = str(result.get("status", "completed"))
-    reason = result.get("reason")
-    outcome = f"{status}: {reason}" if reason else status
-    if status == "denied":
-        return RunStatus.FAILED, outcome, RunError(code="not_allowed", detail="no write access")
-    if status == "failed":
-        code = str(result.get("error") or "internal")
-        return RunStatus.FAILED, outcome, RunError(code=code, detail=str(result.get("detail", "")))
-    return RunStatus.COMPLETED, outcome, None
 
 
 async def finish(
@@ -79,18 +66,19 @@ async def finish(
 
 
 async def tracked(
-    ctx: dict[str, Any],
+    settings: Settings,
+    runs: RunStore,
+    enqueuer: Enqueuer,
+    redis: Redis,
     record: RunRecord,
-    body: Callable[[], Awaitable[dict[str, Any]]],
+    body: Callable[[], Awaitable[RunOutcome]],
     *,
+    may_rerun: bool,
     on_cancelled: Callable[[], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
+) -> RunOutcome:
     """Run `body` as the run `record` describes, keeping its record true on every path.
-    `on_cancelled` tells the user when the run was cancelled before it could start."""
-    settings: Settings = ctx["settings"]
-    runs: RunStore = ctx["runs"]
-    enqueuer: Enqueuer = ctx["enqueuer"]
-    redis: Redis = ctx["redis"]
+    `may_rerun`: arq has tries left for this job. `on_cancelled` tells the user when the run was
+    cancelled before it could start."""
     run_id = record.run_id
     await runs.create(record)  # already there when the API created it, or on a re-execution
     if not await runs.transition(
@@ -104,18 +92,15 @@ async def tracked(
                 await on_cancelled()
             except Exception:
                 log.exception("run %s: could not say it was cancelled", run_id)
-        return {"run_id": run_id, "status": "skipped", "reason": f"run is {status}"}
+        return RunOutcome(run_id, Done.SKIPPED, reason=f"run is {status}")
     await runs.log(run_id, f"started ({record.kind}, {record.trigger})")
     started = time.monotonic()
     try:
-        result = await body()
+        outcome = await body()
     except asyncio.CancelledError:
         # arq runs the job again after a shutdown, unless this was its last try or it ran out
         # of time (arq's job timeout also arrives as a cancellation).
-        rerun = (
-            int(ctx.get("job_try", 1)) < int(ctx.get("max_tries", 1))
-            and time.monotonic() - started < settings.job_timeout_seconds - 1
-        )
+        rerun = may_rerun and time.monotonic() - started < settings.job_timeout_seconds - 1
         await asyncio.shield(_cancelled(settings, runs, enqueuer, redis, run_id, rerun=rerun))
         raise
     except Retry:
@@ -133,10 +118,24 @@ async def tracked(
             error=RunError(code="internal", detail=type(exc).__name__),
         )
         raise
-    status, outcome, error = settle(result)
-    values = {key: result[key] for key in ("cost", "conversation_id", "links") if result.get(key)}
-    await finish(settings, runs, enqueuer, run_id, status, outcome=outcome, error=error, **values)
-    return result
+    values: dict[str, Any] = {}
+    if outcome.cost:
+        values["cost"] = outcome.cost
+    if outcome.conversation_id:
+        values["conversation_id"] = outcome.conversation_id
+    if outcome.links:
+        values["links"] = dict(outcome.links)
+    await finish(
+        settings,
+        runs,
+        enqueuer,
+        run_id,
+        outcome.run_status,
+        outcome=outcome.summary,
+        error=outcome.error,
+        **values,
+    )
+    return outcome
 
 
 async def _cancelled(
@@ -151,7 +150,7 @@ async def _cancelled(
     """Stopped on request → CANCELLED; a worker shutting down → PENDING while arq will run it
     again, FAILED when it will not (its last try, or past JOB_TIMEOUT_SECONDS)."""
     with contextlib.suppress(Exception):
-        by = await redis.get(keys.STOP_PREFIX + run_id)
+        by = await stop.requested_by(redis, run_id)
         if by is None and rerun:
             await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
             await runs.log(run_id, "interrupted by a worker shutdown; it runs again")
@@ -159,7 +158,7 @@ async def _cancelled(
         if by is not None:
             status, why = (
                 RunStatus.CANCELLED,
-                RunError(code="cancelled", detail=f"stopped by {by.decode()}"),
+                RunError(code="cancelled", detail=f"stopped by {by}"),
             )
         else:
             why = RunError(

@@ -9,10 +9,6 @@ from typing import Protocol
 from bot.agent.server_client import AgentServerClient
 
 
-class WorkspaceError(Exception):
-    """The workspace could not be started, reached or prepared; the message says which."""
-
-
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """A live agent-server and the absolute directory this run owns on it."""

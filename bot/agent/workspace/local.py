@@ -26,8 +26,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bot.agent.server_client import AgentServerClient, AgentServerError
-from bot.agent.workspace.base import Workspace, WorkspaceError
+from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace.base import Workspace
+from bot.errors import AgentServerError, WorkspaceError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 
-from bot.agent.server_client import AgentServerClient, AgentServerError
-from bot.agent.workspace.base import Workspace, WorkspaceError
+from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace.base import Workspace
 from bot.agent.workspace.local import make_run_dir
+from bot.errors import AgentServerError, WorkspaceError
 
 log = logging.getLogger(__name__)
 

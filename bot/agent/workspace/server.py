@@ -6,9 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bot.agent.server_client import AgentServerClient, AgentServerError
-from bot.agent.workspace.base import Workspace, WorkspaceError
+from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace.base import Workspace
 from bot.agent.workspace.local import make_run_dir, release_command
+from bot.errors import AgentServerError, WorkspaceError
 
 
 class ServerProvider:
