@@ -1,4 +1,5 @@
-"""One agent run end to end: read-only token → workspace → clone and setup → conversation → result.
+"""One agent run end to end: a read-only clone token (minted by the job, never by the agent
+layer) → workspace → clone and setup → conversation → result.
 
 Whatever fails, the caller gets an `AgentRun` with a classified error instead of an exception, so
 it can always finalize what the user sees.
@@ -9,10 +10,8 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from githubkit.exception import GitHubException
 
 from bot.agent.conversation import (
     AgentError,
@@ -26,8 +25,6 @@ from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
 from bot.agent.workspace.base import Workspace, WorkspaceProvider
 from bot.config import Settings
 from bot.errors import AgentServerError, SetupFailed, WorkspaceError
-from bot.github.auth import READ_ONLY
-from bot.github.client import GitHubApp
 from bot.queue.tasks import RepoRef
 
 log = logging.getLogger(__name__)
@@ -71,7 +68,6 @@ class AgentRun:
     head_sha: str | None = None
     patch: str | None = None  # the change as a git patch, when the spec asked for one
     resumed: str | None = None  # the run whose conversation this one continued
-    notes: list[str] = field(default_factory=list)
 
 
 async def git_patch(ws: Workspace, base: str) -> str:
@@ -135,7 +131,7 @@ async def _outcome(
     return AgentRun(result=result, head_sha=base_sha, patch=patch, **fields)
 
 
-def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
+def failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
     return AgentResult(
         conversation_id=conversation_id_for(spec.run_id),
         status="error",
@@ -146,21 +142,14 @@ def _failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
 async def run_agent(
     settings: Settings,
     provider: WorkspaceProvider,
-    github: GitHubApp,
     spec: RunSpec,
     *,
+    clone_token: str,
     on_progress: ProgressCallback | None = None,
     check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
 ) -> AgentRun:
     """Run the agent on the repository; never raises for a failed run (only for cancellation)."""
     extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
-    try:
-        token = await github.installation_token(
-            spec.installation_id, repositories=[spec.repo.name], permissions=READ_ONLY
-        )
-    except GitHubException as exc:
-        log.warning("could not mint a clone token: %s", type(exc).__name__, extra=extra)
-        return AgentRun(_failed(spec, "github", "could not get a read-only token to clone"))
     try:
         async with provider.open(
             spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
@@ -175,7 +164,7 @@ async def run_agent(
             prepared = await prepare(
                 ws,
                 clone_url=spec.clone_url,
-                token=token.token,
+                token=clone_token,
                 branch=spec.branch,
                 fetch_ref=spec.fetch_ref,
                 clone_limit=settings.clone_timeout_seconds,
@@ -210,7 +199,7 @@ async def run_agent(
             )
     except SetupFailed as exc:
         log.warning("setup failed: %s", exc, extra=extra)
-        return AgentRun(_failed(spec, "setup", str(exc)))
+        return AgentRun(failed(spec, "setup", str(exc)))
     except (WorkspaceError, AgentServerError) as exc:
         log.warning("workspace failed: %s", exc, extra=extra)
-        return AgentRun(_failed(spec, "workspace", str(exc)))
+        return AgentRun(failed(spec, "workspace", str(exc)))

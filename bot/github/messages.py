@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.agent.conversation import AgentError
+from bot.agent.repo_prep import SetupOutcome
 
 # Classified failure code → (what happened, what the user can do).
 FAILURES: dict[str, tuple[str, str]] = {
@@ -103,3 +104,16 @@ def stats(duration: float, cost: float, steps: int) -> str:
     minutes, seconds = divmod(int(duration), 60)
     took = f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
     return f"<sub>{took} · ${cost:.2f} · {steps} steps</sub>"
+
+
+SETUP_FAILED_NOTE = "⚠️ `.openhands/setup.sh` failed (exit {exit_code}); the agent worked anyway."
+
+
+def run_notes(setup: SetupOutcome | None, hooks_error: str | None) -> list[str]:
+    """Warnings about the run that did not stop it: a failed setup script, invalid hooks."""
+    notes = []
+    if setup is not None and setup.ran and not setup.ok:
+        notes.append(SETUP_FAILED_NOTE.format(exit_code=setup.exit_code))
+    if hooks_error:
+        notes.append(f"⚠️ {hooks_error}")
+    return notes

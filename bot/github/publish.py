@@ -1,5 +1,6 @@
-"""Publish a run's changes through GitHub's Git Data API, so the workspace never holds a token
-that can write: blobs, a tree on the base commit, a commit, then a ref and a pull request.
+"""Every write a run makes to GitHub, apart from its tracking comment: changes published through
+the Git Data API (so the workspace never holds a token that can write: blobs, a tree on the base
+commit, a commit, then a ref and a pull request), patches, replies, reviews, issues, reactions.
 
 Idempotent: the commit's dates come from the run, so a re-executed job builds the same commit,
 finds its branch and pull request, and reuses them.
@@ -10,15 +11,14 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.agent.conversation import ChangedFile
-from bot.errors import BranchMoved
+from bot.errors import BranchMoved, PublishError
 from bot.queue.tasks import RepoRef
 
 # The only token that may write code: minted for publishing, for the one repository.
@@ -37,15 +37,6 @@ TEMPLATE_PATHS = (
     "docs/pull_request_template.md",
     "pull_request_template.md",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    branch: str
-    commit_sha: str
-    pr_number: int | None = None
-    pr_url: str | None = None
-    reused: bool = False
 
 
 def slug(title: str, limit: int = 40) -> str:
@@ -145,28 +136,6 @@ async def fast_forward(
         raise
 
 
-async def first_file(
-    gh: GitHub[Any], repo: RepoRef, paths: tuple[str, ...], ref: str | None
-) -> str | None:
-    """The text of the first of `paths` that exists at `ref` (default branch when None)."""
-    for path in paths:
-        try:
-            if ref:
-                response = await gh.rest.repos.async_get_content(
-                    repo.owner, repo.name, path, ref=ref
-                )
-            else:
-                response = await gh.rest.repos.async_get_content(repo.owner, repo.name, path)
-        except RequestFailed as exc:
-            if exc.response.status_code == 404:
-                continue
-            raise
-        content = getattr(response.parsed_data, "content", None)
-        if isinstance(content, str):
-            return base64.b64decode(content).decode("utf-8", errors="replace")
-    return None
-
-
 def pr_body(
     *, number: int, summary: str, template: str | None, run_url: str | None, run_id: str
 ) -> str:
@@ -213,4 +182,135 @@ def patch_comment(patch: str, *, reason: str) -> str:
     return (
         f"{reason}\n\nApply it with `git apply`:\n\n<details><summary>Patch ({size:,} bytes)"
         f"</summary>\n\n```diff\n{shown}\n```\n</details>{note}"
+    )
+
+
+async def propose(
+    writer: GitHub[Any],
+    repo: RepoRef,
+    *,
+    base_sha: str,
+    changes: list[ChangedFile],
+    message: str,
+    when: datetime,
+    branch: str,
+    base: str,
+    title: str,
+    body: str,
+    draft: bool,
+) -> tuple[int, str]:
+    """The changes as a commit on `branch` and a pull request into `base`: (number, URL)."""
+    sha = await create_commit(
+        writer, repo, base_sha=base_sha, changes=changes, message=message, when=when
+    )
+    await ensure_branch(writer, repo, branch, sha)
+    number, url, _reused = await ensure_pull_request(
+        writer, repo, branch=branch, base=base, title=title, body=body, draft=draft
+    )
+    return number, url
+
+
+async def push(
+    writer: GitHub[Any],
+    repo: RepoRef,
+    *,
+    branch: str,
+    parent: str,
+    changes: list[ChangedFile],
+    message: str,
+    when: datetime,
+    handle: str,
+) -> str:
+    """The changes as one commit fast-forwarded onto `branch` (never forced); its sha."""
+    sha = await create_commit(
+        writer, repo, base_sha=parent, changes=changes, message=message, when=when
+    )
+    try:
+        await fast_forward(writer, repo, branch, parent, sha)
+    except BranchMoved as exc:
+        raise PublishError(
+            f"{exc}. Nothing was pushed; mention @{handle} again to redo it on the new head."
+        ) from exc
+    return sha
+
+
+async def comment(gh: GitHub[Any], repo: RepoRef, number: int, body: str) -> str:
+    """A comment on an issue or pull request; its URL."""
+    made = await gh.rest.issues.async_create_comment(repo.owner, repo.name, number, body=body)
+    return made.parsed_data.html_url
+
+
+async def post_patch(
+    writer: GitHub[Any], repo: RepoRef, number: int, patch: str, *, reason: str
+) -> str:
+    """The change as a patch in a comment (a fork the bot cannot push to); its URL."""
+    return await comment(writer, repo, number, patch_comment(patch, reason=reason))
+
+
+async def reply_in_thread(
+    writer: GitHub[Any], repo: RepoRef, number: int, comment_id: int, body: str
+) -> None:
+    """An answer in the thread of an inline review comment."""
+    await writer.rest.pulls.async_create_reply_for_review_comment(
+        repo.owner, repo.name, number, comment_id, body=body
+    )
+
+
+Reaction = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
+
+
+async def react(
+    gh: GitHub[Any],
+    repo: RepoRef,
+    number: int,
+    comment_id: int | None,
+    *,
+    review: bool,
+    content: Reaction,
+) -> None:
+    """A reaction on the comment that asked (or on the issue, for a label)."""
+    owner, name = repo.owner, repo.name
+    if review and comment_id is not None:
+        await gh.rest.reactions.async_create_for_pull_request_review_comment(
+            owner, name, comment_id, content=content
+        )
+    elif comment_id is not None:
+        await gh.rest.reactions.async_create_for_issue_comment(
+            owner, name, comment_id, content=content
+        )
+    else:
+        await gh.rest.reactions.async_create_for_issue(owner, name, number, content=content)
+
+
+async def open_issue(gh: GitHub[Any], repo: RepoRef, title: str, body: str) -> tuple[int, str]:
+    """A new issue: (number, URL)."""
+    made = (
+        await gh.rest.issues.async_create(repo.owner, repo.name, title=title, body=body)
+    ).parsed_data
+    return made.number, made.html_url
+
+
+async def close_issue(gh: GitHub[Any], repo: RepoRef, number: int) -> None:
+    await gh.rest.issues.async_update(repo.owner, repo.name, number, state="closed")
+
+
+async def review(
+    gh: GitHub[Any],
+    repo: RepoRef,
+    number: int,
+    *,
+    commit_id: str,
+    body: str,
+    event: Literal["APPROVE", "REQUEST_CHANGES", "COMMENT"],
+    comments: list[dict[str, Any]],
+) -> None:
+    """A pull request review with its inline comments, on the commit that was reviewed."""
+    await gh.rest.pulls.async_create_review(
+        repo.owner,
+        repo.name,
+        number,
+        commit_id=commit_id,
+        body=body,
+        event=event,
+        comments=comments,
     )

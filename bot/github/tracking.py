@@ -29,10 +29,20 @@ def marker(run_id: str) -> str:
     return f"<!-- openhands-run:{run_id} -->"
 
 
-def render(run_id: str, phase: str, detail: str = "", run_url: str | None = None) -> str:
+ON_IT = "**OpenHands** is on it. Say `@{handle} stop` to stop it."
+
+
+def render(
+    run_id: str,
+    phase: str,
+    detail: str = "",
+    run_url: str | None = None,
+    *,
+    handle: str = "openhands",
+) -> str:
     """The in-progress body: a checklist of phases with the current one in bold."""
     reached = PHASES.index(phase) if phase in PHASES else 0
-    lines = [marker(run_id), "**OpenHands** is on it. Say `@openhands stop` to stop it.", ""]
+    lines = [marker(run_id), ON_IT.format(handle=handle), ""]
     for index, name in enumerate(PHASES[:-1]):
         if index < reached:
             lines.append(f"- [x] {name.capitalize()}")
@@ -72,6 +82,7 @@ class TrackingComment:
         min_interval: float = 5.0,
         run_url: str | None = None,
         journal: Callable[[str], Awaitable[None]] | None = None,
+        handle: str = "openhands",
     ) -> None:
         self._gh = gh
         self._redis = redis
@@ -87,6 +98,7 @@ class TrackingComment:
         self._flusher: asyncio.Task[None] | None = None
         self.html_url: str | None = None
         self._journal = journal  # the run's own log, for the runs page
+        self._handle = handle  # BOT_HANDLE: the stop command the comment offers
 
     @property
     def _key(self) -> str:
@@ -117,7 +129,10 @@ class TrackingComment:
             page += 1
         if self.comment_id is None:
             created = await self._gh.rest.issues.async_create_comment(
-                owner, name, self._number, body=body or render(self.run_id, "queued")
+                owner,
+                name,
+                self._number,
+                body=body or render(self.run_id, "queued", handle=self._handle),
             )
             self.comment_id = int(created.parsed_data.id)
             self.html_url = created.parsed_data.html_url
@@ -140,7 +155,7 @@ class TrackingComment:
 
     def show(self, phase: str, detail: str = "") -> None:
         """Schedule an in-progress update; throttled, the latest state wins."""
-        self._pending = render(self.run_id, phase, detail, self.run_url)
+        self._pending = render(self.run_id, phase, detail, self.run_url, handle=self._handle)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
 
@@ -159,7 +174,7 @@ class TrackingComment:
         """Show a phase change now (not throttled)."""
         await self._cancel_pending()
         await self._note(f"{phase}: {detail}" if detail else phase)
-        await self._edit(render(self.run_id, phase, detail, self.run_url))
+        await self._edit(render(self.run_id, phase, detail, self.run_url, handle=self._handle))
 
     async def finalize(self, headline: str, details: list[str]) -> None:
         """The last edit: outcome and what to do next. Raises if GitHub refuses it."""

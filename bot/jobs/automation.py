@@ -10,17 +10,21 @@ from typing import Any
 from githubkit.exception import GitHubException
 
 from bot.agent.prompts import automation_prompt
-from bot.agent.run import AgentRun, RunSpec, run_agent
-from bot.agent.workspace.base import WorkspaceProvider
+from bot.agent.run import AgentRun, RunSpec
 from bot.config import Settings
-from bot.errors import PublishError
+from bot.errors import BotError, PublishError
 from bot.github import failures, messages, publish
-from bot.github.client import GitHubApp
+from bot.github.auth import READ_ONLY
+from bot.jobs import agent
+from bot.jobs.context import Attempt, Deps, job
+from bot.jobs.gate import with_installation
 from bot.queue.tasks import AutomationTask
+from bot.runs import lifecycle
+from bot.runs.outcome import Done, RunOutcome
+from bot.runs.store import RunError, RunRecord
 
 log = logging.getLogger(__name__)
 
-READ = {"contents": "read", "metadata": "read"}
 WORKDIR = "the repository root (your working directory)"
 
 
@@ -42,23 +46,50 @@ def _footer(settings: Settings, task: AutomationTask) -> str:
     return f"<sub>By OpenHands, from {origin} ({run}).</sub>"
 
 
-async def run_automation_job(
-    settings: Settings, github: GitHubApp, workspaces: WorkspaceProvider, task: AutomationTask
-) -> dict[str, Any]:
+@job
+async def run_automation(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutcome:
+    """A scheduled automation or an API-started prompt."""
+    task = AutomationTask.model_validate(data)
+    record = RunRecord(
+        run_id=task.run_id,
+        kind="automation",
+        trigger=task.trigger,
+        repo=task.repo.full_name,
+        number=task.issue,
+        automation=task.automation,
+        sender=task.sender,
+        job_id=now.job_id,
+    )
+
+    async def body() -> RunOutcome:
+        try:
+            filled = await with_installation(deps, task)
+        except BotError as exc:
+            return RunOutcome.failed(task.run_id, "github", exc.user_message)
+        return await _automation(deps, filled)
+
+    return await lifecycle.tracked(
+        deps.settings,
+        deps.runs,
+        deps.enqueuer,
+        deps.redis,
+        record,
+        body,
+        may_rerun=now.tries < now.max_tries,
+    )
+
+
+async def _automation(deps: Deps, task: AutomationTask) -> RunOutcome:
     """Run it; never raises for a failed run, so the record and callback always say why."""
+    settings = deps.settings
     installation = task.installation_id or 0
     try:
-        gh = await github.installation_client(
-            installation, repositories=[task.repo.name], permissions=READ
+        gh = await deps.github.installation_client(
+            installation, repositories=[task.repo.name], permissions=READ_ONLY
         )
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
     except GitHubException as exc:
-        return {
-            "run_id": task.run_id,
-            "status": "failed",
-            "error": "github",
-            "detail": failures.describe(exc),
-        }
+        return RunOutcome.failed(task.run_id, "github", failures.describe(exc))
     base = task.branch or repo.default_branch
     spec = RunSpec(
         run_id=task.run_id,
@@ -71,84 +102,68 @@ async def run_automation_job(
         branch=base,
         max_iterations=task.max_iterations,
     )
-    run = await run_agent(settings, workspaces, github, spec)
+    run = await agent.run(deps, spec)
     result = run.result
-    facts: dict[str, Any] = {
-        "run_id": task.run_id,
-        "cost": result.cost,
-        "conversation_id": result.conversation_id,
-    }
+    spent = RunOutcome(
+        task.run_id, Done.COMPLETED, cost=result.cost, conversation_id=result.conversation_id
+    )
     if not result.succeeded:
         error = result.error
         headline, _ = messages.from_agent_error(error, settings.bot_handle)
-        return {
-            **facts,
-            "status": "failed",
-            "error": error.code if error else "internal",
-            "detail": (error.detail if error else "") or headline,
-        }
+        code = error.code if error else "internal"
+        detail = (error.detail if error else "") or headline
+        return spent.but(status=Done.FAILED, error=RunError(code=code, detail=detail))
     try:
-        return {**facts, **await _publish(settings, github, task, run, base)}
+        return await _publish(deps, task, run, base, spent)
     except (GitHubException, PublishError) as exc:
         log.warning(
             "automation output failed: %s",
             failures.describe(exc),
             extra={"run_id": task.run_id, "repo": task.repo.full_name},
         )
-        return {
-            **facts,
-            "status": "failed",
-            "error": "publish",
-            "detail": failures.describe(exc),
-        }
+        why = RunError(code="publish", detail=failures.describe(exc))
+        return spent.but(status=Done.FAILED, error=why)
 
 
 async def _publish(
-    settings: Settings, github: GitHubApp, task: AutomationTask, run: AgentRun, base: str
-) -> dict[str, Any]:
+    deps: Deps, task: AutomationTask, run: AgentRun, base: str, spent: RunOutcome
+) -> RunOutcome:
+    settings = deps.settings
     summary = run.result.final_response.strip() or "(the agent left no summary)"
     if task.output == "none":
-        return {"status": "completed"}
+        return spent
     if task.output == "pr" and not run.result.changes:
-        return {"status": "completed", "reason": "no changes to propose"}
-    writer = await github.installation_client(
+        return spent.but(reason="no changes to propose")
+    writer = await deps.github.installation_client(
         task.installation_id or 0,
         repositories=[task.repo.name],
         permissions=publish.PUBLISH_PERMISSIONS,
     )
-    owner, name = task.repo.owner, task.repo.name
     body = f"{summary[:60_000]}\n\n{_footer(settings, task)}"
     stamp = _when(task).strftime("%Y-%m-%d %H:%M UTC")
     if task.output == "issue":
-        issue = await writer.rest.issues.async_create(
-            owner, name, title=f"{_title(task)}: {stamp}"[:200], body=body
-        )
-        return {"status": "reported", "links": {"issue": issue.parsed_data.html_url}}
+        _, url = await publish.open_issue(writer, task.repo, f"{_title(task)}: {stamp}"[:200], body)
+        return spent.but(status=Done.REPORTED, links={"issue": url})
     if task.output == "comment":
         assert task.issue is not None  # the config and the API both require it
-        comment = await writer.rest.issues.async_create_comment(owner, name, task.issue, body=body)
-        return {"status": "commented", "links": {"comment": comment.parsed_data.html_url}}
+        url = await publish.comment(writer, task.repo, task.issue, body)
+        return spent.but(status=Done.COMMENTED, links={"comment": url})
     assert run.head_sha is not None
     title = f"{_title(task)}: {summary.splitlines()[0]}"[:120]
-    sha = await publish.create_commit(
+    branch = f"openhands/{publish.slug(_title(task), 30)}-{_when(task).strftime('%Y%m%d-%H%M')}"
+    if not task.slot:
+        branch += f"-{task.run_id[-8:]}"
+    number, url = await publish.propose(
         writer,
         task.repo,
         base_sha=run.head_sha,
         changes=run.result.changes,
         message=f"{title}\n\n{summary[:2000]}",
         when=_when(task),
-    )
-    branch = f"openhands/{publish.slug(_title(task), 30)}-{_when(task).strftime('%Y%m%d-%H%M')}"
-    if not task.slot:
-        branch += f"-{task.run_id[-8:]}"
-    await publish.ensure_branch(writer, task.repo, branch, sha)
-    number, url, _ = await publish.ensure_pull_request(
-        writer,
-        task.repo,
         branch=branch,
         base=base,
         title=title,
         body=body,
         draft=not settings.open_pr_ready,
     )
-    return {"status": "published", "links": {"pull_request": url}, "pr": number}
+    return spent.but(status=Done.PUBLISHED, links={"pull_request": url}, facts={"pr": number})

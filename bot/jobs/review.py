@@ -8,27 +8,30 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
-from redis.asyncio import Redis
 
 from bot import keys
 from bot.agent.conversation import AgentResult
 from bot.agent.prompts import clean
-from bot.agent.run import RunSpec, run_agent
-from bot.agent.workspace.base import WorkspaceProvider
-from bot.config import Settings
+from bot.agent.run import RunSpec
 from bot.errors import InvalidReview
-from bot.github import publish
+from bot.github import failures, publish, reads
 from bot.github import review_format as fmt
-from bot.github.client import GitHubApp
 from bot.github.messages import failure
 from bot.github.permissions import role_of
+from bot.github.reads import PullFacts
+from bot.jobs import agent
+from bot.jobs.context import Attempt, Deps, job
+from bot.jobs.gate import admit, with_installation
 from bot.queue.tasks import ReviewTask
-from bot.repo_config import schema as repo_config
+from bot.repo_config import store
+from bot.repo_config.schema import CONFIG_PATH, ReviewConfig
+from bot.runs import lifecycle
+from bot.runs.outcome import Done, RunOutcome
+from bot.runs.store import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -76,61 +79,6 @@ When you are done, call `finish` with your review as JSON, and nothing else, in 
 """
 
 
-@dataclass(frozen=True, slots=True)
-class PullFacts:
-    number: int
-    title: str
-    body: str
-    author: str
-    author_is_bot: bool
-    draft: bool
-    head_sha: str
-    head_ref: str
-    base_ref: str
-    is_fork: bool
-    changed_lines: int
-    changed_files: int
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-async def pull_facts(gh: GitHub[Any], task: ReviewTask) -> PullFacts:
-    pr = (await gh.rest.pulls.async_get(task.repo.owner, task.repo.name, task.number)).parsed_data
-    head_repo = pr.head.repo.full_name if pr.head.repo else ""
-    return PullFacts(
-        number=pr.number,
-        title=pr.title,
-        body=_text(pr.body),
-        author=pr.user.login,
-        author_is_bot=pr.user.type == "Bot",
-        draft=bool(pr.draft),
-        head_sha=pr.head.sha,
-        head_ref=pr.head.ref,
-        base_ref=pr.base.ref,
-        is_fork=head_repo.lower() != task.repo.full_name.lower(),
-        changed_lines=int(pr.additions or 0) + int(pr.deletions or 0),
-        changed_files=int(pr.changed_files or 0),
-    )
-
-
-async def pull_files(gh: GitHub[Any], task: ReviewTask) -> list[tuple[str, str | None, int]]:
-    files: list[tuple[str, str | None, int]] = []
-    page = 1
-    while True:
-        response = await gh.rest.pulls.async_list_files(
-            task.repo.owner, task.repo.name, task.number, per_page=100, page=page
-        )
-        batch: list[Any] = list(response.parsed_data)
-        for item in batch:
-            patch = item.patch if isinstance(item.patch, str) else None
-            files.append((item.filename, patch, int(item.changes or 0)))
-        if len(batch) < 100 or page >= 30:
-            return files
-        page += 1
-
-
 def review_prompt(
     task: ReviewTask, pr: PullFacts, diff: str, skipped: list[str], guide: str | None
 ) -> str:
@@ -157,37 +105,29 @@ def _review_json(text: str) -> str:
 class ReviewRun:
     """One review job after the triggers and skips."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        redis: Redis,
-        github: GitHubApp,
-        workspaces: WorkspaceProvider,
-        task: ReviewTask,
-    ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.github = github
-        self.workspaces = workspaces
+    def __init__(self, deps: Deps, task: ReviewTask) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.redis = deps.redis
         self.task = task
-        self.config = repo_config.ReviewConfig()
+        self.config = ReviewConfig()
 
-    async def execute(self) -> dict[str, Any]:
+    async def execute(self) -> RunOutcome:
         task, settings = self.task, self.settings
-        self.config = (await repo_config.load(self.redis, task.repo.full_name)).config.review
+        self.config = (await store.load(self.redis, task.repo.full_name)).config.review
         unwanted = self._unwanted()
         if unwanted is not None:
-            return {"run_id": task.run_id, "status": "skipped", "reason": unwanted}
+            return RunOutcome(task.run_id, Done.SKIPPED, reason=unwanted)
         installation = task.installation_id or 0
-        gh = await self.github.installation_client(
+        gh = await self.deps.github.installation_client(
             installation, repositories=[task.repo.name], permissions=REVIEW_PERMISSIONS
         )
-        pr = await pull_facts(gh, task)
-        result = {"run_id": task.run_id, "head_sha": pr.head_sha}
+        pr = await reads.pull_facts(gh, task)
+        skipped = RunOutcome(task.run_id, Done.SKIPPED, facts={"head_sha": pr.head_sha})
         if pr.draft and not task.rereview:
-            return {**result, "status": "skipped", "reason": "draft"}
+            return skipped.but(reason="draft")
         if pr.author_is_bot and pr.author.lower() not in {b.lower() for b in settings.allowed_bots}:
-            return {**result, "status": "skipped", "reason": "bot author"}
+            return skipped.but(reason="bot author")
         key = f"{keys.REVIEWED_PREFIX}{task.repo.full_name.lower()}:{pr.head_sha}"
         if not task.rereview and not await self.redis.set(
             key, task.run_id, nx=True, ex=30 * 24 * 3600
@@ -199,15 +139,15 @@ class ReviewRun:
                 pr.head_sha[:7],
                 extra={"run_id": task.run_id},
             )
-            return {**result, "status": "skipped", "reason": "already reviewed"}
+            return skipped.but(reason="already reviewed")
         max_lines = self.config.max_changed_lines or settings.review_max_changed_lines
         max_files = self.config.max_files or settings.review_max_files
         if not task.rereview and (pr.changed_lines > max_lines or pr.changed_files > max_files):
-            await gh.rest.issues.async_create_comment(
-                task.repo.owner,
-                task.repo.name,
+            await publish.comment(
+                gh,
+                task.repo,
                 task.number,
-                body=TOO_LARGE.format(
+                TOO_LARGE.format(
                     lines=pr.changed_lines,
                     files=pr.changed_files,
                     max_lines=max_lines,
@@ -215,9 +155,9 @@ class ReviewRun:
                     handle=settings.bot_handle,
                 ),
             )
-            return {**result, "status": "skipped", "reason": "too large"}
+            return skipped.but(reason="too large")
         try:
-            return {**result, **await self._review(gh, pr)}
+            return (await self._review(gh, pr)).but(facts={"head_sha": pr.head_sha})
         except BaseException:
             await self.redis.delete(key)  # let a later trigger try again
             raise
@@ -228,7 +168,7 @@ class ReviewRun:
         if self.task.rereview:
             return None
         if not self.config.enabled:
-            return f"reviews are disabled in {repo_config.CONFIG_PATH}"
+            return f"reviews are disabled in {CONFIG_PATH}"
         if self.task.action == "synchronize":
             on_push = self.config.on_push
             if not (self.settings.review_on_push if on_push is None else on_push):
@@ -239,7 +179,7 @@ class ReviewRun:
             return "automatic reviews are off"
         return None
 
-    async def _review(self, gh: GitHub[Any], pr: PullFacts) -> dict[str, Any]:
+    async def _review(self, gh: GitHub[Any], pr: PullFacts) -> RunOutcome:
         task, settings = self.task, self.settings
         read_only = False
         if pr.is_fork:
@@ -251,10 +191,10 @@ class ReviewRun:
                 cache_seconds=settings.permission_cache_seconds,
             )
             read_only = role not in {"admin", "maintain", "write"}
-        files = await pull_files(gh, task)
+        files = await reads.pull_files(gh, task)
         diff, skipped = fmt.budget_diff(files, settings.review_diff_budget_chars)
         # The guide as the base branch has it, never the PR's own version of it.
-        guide = await publish.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
+        guide = await reads.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
         if self.config.instructions:  # from the default branch's config, never the PR's
             guide = "\n\n".join(part for part in (guide, self.config.instructions) if part)
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
@@ -281,7 +221,7 @@ class ReviewRun:
                 )
             return None
 
-        run = await run_agent(settings, self.workspaces, self.github, spec, check=check)
+        run = await agent.run(self.deps, spec, check=check)
         if run.result.succeeded and not parsed:
             await check(run.result)  # the corrected answer
         if not run.result.succeeded or not parsed:
@@ -298,28 +238,26 @@ class ReviewRun:
                     settings.bot_handle,
                     error.detail if error else "",
                 )
-            await gh.rest.issues.async_create_comment(
-                task.repo.owner,
-                task.repo.name,
-                task.number,
-                body="\n".join([headline, "", *details]),
+            await publish.comment(gh, task.repo, task.number, "\n".join([headline, "", *details]))
+            error = run.result.error
+            return RunOutcome.failed(
+                task.run_id,
+                error.code if error else InvalidReview.code,
+                error.detail if error else "",
+                cost=run.result.cost,
+                conversation_id=run.result.conversation_id,
             )
-            return {
-                "status": "failed",
-                "error": run.result.error.code if run.result.error else "invalid_review",
-                "cost": run.result.cost,
-                "conversation_id": run.result.conversation_id,
-            }
         review = parsed[-1]
         await self._post(
             gh, pr, review, files, skipped, run.result.cost, FORK_NOTE if read_only else None
         )
-        return {
-            "status": "reviewed",
-            "comments": len(review.comments),
-            "cost": run.result.cost,
-            "conversation_id": run.result.conversation_id,
-        }
+        return RunOutcome(
+            task.run_id,
+            Done.REVIEWED,
+            cost=run.result.cost,
+            conversation_id=run.result.conversation_id,
+            facts={"comments": len(review.comments)},
+        )
 
     async def _post(
         self,
@@ -349,9 +287,9 @@ class ReviewRun:
                 cost=cost,
                 read_only_note=note,
             )
-            await gh.rest.pulls.async_create_review(
-                task.repo.owner,
-                task.repo.name,
+            await publish.review(
+                gh,
+                task.repo,
                 task.number,
                 commit_id=pr.head_sha,
                 body=body,
@@ -372,15 +310,38 @@ class ReviewRun:
             await send([], list(review.comments))
 
 
-async def run_review_job(
-    settings: Settings,
-    redis: Redis,
-    github: GitHubApp,
-    workspaces: WorkspaceProvider,
-    task: ReviewTask,
-) -> dict[str, Any]:
+@job
+async def run_review(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutcome:
+    """A pull request to review; `@handle review` is gated like any mention."""
+    task = ReviewTask.model_validate(data)
+    record = RunRecord(
+        run_id=task.run_id,
+        kind="review",
+        trigger=task.trigger if task.rereview else "pull_request",
+        repo=task.repo.full_name,
+        number=task.number,
+        sender=task.sender,
+        job_id=now.job_id,
+    )
+    return await lifecycle.tracked(
+        deps.settings,
+        deps.runs,
+        deps.enqueuer,
+        deps.redis,
+        record,
+        lambda: _review(deps, now, task),
+        may_rerun=now.tries < now.max_tries,
+    )
+
+
+async def _review(deps: Deps, now: Attempt, task: ReviewTask) -> RunOutcome:
+    if task.rereview:
+        admitted = await admit(deps, now, task)
+        if isinstance(admitted, RunOutcome):
+            return admitted
+    task = await with_installation(deps, task)
     try:
-        return await ReviewRun(settings, redis, github, workspaces, task).execute()
+        return await ReviewRun(deps, task).execute()
     except GitHubException as exc:
         log.error(
             "review %s failed on GitHub: %s",
@@ -388,4 +349,4 @@ async def run_review_job(
             type(exc).__name__,
             extra={"run_id": task.run_id},
         )
-        return {"run_id": task.run_id, "status": "failed", "error": "github"}
+        return RunOutcome.failed(task.run_id, "github", failures.describe(exc))

@@ -8,14 +8,16 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from bot import keys
+from bot import installations, keys
+from bot.jobs import context
 from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import AutomationTask, RepoRef
-from bot.repo_config import schema as repo_config
+from bot.repo_config import store
+from bot.runs.outcome import Done, RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,9 @@ async def tick(
     members = await cast(Awaitable[set[bytes]], redis.smembers(keys.CONFIG_REPOS))
     for raw in sorted(members):
         repo = raw.decode() if isinstance(raw, bytes) else str(raw)
-        stored = await repo_config.load(redis, repo)
+        stored = await store.load(redis, repo)
         for automation in stored.config.automations:
-            key = repo_config.last_slot_key(repo, automation.name)
+            key = store.last_slot_key(repo, automation.name)
             if not automation.enabled:  # re-enabled later, it starts afresh (no catch-up)
                 await redis.delete(key)
                 continue
@@ -112,3 +114,13 @@ async def tick(
                 extra={"repo": repo, "run_id": task.run_id},
             )
     return due
+
+
+async def automation_tick(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Each minute: queue the automations that are due."""
+    deps = context.deps(ctx)
+    covered = await installations.every(deps.redis)
+    due = await tick(deps.redis, deps.enqueuer, covered, deps.clock())
+    queued = [d.job_id for d in due if d.queued]
+    facts = {"queued": queued, "due": len(due)}
+    return RunOutcome("tick", Done.RECORDED, facts=facts).as_result()

@@ -40,12 +40,12 @@ MANIFEST_PATH = next(
     (
         path
         for path in (
+            Path(__file__).resolve().parents[2] / "app-manifest.yml",
             Path(__file__).resolve().parents[1] / "app-manifest.yml",
-            Path(__file__).resolve().parent / "app-manifest.yml",
         )
         if path.is_file()
     ),
-    Path(__file__).resolve().parents[1] / "app-manifest.yml",
+    Path(__file__).resolve().parents[2] / "app-manifest.yml",
 )
 WEBHOOK_PATH = "/webhooks/github"
 CALLBACK_PATH = "/callback"  # GitHub's redirect comes back to CALLBACK_PATH/<setup token>

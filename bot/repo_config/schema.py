@@ -6,23 +6,14 @@ valid configuration keeps running. Nothing in the file can crash the bot.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import re
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import yaml
-from githubkit import GitHub
-from githubkit.exception import GitHubException, RequestFailed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from redis.asyncio import Redis
 
-from bot import keys
 from bot.errors import InvalidConfig
-from bot.queue.tasks import RepoRef
 from bot.repo_config.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)
@@ -162,114 +153,6 @@ def _location(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The configuration in effect for a repository, and the file version it came from."""
-
-    sha: str | None
-    config: RepoConfig
-
-
-async def load(redis: Redis, repo: str) -> Stored:
-    """The last valid configuration (defaults when the repository has none)."""
-    raw = await redis.get(keys.CONFIG_PREFIX + repo.lower())
-    if raw is None:
-        return Stored(None, RepoConfig())
-    record = json.loads(raw)
-    try:
-        return Stored(record.get("sha"), RepoConfig.model_validate(record["config"]))
-    except (ValidationError, KeyError):  # stored by an older version of the bot
-        return Stored(None, RepoConfig())
-
-
-def last_slot_key(repo: str, name: str) -> str:
-    return f"{keys.AUTOMATION_LAST_PREFIX}{repo.lower()}:{name.lower()}"
-
-
-async def _store(redis: Redis, repo: str, sha: str | None, config: RepoConfig) -> None:
-    key = repo.lower()
-    # An automation that leaves the file forgets its schedule: added back, it waits for its
-    # next slot like a new one instead of catching up on the time it was gone.
-    kept = {a.name.lower() for a in config.automations}
-    gone = [
-        a.name for a in (await load(redis, repo)).config.automations if a.name.lower() not in kept
-    ]
-    if gone:
-        await redis.delete(*[last_slot_key(repo, name) for name in gone])
-    record = {"sha": sha, "config": config.model_dump(mode="json")}
-    await redis.set(keys.CONFIG_PREFIX + key, json.dumps(record))
-    if config.automations:
-        await cast(Awaitable[int], redis.sadd(keys.CONFIG_REPOS, key))
-    else:
-        await cast(Awaitable[int], redis.srem(keys.CONFIG_REPOS, key))
-
-
-async def forget(redis: Redis, repo: str) -> None:
-    """The App no longer covers the repository."""
-    await redis.delete(keys.CONFIG_PREFIX + repo.lower())
-    await cast(Awaitable[int], redis.srem(keys.CONFIG_REPOS, repo.lower()))
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    status: Literal["valid", "invalid", "absent", "unchanged"]
-    sha: str | None = None
-    errors: tuple[str, ...] = ()
-    reported: bool = False
-
-
-async def fetch(gh: GitHub[Any], repo: RepoRef, ref: str | None) -> tuple[str, str] | None:
-    """(blob sha, text) of the file on `ref` (the default branch when None), or None."""
-    try:
-        if ref is None:
-            response = await gh.rest.repos.async_get_content(repo.owner, repo.name, CONFIG_PATH)
-        else:
-            response = await gh.rest.repos.async_get_content(
-                repo.owner, repo.name, CONFIG_PATH, ref=ref
-            )
-    except RequestFailed as exc:
-        if exc.response.status_code == 404:
-            return None
-        raise
-    content = response.parsed_data
-    if isinstance(content, list) or getattr(content, "type", None) != "file":
-        return None
-    encoded = getattr(content, "content", "") or ""
-    text = base64.b64decode(encoded).decode("utf-8", errors="replace")
-    return content.sha, text
-
-
-async def refresh(
-    gh: GitHub[Any], redis: Redis, repo: RepoRef, *, commit: str | None = None
-) -> Refreshed:
-    """Read the file from the default branch and store it when valid; report it when not."""
-    found = await fetch(gh, repo, None)
-    if found is None:
-        await _store(redis, repo.full_name, None, RepoConfig())
-        await _resolve_report(gh, redis, repo, None)
-        return Refreshed("absent")
-    sha, text = found
-    current = await load(redis, repo.full_name)
-    try:
-        config = parse(text)
-    except InvalidConfig as exc:
-        log.warning(
-            "%s: %s is invalid: %s",
-            repo.full_name,
-            CONFIG_PATH,
-            exc,
-            extra={"repo": repo.full_name},
-        )
-        reported = await _report(gh, redis, repo, sha, exc.errors, commit)
-        return Refreshed("invalid", sha, tuple(exc.errors), reported)
-    if current.sha == sha:  # e.g. a broken version reverted to the last valid one
-        await _resolve_report(gh, redis, repo, sha)
-        return Refreshed("unchanged", sha)
-    await _store(redis, repo.full_name, sha, config)
-    await _resolve_report(gh, redis, repo, sha)
-    return Refreshed("valid", sha)
-
-
 def report_body(sha: str, errors: list[str], commit: str | None, previous: str | None) -> str:
     where = f"commit {commit}" if commit else f"the default branch (file version {sha[:7]})"
     lines = [
@@ -284,66 +167,3 @@ def report_body(sha: str, errors: list[str], commit: str | None, previous: str |
         "Fix the file on the default branch; this issue is closed once a valid version is read.",
     ]
     return "\n".join(lines)
-
-
-async def _report(
-    gh: GitHub[Any],
-    redis: Redis,
-    repo: RepoRef,
-    sha: str,
-    errors: list[str],
-    commit: str | None,
-) -> bool:
-    """Tell the repository once per file version: one issue, commented on for later versions."""
-    key = f"{keys.CONFIG_REPORTED_PREFIX}{repo.full_name.lower()}:{sha}"
-    if not await redis.set(key, "1", nx=True, ex=90 * 24 * 3600):
-        return False
-    previous = (await load(redis, repo.full_name)).sha
-    body = report_body(sha, errors, commit, previous)
-    try:
-        number = await redis.get(keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower())
-        if number is not None and await _still_open(gh, repo, int(number)):
-            await gh.rest.issues.async_create_comment(repo.owner, repo.name, int(number), body=body)
-            return True
-        created = await gh.rest.issues.async_create(
-            repo.owner,
-            repo.name,
-            title=f"OpenHands: {CONFIG_PATH} is invalid",
-            body=body,
-        )
-        await redis.set(
-            keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower(), created.parsed_data.number
-        )
-    except GitHubException:
-        await redis.delete(key)  # not reported: the next refresh tries again
-        raise
-    return True
-
-
-async def _still_open(gh: GitHub[Any], repo: RepoRef, number: int) -> bool:
-    try:
-        issue = (await gh.rest.issues.async_get(repo.owner, repo.name, number)).parsed_data
-    except RequestFailed as exc:
-        if exc.response.status_code in (404, 410):  # deleted or transferred: report anew
-            return False
-        raise
-    return issue.state == "open"
-
-
-async def _resolve_report(gh: GitHub[Any], redis: Redis, repo: RepoRef, sha: str | None) -> None:
-    """A valid version is in effect (or the file is gone): close the report issue, if open."""
-    key = keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower()
-    number = await redis.get(key)
-    if number is None:
-        return
-    if await _still_open(gh, repo, int(number)):
-        note = (
-            f"`{CONFIG_PATH}` version {sha[:7]} is valid and now in effect."
-            if sha
-            else f"`{CONFIG_PATH}` was removed: the bot's defaults apply."
-        )
-        await gh.rest.issues.async_create_comment(
-            repo.owner, repo.name, int(number), body=f"{REPORT_MARKER}\n{note}"
-        )
-        await gh.rest.issues.async_update(repo.owner, repo.name, int(number), state="closed")
-    await redis.delete(key)

@@ -20,7 +20,8 @@ from bot.config import Settings
 from bot.errors import QueueUnavailable
 from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import AutomationTask, RepoRef
-from bot.repo_config import schema as repo_config
+from bot.repo_config import store
+from bot.repo_config.schema import CONFIG_PATH
 from bot.runs import lifecycle, stop
 from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore
 
@@ -163,14 +164,13 @@ class RunApi:
             "trigger": "api",
         }
         if body.automation is not None:
-            config = (await repo_config.load(redis, body.repo)).config
+            config = (await store.load(redis, body.repo)).config
             automation = config.automation(body.automation)
             if automation is None:
                 known = [a.name for a in config.automations]
                 raise ApiRefusal(
                     404,
-                    f"{body.repo} has no automation named {body.automation!r} in "
-                    f"{repo_config.CONFIG_PATH}",
+                    f"{body.repo} has no automation named {body.automation!r} in {CONFIG_PATH}",
                     known=known,
                 )
             fields |= {

@@ -1,0 +1,181 @@
+"""What jobs read from GitHub about a thread: the issue or pull request as it was asked about,
+its facts and changed files, and files from a ref (templates, review guides)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from githubkit import GitHub
+from githubkit.exception import RequestFailed
+
+from bot.agent.prompts import IssueContext, ThreadComment
+from bot.github.tracking import marker
+from bot.queue.tasks import MentionTask, RepoRef, ReviewTask
+
+MAX_COMMENTS = 300
+
+
+@dataclass(slots=True)
+class PullInfo:
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    is_fork: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PullFacts:
+    number: int
+    title: str
+    body: str
+    author: str
+    author_is_bot: bool
+    draft: bool
+    head_sha: str
+    head_ref: str
+    base_ref: str
+    is_fork: bool
+    changed_lines: int
+    changed_files: int
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+async def load_context(
+    gh: GitHub[Any], task: MentionTask, bot_login: str | None
+) -> tuple[IssueContext, PullInfo | None]:
+    """The issue or PR as it was when the mention was written: later comments are left out."""
+    owner, name = task.repo.owner, task.repo.name
+    issue = (await gh.rest.issues.async_get(owner, name, task.number)).parsed_data
+    trigger_time = task.comment_created_at or datetime.now(UTC).isoformat()
+    cutoff = datetime.fromisoformat(trigger_time.replace("Z", "+00:00"))
+    comments: list[ThreadComment] = []
+    page = 1
+    while len(comments) < MAX_COMMENTS:
+        response = await gh.rest.issues.async_list_comments(
+            owner, name, task.number, per_page=100, page=page
+        )
+        batch: list[Any] = list(response.parsed_data)
+        for comment in batch:
+            login = comment.user.login if comment.user else "ghost"
+            if comment.id == task.comment_id or marker("") in (comment.body or ""):
+                continue
+            if bot_login and login.lower() == bot_login.lower():
+                continue
+            if comment.created_at > cutoff or (comment.updated_at and comment.updated_at > cutoff):
+                continue  # written or edited after the request: not part of it
+            comments.append(
+                ThreadComment(login, comment.body or "", comment.created_at.isoformat())
+            )
+        if len(batch) < 100:
+            break
+        page += 1
+    pull: PullInfo | None = None
+    if task.is_pull_request:
+        pr = (await gh.rest.pulls.async_get(owner, name, task.number)).parsed_data
+        head_repo = pr.head.repo.full_name if pr.head.repo else None
+        pull = PullInfo(
+            head_ref=pr.head.ref,
+            head_sha=pr.head.sha,
+            base_ref=pr.base.ref,
+            is_fork=(head_repo or "").lower() != task.repo.full_name.lower(),
+        )
+    context = IssueContext(
+        repo=task.repo.full_name,
+        number=task.number,
+        is_pull_request=task.is_pull_request,
+        title=issue.title,
+        body=issue.body or "",
+        comments=comments,
+        instruction=task.instruction,
+        requested_by=task.sender,
+        head_branch=pull.head_ref if pull else None,
+        base_branch=pull.base_ref if pull else None,
+        path=task.path,
+        line=task.line,
+        diff_hunk=task.diff_hunk,
+    )
+    return context, pull
+
+
+async def pull_facts(gh: GitHub[Any], task: ReviewTask) -> PullFacts:
+    pr = (await gh.rest.pulls.async_get(task.repo.owner, task.repo.name, task.number)).parsed_data
+    head_repo = pr.head.repo.full_name if pr.head.repo else ""
+    return PullFacts(
+        number=pr.number,
+        title=pr.title,
+        body=_text(pr.body),
+        author=pr.user.login,
+        author_is_bot=pr.user.type == "Bot",
+        draft=bool(pr.draft),
+        head_sha=pr.head.sha,
+        head_ref=pr.head.ref,
+        base_ref=pr.base.ref,
+        is_fork=head_repo.lower() != task.repo.full_name.lower(),
+        changed_lines=int(pr.additions or 0) + int(pr.deletions or 0),
+        changed_files=int(pr.changed_files or 0),
+    )
+
+
+async def pull_files(gh: GitHub[Any], task: ReviewTask) -> list[tuple[str, str | None, int]]:
+    files: list[tuple[str, str | None, int]] = []
+    page = 1
+    while True:
+        response = await gh.rest.pulls.async_list_files(
+            task.repo.owner, task.repo.name, task.number, per_page=100, page=page
+        )
+        batch: list[Any] = list(response.parsed_data)
+        for item in batch:
+            patch = item.patch if isinstance(item.patch, str) else None
+            files.append((item.filename, patch, int(item.changes or 0)))
+        if len(batch) < 100 or page >= 30:
+            return files
+        page += 1
+
+
+async def first_file(
+    gh: GitHub[Any], repo: RepoRef, paths: tuple[str, ...], ref: str | None
+) -> str | None:
+    """The text of the first of `paths` that exists at `ref` (default branch when None)."""
+    for path in paths:
+        try:
+            if ref:
+                response = await gh.rest.repos.async_get_content(
+                    repo.owner, repo.name, path, ref=ref
+                )
+            else:
+                response = await gh.rest.repos.async_get_content(repo.owner, repo.name, path)
+        except RequestFailed as exc:
+            if exc.response.status_code == 404:
+                continue
+            raise
+        content = getattr(response.parsed_data, "content", None)
+        if isinstance(content, str):
+            return base64.b64decode(content).decode("utf-8", errors="replace")
+    return None
+
+
+async def file_with_sha(
+    gh: GitHub[Any], repo: RepoRef, path: str, ref: str | None
+) -> tuple[str, str] | None:
+    """(blob sha, text) of `path` on `ref` (the default branch when None), or None."""
+    try:
+        if ref is None:
+            response = await gh.rest.repos.async_get_content(repo.owner, repo.name, path)
+        else:
+            response = await gh.rest.repos.async_get_content(repo.owner, repo.name, path, ref=ref)
+    except RequestFailed as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+    content = response.parsed_data
+    if isinstance(content, list) or getattr(content, "type", None) != "file":
+        return None
+    encoded = getattr(content, "content", "") or ""
+    text = base64.b64decode(encoded).decode("utf-8", errors="replace")
+    return content.sha, text

@@ -1,0 +1,130 @@
+"""Before a person's request runs: find the installation, check the sender may write, and
+acknowledge with 👀; a check that fails for good is said on the thread, never left silent."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from githubkit import GitHub
+from githubkit.exception import GitHubException
+
+from bot import installations
+from bot.errors import BotError, PermanentError, TransientError
+from bot.github import failures, messages, publish
+from bot.github.permissions import can_write
+from bot.jobs.context import Attempt, Deps, retry_transient
+from bot.queue.tasks import AutomationTask, CancelTask, MentionTask, RepoRef, ReviewTask
+from bot.runs.outcome import RunOutcome
+
+log = logging.getLogger(__name__)
+
+Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated on permission
+
+# The bot's own token for gating and acknowledging: one repository, no code access.
+ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
+
+
+async def installation_for(deps: Deps, repo: RepoRef, known: int | None) -> int:
+    """The installation covering `repo`: from the delivery, our records, or GitHub."""
+    if known is not None:
+        return known
+    recorded = await installations.get(deps.redis, repo.full_name)
+    if recorded is not None:
+        return recorded
+    try:
+        installation_id = await deps.github.find_installation(repo.owner, repo.name)
+    except GitHubException as exc:
+        raise failures.classify(exc, f"looking up the installation for {repo.full_name}") from exc
+    await installations.record(deps.redis, installation_id, [repo.full_name])
+    return installation_id
+
+
+async def with_installation[T: (MentionTask, ReviewTask, AutomationTask)](deps: Deps, task: T) -> T:
+    """The task with its installation id filled in (plain repository webhooks lack it)."""
+    if task.installation_id is not None:
+        return task
+    found = await installation_for(deps, task.repo, None)
+    return task.model_copy(update={"installation_id": found})
+
+
+async def ack_client(deps: Deps, task: Gated) -> GitHub[Any]:
+    """The bot's client for gating and answering on the task's thread: one repository, no code."""
+    installation_id = await installation_for(deps, task.repo, task.installation_id)
+    return await deps.github.installation_client(
+        installation_id, repositories=[task.repo.name], permissions=ACK_PERMISSIONS
+    )
+
+
+async def _gate(deps: Deps, task: Gated) -> tuple[bool, GitHub[Any]]:
+    """Check the sender may write; return (allowed, installation client)."""
+    try:
+        gh = await ack_client(deps, task)
+        allowed = await can_write(
+            gh,
+            deps.redis,
+            task.repo,
+            task.sender,
+            cache_seconds=deps.settings.permission_cache_seconds,
+        )
+    except GitHubException as exc:
+        raise failures.classify(exc, f"checking {task.sender}'s permission") from exc
+    return allowed, gh
+
+
+async def _acknowledge(gh: GitHub[Any], task: Gated) -> None:
+    try:
+        await publish.react(
+            gh,
+            task.repo,
+            task.number,
+            task.comment_id,
+            review=task.trigger == "review_comment",
+            content="eyes",
+        )
+    except GitHubException as exc:
+        raise failures.classify(exc, "adding a reaction") from exc
+
+
+async def admit(deps: Deps, now: Attempt, task: Gated) -> GitHub[Any] | RunOutcome:
+    """Gate on the sender's permission and acknowledge with 👀.
+
+    Returns the installation client, or the outcome when the request stops here (denied, or a
+    GitHub failure after the last retry)."""
+    extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
+    try:
+        allowed, gh = await _gate(deps, task)
+        if not allowed:
+            log.info(
+                "run %s: %s may not write to %s; ignoring",
+                task.run_id,
+                task.sender,
+                task.repo.full_name,
+                extra=extra,
+            )
+            return RunOutcome.denied(task.run_id)
+        await _acknowledge(gh, task)
+    except (TransientError, PermanentError) as exc:
+        if isinstance(exc, TransientError):
+            retry_transient(now, exc, task.run_id)
+        log.error("run %s failed: %s", task.run_id, exc.user_message, extra=extra)
+        await _tell_gate_failure(deps, task, exc)
+        return RunOutcome.failed(task.run_id, "permission_lookup", exc.user_message)
+    log.info("run %s: acknowledged %s's request", task.run_id, task.sender, extra=extra)
+    return gh
+
+
+async def _tell_gate_failure(deps: Deps, task: Gated, exc: BotError) -> None:
+    """The permission check failed for good: say so on the thread rather than stay silent."""
+    handle = deps.settings.bot_handle
+    headline, details = messages.failure("permission_lookup", handle, exc.user_message)
+    try:
+        gh = await ack_client(deps, task)
+        await publish.comment(gh, task.repo, task.number, "\n".join([headline, "", *details]))
+    except (GitHubException, BotError) as failure:
+        log.error(
+            "run %s: could not report the failed permission check: %s",
+            task.run_id,
+            type(failure).__name__,
+            extra={"run_id": task.run_id},
+        )
