@@ -14,7 +14,6 @@ import itertools
 import os
 import platform
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,8 +28,6 @@ from typing import IO, Literal, cast
 import orjson
 import uvicorn
 from arq.constants import default_queue_name
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -41,7 +38,8 @@ from starlette.routing import Route
 from bot import logs
 from bot.config import Settings
 from bot.intake.app import create_app
-from bot.ops.cli import uvicorn_config
+from bot.intake.serving import uvicorn_config
+from tests.helpers import free_port, rsa_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "tests" / "fixtures" / "github" / "webhook-payloads"
@@ -100,7 +98,7 @@ def real_app(redis_url: str, bot_log_level: str | None) -> FastAPI:
 def serve(target: Target, port: int, redis_url: str, bot_log_level: str | None) -> None:
     secret = os.environ[SECRET_ENV].encode()
     app = bare_app(secret) if target == "bare" else real_app(redis_url, bot_log_level)
-    # Both served exactly as `openhands-bot web` serves (bot.ops.cli), so only the app differs.
+    # Both served exactly as `openhands-bot web` serves (bot.intake.serving): only the app differs.
     config = uvicorn_config(
         app,
         HOST,
@@ -437,28 +435,12 @@ class Options:
         return f"redis://{HOST}:6379/{self.redis_db}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def private_key_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 @contextlib.asynccontextmanager
 async def server(
     target: Target, options: Options, env: dict[str, str], log: IO[bytes]
 ) -> AsyncIterator[tuple[int, int]]:
     """Start `--serve target` in a subprocess, wait until it accepts, stop it afterwards."""
-    port = free_port()
+    port = free_port(HOST)
     command = [sys.executable, "-m", "benchmarks.webhook_intake", "--serve", target]
     command += ["--port", str(port), "--redis-db", str(options.redis_db)]
     if options.bot_log_level is not None:
@@ -560,7 +542,7 @@ async def background_load(seconds: float = 1.0) -> float | None:
 async def bench(options: Options) -> Run:
     if options.redis_db == 0:
         raise SystemExit("refusing to use Redis DB 0: pick a dedicated DB with --redis-db")
-    env = {**os.environ, SECRET_ENV: uuid.uuid4().hex, KEY_ENV: private_key_pem()}
+    env = {**os.environ, SECRET_ENV: uuid.uuid4().hex, KEY_ENV: rsa_key_pair()[0]}
     body = delivery_body(options.body_bytes, options.payload)
     run = Run(background=await background_load())
     client, info = await redis_client(options)

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from arq.worker import Worker
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from bot import logs
 from bot.config import MissingSetting, Settings
 from bot.intake.app import create_app
+from bot.intake.serving import uvicorn_config
 from bot.jobs.worker import worker_options
 from bot.ops import doctor, replay
 from bot.ops.local_redis import RedisUnavailable, redis_for
@@ -44,23 +44,6 @@ def _say(text: str) -> None:
 
 def _complain(text: str) -> None:
     print(f"openhands-bot: {text}", file=sys.stderr, flush=True)  # noqa: T201
-
-
-def uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
-    """How the bot serves HTTP (the intake benchmark serves the same way)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        http="httptools",
-        loop="uvloop",
-        # Nothing reads client addresses, and the Server header only tells attackers what runs.
-        proxy_headers=False,
-        server_header=False,
-        **extra,
-    )
 
 
 def _uvicorn(settings: Settings, host: str, port: int) -> uvicorn.Server:

@@ -15,6 +15,7 @@ from bot.agent.conversation import Progress
 from bot.agent.run import AgentRun, RunSpec, run_agent
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
+from bot.github.auth import READ_ONLY
 from bot.github.client import GitHubApp
 from bot.queue.tasks import RepoRef
 from tests.conftest import BOT_SECRETS
@@ -54,6 +55,14 @@ def _workdir(agent_server: LocalProvider, spec: RunSpec) -> str:
     return str(agent_server.workspaces_dir / spec.run_id / "repo")
 
 
+async def clone_token(settings: Settings, redis: Redis, spec: RunSpec) -> str:
+    """What the jobs layer hands the agent: a read-only token for the one repository."""
+    token = await GitHubApp(settings, redis).installation_token(
+        spec.installation_id, repositories=[spec.repo.name], permissions=READ_ONLY
+    )
+    return token.token
+
+
 async def _run(
     settings: Settings,
     agent_server: LocalProvider,
@@ -65,9 +74,8 @@ async def _run(
         if progress is not None:
             progress.append(Progress(p.steps, p.last_action, p.cost, p.status))
 
-    return await run_agent(
-        settings, agent_server, GitHubApp(settings, redis), spec, on_progress=record
-    )
+    token = await clone_token(settings, redis, spec)
+    return await run_agent(settings, agent_server, spec, clone_token=token, on_progress=record)
 
 
 async def test_the_agent_edits_adds_and_deletes_files(

@@ -11,14 +11,14 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot.agent.run import RunSpec, run_agent
-from bot.agent.workspace.base import WorkspaceError
 from bot.agent.workspace.factory import make_provider
 from bot.agent.workspace.local import LocalProvider
 from bot.agent.workspace.runtime import RuntimeProvider
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
-from bot.github.client import GitHubApp
+from bot.errors import WorkspaceError
 from bot.queue.tasks import RepoRef
+from tests.agent.test_agent_run import clone_token
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -63,7 +63,12 @@ async def test_server_provider_runs_on_an_existing_agent_server(
     provider = ServerProvider(
         agent_server.url, agent_server.api_key, str(agent_server.workspaces_dir / "server-kind")
     )
-    run = await run_agent(agent_settings, provider, GitHubApp(agent_settings, redis), _spec(repo))
+    run = await run_agent(
+        agent_settings,
+        provider,
+        _spec(repo),
+        clone_token=await clone_token(agent_settings, redis, _spec(repo)),
+    )
     assert run.result.status == "finished", run.result.error
     assert [c.path for c in run.result.changes] == ["CHANGELOG.md"]
     assert run.result.changes[0].content == b"# Changelog\n"
@@ -87,7 +92,9 @@ async def test_runtime_provider_gets_a_sandbox_per_run_and_stops_it(
         provider = make_provider(settings)
         assert isinstance(provider, RuntimeProvider)
         spec = _spec(repo)
-        run = await run_agent(settings, provider, GitHubApp(settings, redis), spec)
+        run = await run_agent(
+            settings, provider, spec, clone_token=await clone_token(settings, redis, spec)
+        )
 
         assert run.result.status == "finished", run.result.error
         assert [c.path for c in run.result.changes] == ["CHANGELOG.md"]
@@ -113,7 +120,9 @@ async def test_an_unreachable_workspace_fails_clearly_and_quickly(
     )
     provider = make_provider(settings)
     started = time.monotonic()
-    run = await run_agent(settings, provider, GitHubApp(settings, redis), _spec(repo))
+    run = await run_agent(
+        settings, provider, _spec(repo), clone_token=await clone_token(settings, redis, _spec(repo))
+    )
     assert run.result.status == "error"
     assert run.result.error is not None
     assert run.result.error.code == "workspace"

@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
 from bot.github.client import GitHubApp
+from bot.jobs import config_sync
 from bot.queue.tasks import RepoRef
-from bot.repo_config import schema as repo_config
+from bot.repo_config.schema import CONFIG_PATH
 from bot.runs.store import RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes import llm as steps
@@ -240,13 +241,13 @@ async def test_the_repos_config_turns_reviews_on_push_on_and_adds_its_instructio
     git_host.commit(
         REPO,
         {
-            repo_config.CONFIG_PATH: "review:\n  on_push: true\n"
+            CONFIG_PATH: "review:\n  on_push: true\n"
             "  instructions: Check every SQL query for injection.\n"
         },
         message="Review on push",
     )
     gh = await GitHubApp(agent_settings, redis).installation_client(INSTALLATION)
-    refreshed = await repo_config.refresh(gh, redis, RepoRef(owner=OWNER, name=NAME))
+    refreshed = await config_sync.refresh(gh, redis, RepoRef(owner=OWNER, name=NAME))
     assert refreshed.status == "valid"
     head = open_pull(world, git_host, PR)
     llm.script(steps.finish(review_json(GOOD[:1])))
@@ -265,9 +266,9 @@ async def test_the_repos_config_can_turn_automatic_reviews_off(
     settings: Settings,
     redis: Redis,
 ) -> None:
-    git_host.commit(REPO, {repo_config.CONFIG_PATH: "review:\n  enabled: false\n"})
+    git_host.commit(REPO, {CONFIG_PATH: "review:\n  enabled: false\n"})
     gh = await GitHubApp(settings, redis).installation_client(INSTALLATION)
-    await repo_config.refresh(gh, redis, RepoRef(owner=OWNER, name=NAME))
+    await config_sync.refresh(gh, redis, RepoRef(owner=OWNER, name=NAME))
     head = open_pull(world, git_host, PR)
     response = deliver.post("pull_request", pr_event("opened", PR, head))
     await run_worker(settings)

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
-from bot.jobs.mention import thread_key
+from bot.jobs.threads import key as thread_key
 from bot.jobs.worker import exposed_queue, worker_options
 from bot.runs.store import RunRecord, RunStatus, RunStore
 from tests.conftest import Deliverer, load_payload, run_worker

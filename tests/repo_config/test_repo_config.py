@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from bot import keys
 from bot.config import Settings
-from bot.repo_config import schema as repo_config
-from bot.repo_config.schema import CONFIG_PATH, InvalidConfig, parse
+from bot.errors import InvalidConfig
+from bot.repo_config import store
+from bot.repo_config.schema import CONFIG_PATH, parse
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -139,7 +140,7 @@ async def push(deliver: Deliverer, settings: Settings, sha: str) -> None:
 
 
 async def automation_names(redis: Redis) -> list[str]:
-    stored = await repo_config.load(redis, REPO)
+    stored = await store.load(redis, REPO)
     return [a.name for a in stored.config.automations]
 
 
