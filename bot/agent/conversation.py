@@ -10,14 +10,22 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import connect
 
+from bot.agent.request import AgentRequest, conversation_id_for, create_request
+from bot.agent.results import (
+    ERROR_CODES,
+    AgentError,
+    AgentResult,
+    ChangedFile,
+    Progress,
+    ProgressCallback,
+    Status,
+)
 from bot.agent.server_client import API_KEY_HEADER, AgentServerClient
 from bot.config import Settings
 from bot.errors import AgentServerError
@@ -25,134 +33,6 @@ from bot.errors import AgentServerError
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"finished", "error", "stuck"})
-RUN_NAMESPACE = uuid.UUID("5b0e3a4e-57d8-4c1e-9d0c-0c6b1f1f0a11")
-
-Status = Literal["finished", "error", "stuck", "timeout", "cost_limit", "cancelled"]
-
-# ConversationErrorEvent codes → what the user can do about them.
-ERROR_CODES: dict[str, str] = {
-    "LLMAuthenticationError": "llm_auth",
-    "LLMRateLimitError": "llm_rate_limit",
-    "LLMServiceUnavailableError": "llm_unavailable",
-    "LLMTimeoutError": "llm_timeout",
-    "LLMBadRequestError": "llm_bad_request",
-    "LLMContextWindowExceedError": "llm_context_window",
-    "MaxIterationsReached": "max_iterations",
-}
-
-
-def conversation_id_for(run_id: str, attempt: str = "") -> str:
-    """A stable conversation id per run, so a retried job finds its conversation again."""
-    return str(uuid.uuid5(RUN_NAMESPACE, f"{run_id}:{attempt}"))
-
-
-@dataclass(frozen=True, slots=True)
-class AgentError:
-    code: str  # llm_auth, llm_rate_limit, llm_unavailable, llm_timeout, max_iterations, stuck, ...
-    detail: str
-
-
-@dataclass(slots=True)
-class Progress:
-    """What the caller's progress callback sees."""
-
-    steps: int = 0
-    last_action: str = ""
-    cost: float = 0.0
-    status: str = "starting"
-
-
-@dataclass(frozen=True, slots=True)
-class ChangedFile:
-    path: str
-    status: Literal["added", "modified", "deleted"]
-    content: bytes | None  # None for deletions
-
-
-@dataclass(slots=True)
-class AgentResult:
-    conversation_id: str
-    status: Status
-    final_response: str = ""
-    error: AgentError | None = None
-    cost: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    steps: int = 0
-    duration: float = 0.0
-    changes: list[ChangedFile] = field(default_factory=list)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "finished"
-
-
-ProgressCallback = Callable[[Progress], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRequest:
-    run_id: str
-    prompt: str
-    working_dir: str
-    hook_config: dict[str, Any] | None = None
-    tools: list[str] | None = None  # None: the agent-server's default tool set
-    max_iterations: int | None = None
-    attempt: str = ""
-    load_project_skills: bool = True  # off for untrusted checkouts (a PR's head under review)
-
-
-def llm_settings(settings: Settings) -> dict[str, Any]:
-    """The `llm` block in litellm's naming; the key appears here and nowhere else."""
-    llm: dict[str, Any] = {
-        "usage_id": "agent",
-        "model": settings.llm_model,
-        "num_retries": settings.llm_num_retries,
-        "retry_min_wait": settings.llm_retry_min_wait,
-        "retry_max_wait": settings.llm_retry_max_wait,
-        "retry_multiplier": 2,
-        "timeout": settings.llm_timeout_seconds,
-    }
-    if settings.llm_api_key is not None:
-        llm["api_key"] = settings.llm_api_key.get_secret_value()
-    if settings.llm_base_url:
-        llm["base_url"] = settings.llm_base_url
-    if settings.llm_input_cost_per_token is not None:
-        llm["input_cost_per_token"] = settings.llm_input_cost_per_token
-    if settings.llm_output_cost_per_token is not None:
-        llm["output_cost_per_token"] = settings.llm_output_cost_per_token
-    return llm
-
-
-def create_request(
-    settings: Settings, request: AgentRequest, conversation_id: str
-) -> dict[str, Any]:
-    agent: dict[str, Any] = {
-        "llm": llm_settings(settings),
-        # Off by default on the server: AGENTS.md, .agents/skills, .openhands/{skills,microagents}.
-        "agent_context": {
-            "load_project_skills": request.load_project_skills,
-            "load_public_skills": False,
-        },
-    }
-    if request.tools is not None:
-        agent["tools"] = [{"name": name} for name in request.tools]
-    body: dict[str, Any] = {
-        "conversation_id": conversation_id,
-        "agent_settings": agent,
-        "workspace": {"kind": "LocalWorkspace", "working_dir": request.working_dir},
-        "initial_message": {
-            "role": "user",
-            "content": [{"type": "text", "text": request.prompt}],
-            "run": True,
-        },
-        "max_iterations": request.max_iterations or settings.max_iterations,
-        "autotitle": False,  # no extra LLM call, no spurious error event after `finished`
-        "confirmation_policy": {"kind": "NeverConfirm"},
-    }
-    if request.hook_config:
-        body["hook_config"] = request.hook_config
-    return body
 
 
 def _describe_action(event: dict[str, Any]) -> str:

@@ -13,15 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.agent.conversation import (
-    AgentError,
-    AgentRequest,
-    AgentResult,
-    Conversation,
-    ProgressCallback,
-    conversation_id_for,
-)
+from bot.agent.conversation import Conversation
 from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
+from bot.agent.request import AgentRequest, conversation_id_for
+from bot.agent.results import AgentError, AgentResult, ProgressCallback
 from bot.agent.workspace.base import Workspace, WorkspaceProvider
 from bot.config import Settings
 from bot.errors import AgentServerError, SetupFailed, WorkspaceError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bot.agent.conversation import AgentError
 from bot.agent.repo_prep import SetupOutcome
+from bot.agent.results import AgentError
 
 # Classified failure code → (what happened, what the user can do).
 FAILURES: dict[str, tuple[str, str]] = {

@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
-from bot.agent.conversation import ChangedFile
+from bot.agent.results import ChangedFile
 from bot.errors import BranchMoved, PublishError
 from bot.queue.tasks import RepoRef
 

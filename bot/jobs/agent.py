@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from githubkit.exception import GitHubException
 
-from bot.agent.conversation import AgentResult, ProgressCallback
+from bot.agent.results import AgentResult, ProgressCallback
 from bot.agent.run import AgentRun, RunSpec, failed, run_agent
 from bot.github.auth import READ_ONLY
 from bot.jobs.context import Deps

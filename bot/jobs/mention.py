@@ -15,8 +15,8 @@ from typing import Any
 from githubkit import GitHub
 from githubkit.exception import GitHubException
 
-from bot.agent.conversation import Progress
 from bot.agent.prompts import agent_prompt, follow_up_prompt
+from bot.agent.results import Progress
 from bot.agent.run import AgentRun, Resume, RunSpec
 from bot.errors import PublishError
 from bot.github import failures, messages, publish, reads

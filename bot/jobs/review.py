@@ -14,8 +14,8 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
 
 from bot import keys
-from bot.agent.conversation import AgentResult
 from bot.agent.prompts import clean
+from bot.agent.results import AgentResult
 from bot.agent.run import RunSpec
 from bot.errors import InvalidReview
 from bot.github import failures, publish, reads

@@ -22,16 +22,16 @@ from bot.intake.app import create_app
 from bot.intake.serving import uvicorn_config
 from bot.jobs.worker import worker_options
 from bot.ops import doctor, replay
-from bot.ops.local_redis import RedisUnavailable, redis_for
-from bot.ops.setup_flow import (
+from bot.ops.app_manifest import (
     CREDENTIAL_KEYS,
     GitHubHost,
     Registered,
     SetupError,
     SetupOptions,
-    run_setup,
     webhook_url_from,
 )
+from bot.ops.local_redis import RedisUnavailable, redis_for
+from bot.ops.setup_flow import run_setup
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.agent.conversation import Progress
+from bot.agent.results import Progress
 from bot.agent.run import AgentRun, RunSpec, run_agent
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from bot.errors import InvalidReview
 from bot.github.review_format import (
     REVIEW_SCHEMA_TEXT,
     DiffIndex,
-    InvalidReview,
     Review,
     ReviewComment,
     budget_diff,

@@ -28,18 +28,16 @@ from githubkit_schemas.latest.models import AppManifestsCodeConversionsPostRespo
 
 from bot.config import Settings
 from bot.intake import signature
+from bot.ops.app_manifest import MANIFEST_PATH, GitHubHost, SetupOptions
 from bot.ops.env_file import quote, update_env_file
 from bot.ops.setup_flow import (
     BAD_STATE,
-    MANIFEST_PATH,
     NO_TOKEN,
-    GitHubHost,
     SetupFlow,
-    SetupOptions,
     run_setup,
     setup_page_url,
 )
-from tests.conftest import REDIS_URL, load_payload
+from tests.conftest import load_payload
 from tests.fakes.github import FakeGitHub
 from tests.fakes.manifest import ManifestConversions, check_manifest, manifest_conversions
 from tests.servers import ServerThread
@@ -537,6 +535,7 @@ def test_serve_without_credentials_registers_the_app_then_serves(
     github_side: ManifestConversions,
     rsa_keys: tuple[str, str],
     tmp_path: Path,
+    redis_url: str,
 ) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -548,7 +547,7 @@ def test_serve_without_credentials_registers_the_app_then_serves(
     env.update(
         GITHUB_API_URL=fake_github.url,
         PUBLIC_URL="https://bot.example.com",
-        REDIS_URL=REDIS_URL,
+        REDIS_URL=redis_url,
         WORKSPACE_KIND="server",  # so the worker starts no agent-server of its own
         AGENT_SERVER_URL="http://127.0.0.1:9",
     )

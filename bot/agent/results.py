@@ -1,0 +1,65 @@
+"""What an agent run gives back, as plain data: its result, error, progress and changed files
+(kept apart from the conversation driver, so readers of a result load no WebSocket client)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["finished", "error", "stuck", "timeout", "cost_limit", "cancelled"]
+
+# ConversationErrorEvent codes → what the user can do about them.
+ERROR_CODES: dict[str, str] = {
+    "LLMAuthenticationError": "llm_auth",
+    "LLMRateLimitError": "llm_rate_limit",
+    "LLMServiceUnavailableError": "llm_unavailable",
+    "LLMTimeoutError": "llm_timeout",
+    "LLMBadRequestError": "llm_bad_request",
+    "LLMContextWindowExceedError": "llm_context_window",
+    "MaxIterationsReached": "max_iterations",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentError:
+    code: str  # llm_auth, llm_rate_limit, llm_unavailable, llm_timeout, max_iterations, stuck, ...
+    detail: str
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the caller's progress callback sees."""
+
+    steps: int = 0
+    last_action: str = ""
+    cost: float = 0.0
+    status: str = "starting"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedFile:
+    path: str
+    status: Literal["added", "modified", "deleted"]
+    content: bytes | None  # None for deletions
+
+
+@dataclass(slots=True)
+class AgentResult:
+    conversation_id: str
+    status: Status
+    final_response: str = ""
+    error: AgentError | None = None
+    cost: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    steps: int = 0
+    duration: float = 0.0
+    changes: list[ChangedFile] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "finished"
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
