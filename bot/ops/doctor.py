@@ -30,7 +30,7 @@ from bot.ops import local_redis
 
 Status = Literal["ok", "warn", "FAIL", "skip"]
 
-# What the bot's REST calls need (app-manifest.yml), and the events bot/triggers.py routes.
+# What the bot's REST calls need (app-manifest.yml), and the events bot/intake/triggers.py routes.
 NEEDED_PERMISSIONS = {
     "contents": "write",
     "issues": "write",
