@@ -54,7 +54,7 @@ def run_id_for(job: str) -> str:
 async def tick(
     redis: Redis,
     enqueuer: Enqueuer,
-    installations: dict[str, int],
+    covered: dict[str, int],
     now: datetime,
 ) -> list[Due]:
     """Queue every automation whose latest slot (at or before `now`) has not been claimed.
@@ -84,20 +84,14 @@ async def tick(
                 continue
             owner, name = repo.split("/", 1)
             job = job_id(repo, automation.name, slot)
-            task = AutomationTask(
+            task = automation.as_task(
                 run_id=run_id_for(job),
                 delivery_id=job,
                 event="schedule",
-                installation_id=installations.get(repo),
+                installation_id=covered.get(repo),
                 repo=RepoRef(owner=owner, name=name),
                 sender="schedule",
                 trigger="schedule",
-                automation=automation.name,
-                prompt=automation.prompt,
-                output=automation.output,
-                issue=automation.issue,
-                branch=automation.branch,
-                max_iterations=automation.max_iterations,
                 slot=slot.strftime(SLOT_FORMAT),
             )
             # The job id makes a second worker's enqueue of the same slot a no-op; the last

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import InvalidConfig
+from bot.queue.tasks import AutomationTask
 from bot.repo_config.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,20 @@ class Automation(_Strict):
 
     def parsed_schedule(self) -> Schedule:
         return Schedule.parse(self.schedule, self.timezone)
+
+    def as_task(self, **fields: Any) -> AutomationTask:
+        """This automation as a task to queue (the scheduler's and the run API's): `fields` name
+        the run, and any that are not None override the file's output, issue, branch, limit."""
+        values: dict[str, Any] = {
+            "automation": self.name,
+            "prompt": self.prompt,
+            "output": self.output,
+            "issue": self.issue,
+            "branch": self.branch,
+            "max_iterations": self.max_iterations,
+        }
+        values.update({k: v for k, v in fields.items() if v is not None})
+        return AutomationTask(**values)
 
 
 class RepoConfig(_Strict):

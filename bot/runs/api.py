@@ -154,7 +154,7 @@ class RunApi:
     async def _task(self, redis: Redis, body: RunRequest, installation: int) -> AutomationTask:
         run_id = body.run_id or f"api-{secrets.token_hex(10)}"
         owner, name = body.repo.split("/", 1)
-        fields: dict[str, Any] = {
+        ids: dict[str, Any] = {
             "run_id": run_id,
             "delivery_id": run_id,
             "event": "api",
@@ -162,6 +162,12 @@ class RunApi:
             "repo": RepoRef(owner=owner, name=name),
             "sender": "api",
             "trigger": "api",
+        }
+        asked = {
+            "output": body.output,
+            "issue": body.issue,
+            "branch": body.branch,
+            "max_iterations": body.max_iterations,
         }
         if body.automation is not None:
             config = (await store.load(redis, body.repo)).config
@@ -173,25 +179,13 @@ class RunApi:
                     f"{body.repo} has no automation named {body.automation!r} in {CONFIG_PATH}",
                     known=known,
                 )
-            fields |= {
-                "automation": automation.name,
-                "prompt": automation.prompt,
-                "output": body.output or automation.output,
-                "issue": body.issue or automation.issue,
-                "branch": body.branch or automation.branch,
-                "max_iterations": body.max_iterations or automation.max_iterations,
-            }
+            task = automation.as_task(**ids, **asked)
         else:
-            fields |= {
-                "prompt": body.prompt,
-                "output": body.output or "none",
-                "issue": body.issue,
-                "branch": body.branch,
-                "max_iterations": body.max_iterations,
-            }
-        if fields["output"] == "comment" and fields["issue"] is None:
+            prompt = {"prompt": body.prompt, "output": body.output or "none"}
+            task = AutomationTask(**ids, **{**asked, **prompt})
+        if task.output == "comment" and task.issue is None:
             raise ApiRefusal(422, "output `comment` needs `issue`")
-        return AutomationTask(**fields)
+        return task
 
     async def get(self, request: Request, run_id: str) -> Response:
         runs = self.runs(request)
