@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 from arq.worker import Worker
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.agent.workspace.local import LocalProvider
@@ -30,13 +36,16 @@ from bot.jobs.worker import worker_options
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
+from tests.helpers import free_port, rsa_key_pair
 from tests.paths import PAYLOADS
 from tests.servers import ServerThread
 
 APP_ID = 424242
 WEBHOOK_SECRET = "test-webhook-secret-Zx81"
-# Its own database number, flushed around each test, so the test run never touches other data.
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# The URL of this session's Redis, set when the session starts (the `redis_url` fixture): a
+# redis-server of the session's own on a free loopback port, or TEST_REDIS_URL when set. Read it
+# at test time (the fixture, or `make_settings`), never at import time: it is empty until then.
+REDIS_URL = ""
 
 
 def load_payload(relative: str) -> dict[str, Any]:
@@ -51,18 +60,7 @@ def all_payloads() -> list[Path]:
 @pytest.fixture(scope="session")
 def rsa_keys() -> tuple[str, str]:
     """(private PEM, public PEM) of a throwaway App key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return rsa_key_pair()
 
 
 @pytest.fixture
@@ -73,9 +71,102 @@ def fake_github(rsa_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
     fake.assert_no_unexpected()
 
 
+# Looked up before any fork: the child only calls it.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_pytest() -> None:
+    """In the child before exec: SIGTERM when pytest dies, even by SIGKILL (no teardown ran)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _served_by(port: int, pid: int) -> bool:
+    """Whether the redis-server with process id `pid` answers on `port` (not another's)."""
+    with (
+        contextlib.suppress(RedisError, OSError),
+        SyncRedis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5) as client,
+    ):
+        return bool(client.info("server")["process_id"] == pid)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _start_redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of this session's own on a free loopback port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit("redis-server is not on PATH (.ci/run installs it); or set TEST_REDIS_URL", 2)
+    log_file = directory / "redis.log"
+    for _ in range(5):  # another process may take the free port before redis-server binds it
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(log_file),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_pytest,
+        )
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            if _served_by(port, process.pid):
+                return process, f"redis://127.0.0.1:{port}/0"
+            time.sleep(0.02)
+        _stop(process)
+    log = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+    pytest.exit(f"the test redis-server did not start; its log:\n{log}", 2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_url() -> Iterator[str]:
+    """This session's Redis: its own redis-server (so concurrent test runs on one host never
+    share data), or TEST_REDIS_URL when set. Subprocesses the tests start (the bot's CLI, workers)
+    get it as REDIS_URL in their environment; flushed around each test by the `redis` fixture."""
+    global REDIS_URL
+    override = os.environ.get("TEST_REDIS_URL")
+    with contextlib.ExitStack() as stack:
+        if override:
+            url = override
+        else:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="test-redis-")))
+            process, url = _start_redis_server(directory)
+            stack.callback(_stop, process)
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        patch.setenv("REDIS_URL", url)
+        REDIS_URL = url
+        try:
+            yield url
+        finally:
+            REDIS_URL = ""
+
+
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
     await client.flushdb()
     yield client
     await client.flushdb()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Literal, Self
 
@@ -107,3 +109,51 @@ class ServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class FakeServer:
+    """A fake served over loopback HTTP for the duration of `with fake.serving():`.
+
+    The fake is the ASGI app it serves (it defines ``async __call__(scope, receive, send)``)
+    unless it overrides `_asgi_app`. The `_serving_*` hooks run around the server's life: after
+    it started, before it stops (to release requests still waiting), and after it stopped.
+    """
+
+    _server: ServerThread | None = None
+
+    @contextmanager
+    def serving(self) -> Iterator[Self]:
+        """Serve on a loopback port for the duration of the block; `url` is set inside it."""
+        server = ServerThread(self._asgi_app()).start()
+        self._server = server
+        try:
+            self._serving_started()
+            yield self
+        finally:
+            self._server = None
+            try:
+                self._serving_stopping()
+            finally:
+                server.stop()
+                self._serving_stopped()
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not serving; use `with fake.serving():`")
+        return self._server.url
+
+    def _asgi_app(self) -> ASGIApp:
+        if not callable(self):
+            raise TypeError(f"{type(self).__name__} is no ASGI app: override _asgi_app")
+        return self
+
+    def _serving_started(self) -> None:
+        """Called once the server listens (and `url` answers), before the block runs."""
+
+    def _serving_stopping(self) -> None:
+        """Called when the block ends, while the server still runs."""
+
+    def _serving_stopped(self) -> None:
+        """Called after the server stopped."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from tests.servers import ServerThread
+from tests.servers import FakeServer
 
 FIELDS = {"status", "run_id", "conversation_id", "cost", "error"}
 
@@ -28,12 +26,11 @@ class Received:
     answered: int
 
 
-class CallbackReceiver:
+class CallbackReceiver(FakeServer):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._statuses: list[int] = []
         self._received: list[Received] = []
-        self._server: ServerThread | None = None
 
     def answer(self, *statuses: int) -> None:
         """Answer the next POSTs with these statuses, in order; 200 after that."""
@@ -45,19 +42,9 @@ class CallbackReceiver:
         with self._lock:
             return list(self._received)
 
-    @contextmanager
-    def serving(self) -> Iterator[CallbackReceiver]:
-        with ServerThread(self) as server:
-            self._server = server
-            try:
-                yield self
-            finally:
-                self._server = None
-
-    def url(self, path: str = "/callback") -> str:
-        if self._server is None:
-            raise RuntimeError("not serving")
-        return self._server.url + path
+    def url(self, path: str = "/callback") -> str:  # type: ignore[override]
+        """Where to send callbacks: a path on the server (a method here, unlike other fakes)."""
+        return super().url + path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

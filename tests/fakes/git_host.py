@@ -11,8 +11,7 @@ import re
 import subprocess
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -24,7 +23,7 @@ from starlette.routing import Route
 
 from tests.fakes.git_data import GIT_ENV
 from tests.fakes.github import FakeGitHub
-from tests.servers import ServerThread
+from tests.servers import FakeServer
 
 UPLOAD_PACK = "git-upload-pack"
 RECEIVE_PACK = "git-receive-pack"
@@ -78,7 +77,7 @@ class _Refusal(Exception):
         )
 
 
-class FakeGitHost:
+class FakeGitHost(FakeServer):
     """Serves bare repos under `root/<owner>/<repo>.git` over smart HTTP, the way github.com does.
 
     Every request needs HTTP Basic auth whose password is a live installation token minted by
@@ -95,7 +94,6 @@ class FakeGitHost:
         self._requests: list[GitRequest] = []
         self._errors: list[str] = []
         self._created: dict[str, str] = {}  # lower-cased full name → as created (on disk)
-        self._server: ServerThread | None = None
         self._backend = Path(self._git_output(None, "--exec-path").decode().strip())
         self.app = Starlette(
             routes=[
@@ -109,24 +107,15 @@ class FakeGitHost:
 
     # ------------------------------------------------------------------ serving
 
-    @contextmanager
-    def serving(self) -> Iterator[FakeGitHost]:
-        """Serve on a loopback port for the block; repos made so far get their clone_url now."""
-        with ServerThread(self.app) as server:
-            self._server = server
-            try:
-                for full_name in list(self._created.values()):
-                    self._register_clone_url(full_name)
-                yield self
-            finally:
-                self._server = None
+    # FakeServer gives `serving()` and `url` (e.g. http://127.0.0.1:54321).
 
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321``."""
-        if self._server is None:
-            raise RuntimeError("FakeGitHost is not serving; use `with host.serving():`")
-        return self._server.url
+    def _asgi_app(self) -> Starlette:
+        return self.app
+
+    def _serving_started(self) -> None:
+        """Repos made before serving get their clone_url now."""
+        for full_name in list(self._created.values()):
+            self._register_clone_url(full_name)
 
     def clone_url(
         self, full_name: str, *, token: str | None = None, username: str = "x-access-token"

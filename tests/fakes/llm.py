@@ -10,14 +10,13 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from starlette.types import Receive, Scope, Send
 
-from tests.servers import ServerThread
+from tests.servers import FakeServer
 
 DEFAULT_API_KEY = "sk-test-fake"
 COMPLETIONS_PATH = "/v1/chat/completions"
@@ -290,7 +289,7 @@ class _Unexpected(Exception):
         self.message = message
 
 
-class ScriptedLLM:
+class ScriptedLLM(FakeServer):
     """An OpenAI-compatible chat-completions server answering from per-test scripts.
 
     Point litellm at it with ``model="openai/fake", base_url=llm.base_url``. Rules:
@@ -314,7 +313,6 @@ class ScriptedLLM:
         self._requests: list[LLMRequest] = []
         self._unexpected: list[str] = []
         self._ids = itertools.count(1)
-        self._server: ServerThread | None = None
         # Waiters (sleep/hang) also wait on this event, set from the test thread on stop.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -342,28 +340,16 @@ class ScriptedLLM:
 
     # ------------------------------------------------------------------ serving
 
-    @contextmanager
-    def serving(self) -> Iterator[ScriptedLLM]:
-        """Serve on a loopback port for the duration of the block; `url` is set inside it."""
-        server = ServerThread(self).start()
-        self._server = server
-        try:
-            yield self
-        finally:
-            self._release_waiters()
-            server.stop()
-            with self._lock:
-                self._server = None
-                self._loop = None
-                self._stop_event = None
-                self._stopping = False
+    # FakeServer gives `serving()` and `url` (base URL without /v1, e.g. http://127.0.0.1:54321).
 
-    @property
-    def url(self) -> str:
-        """Base URL without /v1, e.g. ``http://127.0.0.1:54321``."""
-        if self._server is None:
-            raise RuntimeError("ScriptedLLM is not serving: use `with llm.serving():`")
-        return self._server.url
+    def _serving_stopping(self) -> None:
+        self._release_waiters()  # requests waiting in a sleep or hang answer, so the server stops
+
+    def _serving_stopped(self) -> None:
+        with self._lock:
+            self._loop = None
+            self._stop_event = None
+            self._stopping = False
 
     @property
     def base_url(self) -> str:

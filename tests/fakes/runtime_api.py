@@ -7,8 +7,6 @@ import secrets
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bot.agent.workspace.local import free_port, stop_process_group
-from tests.servers import ServerThread
+from bot.agent.workspace.local import stop_process_group
+from tests.helpers import free_port
+from tests.servers import FakeServer
 
 
-class FakeRuntimeAPI:
+class FakeRuntimeAPI(FakeServer):
     """`POST /start` spawns an agent-server, `POST /stop/{id}` stops it; both are recorded."""
 
     def __init__(self, root: Path, api_key: str = "rt-key") -> None:
@@ -38,7 +37,6 @@ class FakeRuntimeAPI:
                 Route("/stop/{runtime_id}", self._stop, methods=["POST"]),
             ]
         )
-        self._server: ServerThread | None = None
 
     def _authorized(self, request: Request) -> bool:
         if request.headers.get("x-api-key") == self.api_key:
@@ -107,20 +105,15 @@ class FakeRuntimeAPI:
         with self._lock:
             return [rid for rid, p in self._processes.items() if p.poll() is None]
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return self._server.url
+    # FakeServer gives `serving()` and `url`.
 
-    @contextmanager
-    def serving(self) -> Iterator[FakeRuntimeAPI]:
-        with ServerThread(self.app) as server:
-            self._server = server
-            try:
-                yield self
-            finally:
-                with self._lock:
-                    leftovers = list(self._processes.values())
-                    self._processes.clear()
-                for process in leftovers:
-                    stop_process_group(process)
+    def _asgi_app(self) -> Starlette:
+        return self.app
+
+    def _serving_stopping(self) -> None:
+        """Stop the agent-servers still running when the block ends."""
+        with self._lock:
+            leftovers = list(self._processes.values())
+            self._processes.clear()
+        for process in leftovers:
+            stop_process_group(process)

@@ -10,13 +10,12 @@ from typing import Any, cast
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestFailed
 
 from tests.fakes.github import FakeGitHub
+from tests.helpers import rsa_key_pair
 from tests.paths import PAYLOADS
 
 APP_ID = 424242
@@ -25,24 +24,9 @@ WIDGETS = "acme/widgets"
 GADGETS = "acme/gadgets"
 
 
-def _key_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private_pem, public_pem
-
-
 @pytest.fixture(scope="module")
 def keys() -> tuple[str, str]:
-    return _key_pair()
+    return rsa_key_pair()
 
 
 @pytest.fixture
@@ -308,7 +292,7 @@ def test_bad_jwt_is_401(
 
 
 def test_jwt_signed_by_another_key_is_401(fake: FakeGitHub) -> None:
-    other_private, _ = _key_pair()
+    other_private, _ = rsa_key_pair()
     response = httpx.post(
         f"{fake.url}/app/installations/{INSTALLATION_ID}/access_tokens",
         headers={"Authorization": f"Bearer {_jwt(other_private)}"},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +12,6 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 from pydantic import SecretStr
 
@@ -24,6 +21,7 @@ from tests.conftest import APP_ID, BOT_SECRETS, WEBHOOK_SECRET
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM, error, text
 from tests.fakes.runtime_api import FakeRuntimeAPI
+from tests.helpers import free_port, rsa_key_pair
 
 # litellm's response types hold a TypedDict with a ReadOnly item; pydantic warns once, when it
 # first builds their schema, and under `-W error` litellm turns that into APIConnectionError.
@@ -43,19 +41,11 @@ async def _close_litellm_clients() -> AsyncIterator[None]:
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 def _other_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    return rsa_key_pair()[0]
 
 
 def _rows(checks: list[doctor.Check]) -> dict[str, doctor.Check]:

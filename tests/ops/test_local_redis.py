@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from redis import Redis
 
 from bot.config import Settings
 from bot.ops.local_redis import HOW_TO_GET, PrivateRedis, RedisUnavailable, answers, redis_for
-from tests.conftest import REDIS_URL
+from tests.helpers import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs the redis-server binary")
@@ -27,10 +26,7 @@ pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs the redis-se
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on: 'no Redis at the default address'."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture
@@ -85,14 +81,14 @@ def test_serve_gets_a_private_server_when_redis_url_is_unset_and_nothing_answers
 
 
 def test_a_set_redis_url_or_a_redis_on_the_default_port_is_used_as_is(
-    tmp_path: Path, unset_redis_url: Settings
+    tmp_path: Path, unset_redis_url: Settings, redis_url: str
 ) -> None:
     explicit = Settings(  # type: ignore[call-arg]
         _env_file=None, redis_url="redis://127.0.0.1:1/0", state_dir=tmp_path / "state"
     )
     with redis_for(explicit) as settings:
         assert settings.redis_url == "redis://127.0.0.1:1/0"
-    test_redis = urlsplit(REDIS_URL)
+    test_redis = urlsplit(redis_url)
     assert test_redis.port is not None
     default = (str(test_redis.hostname), test_redis.port)
     with redis_for(unset_redis_url, default_address=default) as settings:

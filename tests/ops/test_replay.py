@@ -19,7 +19,7 @@ from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.ops import cli, replay
 from bot.queue import codec
-from tests.conftest import APP_ID, PAYLOADS, REDIS_URL, WEBHOOK_SECRET, load_payload
+from tests.conftest import APP_ID, PAYLOADS, WEBHOOK_SECRET, load_payload
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.servers import ServerThread
@@ -143,6 +143,7 @@ def test_the_command_replays_and_runs_a_file(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     redis: Redis,
+    redis_url: str,
 ) -> None:
     fake_github.add_installation(1, "Codertocat", [REPO])
     fake_github.set_permission(REPO, "octo-dev", "read")  # the gate stops it: no workspace needed
@@ -158,7 +159,7 @@ def test_the_command_replays_and_runs_a_file(
     (tmp_path / ".env").write_text(
         f"GITHUB_APP_ID={APP_ID}\nGITHUB_PRIVATE_KEY_PATH={key_file}\n"
         f"GITHUB_WEBHOOK_SECRET={WEBHOOK_SECRET}\nGITHUB_API_URL={fake_github.url}\n"
-        f"REDIS_URL={REDIS_URL}\nWORKSPACE_KIND=server\nAGENT_SERVER_URL=http://127.0.0.1:9\n"
+        f"REDIS_URL={redis_url}\nWORKSPACE_KIND=server\nAGENT_SERVER_URL=http://127.0.0.1:9\n"
     )
     monkeypatch.chdir(tmp_path)
 

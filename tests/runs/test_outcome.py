@@ -46,7 +46,8 @@ def test_a_failure_carries_its_code_and_detail_to_the_record() -> None:
 def test_a_denied_request_is_a_failure_saying_why() -> None:
     denied = RunOutcome.denied("run-1")
     assert denied.run_status is RunStatus.FAILED
-    assert denied.error is not None and denied.error.code == "not_allowed"
+    assert denied.error is not None
+    assert denied.error.code == "not_allowed"
 
 
 def test_a_skip_keeps_its_reason_in_the_summary_and_its_facts_in_the_result() -> None:
