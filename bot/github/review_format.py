@@ -44,6 +44,25 @@ VERDICT_WORDS: dict[str, str] = {
     "comment": "💬 Comments only; nothing blocking.",
     "request_changes": "❌ Changes requested before merging.",
 }
+# What the agent is told about an unusable review, and the review as GitHub shows it.
+EMPTY_REVIEW = "The review is empty; write the review JSON object."
+NOT_JSON = "The review is not valid JSON: {msg} at line {line}, column {column}."
+PROBLEMS = "The review JSON has {count} problem(s):"
+AND_MORE = "- … and {count} more"
+MISSING_KEY = "required key is missing"
+UNKNOWN_KEY = "unknown key; allowed keys are {keys}"
+START_NOT_BEFORE_LINE = "must be less than line ({line}); omit it for a one-line comment"
+SEVERITY_COUNTS = "{critical} critical · {important} important · {suggestion} suggestion{plural}"
+SUGGESTED_CHANGE = "Suggested change:\n{fence}\n{code}\n{fence}"
+OUTSIDE_HEADING = "### Comments outside the diff"
+LEFT_OUT_FOR_LENGTH = "… and {count} more comment(s) left out for length."
+SKIPPED_FILES = (
+    "### Files not reviewed\nThe diff was too large to review in full; these files were left "
+    "out:\n{listed}"
+)
+NOTE = "> **Note:** {note}"
+# In the agent's prompt, for a file GitHub shows no patch for.
+NO_DIFF = "(no diff shown: binary or too large)"
 
 
 class ReviewComment(BaseModel):
@@ -62,7 +81,7 @@ class ReviewComment(BaseModel):
     def _start_before_line(cls, value: int | None, info: ValidationInfo) -> int | None:
         line = info.data.get("line")
         if value is not None and isinstance(line, int) and value >= line:
-            raise ValueError(f"must be less than line ({line}); omit it for a one-line comment")
+            raise ValueError(START_NOT_BEFORE_LINE.format(line=line))
         return value
 
 
@@ -100,12 +119,12 @@ def parse_review(text: str) -> Review:
     """The agent's review, or `InvalidReview` listing what is wrong with it."""
     text = _unfence(text.lstrip("\ufeff").strip())
     if not text:
-        raise InvalidReview("The review is empty; write the review JSON object.")
+        raise InvalidReview(EMPTY_REVIEW)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidReview(
-            f"The review is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            NOT_JSON.format(msg=exc.msg, line=exc.lineno, column=exc.colno)
         ) from None
     try:
         return Review.model_validate(data)
@@ -121,21 +140,21 @@ def _unfence(text: str) -> str:
 
 def _describe(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
-    lines = [f"The review JSON has {len(errors)} problem(s):"]
+    lines = [PROBLEMS.format(count=len(errors))]
     for error in errors[:MAX_LISTED_ERRORS]:
         loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
         lines.append(f"- {loc}: {_message(error)}")
     if len(errors) > MAX_LISTED_ERRORS:
-        lines.append(f"- … and {len(errors) - MAX_LISTED_ERRORS} more")
+        lines.append(AND_MORE.format(count=len(errors) - MAX_LISTED_ERRORS))
     return "\n".join(lines)
 
 
 def _message(error: ErrorDetails) -> str:
     if error["type"] == "missing":
-        return "required key is missing"
+        return MISSING_KEY
     if error["type"] == "extra_forbidden":
         model = ReviewComment if len(error["loc"]) > 1 else Review
-        return f"unknown key; allowed keys are {', '.join(model.model_fields)}"
+        return UNKNOWN_KEY.format(keys=", ".join(model.model_fields))
     msg = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
     if isinstance(value, str | int | float | bool) or value is None:
@@ -232,7 +251,7 @@ def render_comment(comment: ReviewComment, *, inline: bool) -> str:
         if inline and comment.side == "RIGHT":
             parts.append(f"{fence}suggestion\n{code}\n{fence}")
         else:
-            parts.append(f"Suggested change:\n{fence}\n{code}\n{fence}")
+            parts.append(SUGGESTED_CHANGE.format(fence=fence, code=code))
     return "\n\n".join(parts)
 
 
@@ -250,9 +269,11 @@ def severity_counts(review: Review) -> str:
     """E.g. "1 critical · 2 important · 0 suggestions"."""
     count = {s: sum(c.severity == s for c in review.comments) for s in BADGES}
     plural = "" if count["suggestion"] == 1 else "s"
-    return (
-        f"{count['critical']} critical · {count['important']} important · "
-        f"{count['suggestion']} suggestion{plural}"
+    return SEVERITY_COUNTS.format(
+        critical=count["critical"],
+        important=count["important"],
+        suggestion=count["suggestion"],
+        plural=plural,
     )
 
 
@@ -276,25 +297,22 @@ def render_body(
     if skipped_files:
         listed = "\n".join(f"- `{name}`" for name in skipped_files[:MAX_LISTED_FILES])
         more = len(skipped_files) - MAX_LISTED_FILES
-        listed += f"\n- … and {more} more" if more > 0 else ""
-        parts.append(
-            "### Files not reviewed\nThe diff was too large to review in full; "
-            f"these files were left out:\n{listed}"
-        )
+        listed += ("\n" + AND_MORE.format(count=more)) if more > 0 else ""
+        parts.append(SKIPPED_FILES.format(listed=listed))
     if read_only_note:
-        parts.append(f"> **Note:** {read_only_note}")
+        parts.append(NOTE.format(note=read_only_note))
     run = f"[run {run_id}]({run_url})" if run_url else f"run {run_id}"
     parts.append(f"<sub>Automatic review by OpenHands · {run} · cost ${cost:.2f}</sub>")
     return "\n\n".join(parts)
 
 
 def _outside_section(outside: list[ReviewComment]) -> str:
-    lines = ["### Comments outside the diff"]
+    lines = [OUTSIDE_HEADING]
     used = 0
     for shown, comment in enumerate(outside):
         block = render_comment(comment, inline=False)
         if used + len(block) > MAX_OUTSIDE_CHARS:
-            lines.append(f"… and {len(outside) - shown} more comment(s) left out for length.")
+            lines.append(LEFT_OUT_FOR_LENGTH.format(count=len(outside) - shown))
             break
         lines.append(block)
         used += len(block)
@@ -369,7 +387,7 @@ def budget_diff(files: list[tuple[str, str | None, int]], max_chars: int) -> tup
     left_out: list[str] = []
     used = 0
     for name, patch, _changes in ordered:
-        body = patch if patch is not None else "(no diff shown: binary or too large)"
+        body = patch if patch is not None else NO_DIFF
         section = f"diff --git a/{name} b/{name}\n{body.removesuffix('\n')}\n"
         if used + len(section) > max_chars:
             left_out.append(name)

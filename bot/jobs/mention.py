@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 FORK_PATCH_REASON = (
     "This pull request comes from a fork, where the bot cannot push. Here is the change as a patch."
 )
+WAITING_FOR_RUN = "waiting for run `{run_id}` to finish"
+NO_CHANGES = "The agent finished without changes."
+OPENED = "✅ Opened #{number}: {url} ({files} file{plural} changed)"
+PUSHED = "Pushed {sha} to `{branch}`."
+PATCH_POSTED = "✅ Posted the change as a patch (the fork cannot be pushed to)."
 
 
 @job
@@ -163,7 +168,7 @@ class MentionRun:
         while not await self.lock.try_acquire():
             if not shown:
                 holder = await self.lock.holder()
-                await self.tracking.phase("queued", f"waiting for run `{holder}` to finish")
+                await self.tracking.phase("queued", WAITING_FOR_RUN.format(run_id=holder))
                 shown = True
             if time.monotonic() > deadline:
                 raise TimeoutError("the previous run on this thread did not finish")
@@ -252,7 +257,7 @@ class MentionRun:
             kept = threads.Kept(run.resumed or task.run_id, run.head_sha)
             await threads.keep(self.redis, self.thread, kept, self.keep)
         if not result.changes:
-            answer = result.final_response.strip() or "The agent finished without changes."
+            answer = result.final_response.strip() or NO_CHANGES
             await self._reply_in_thread(answer[:60_000])
             await self.tracking.finalize("💬 " + answer, [*notes, stats])
             return RunOutcome(
@@ -331,7 +336,8 @@ class MentionRun:
         links["pull_request"] = url
         files = len(run.result.changes)
         plural = "s" if files != 1 else ""
-        return f"✅ Opened #{number}: {url} ({files} file{plural} changed)\n\n{summary[:3000]}"
+        opened = OPENED.format(number=number, url=url, files=files, plural=plural)
+        return f"{opened}\n\n{summary[:3000]}"
 
     async def _push_to_pull(self, run: AgentRun, pull: PullInfo) -> str:
         task = self.task
@@ -352,8 +358,9 @@ class MentionRun:
         if self.keep:
             kept = threads.Kept(run.resumed or task.run_id, run.head_sha, sha)
             await threads.keep(self.redis, self.thread, kept, self.keep)
-        await self._reply_in_thread(f"Pushed {sha[:7]} to `{pull.head_ref}`.\n\n{summary[:3000]}")
-        return f"✅ Pushed {sha[:7]} to `{pull.head_ref}`.\n\n{summary[:3000]}"
+        pushed = PUSHED.format(sha=sha[:7], branch=pull.head_ref)
+        await self._reply_in_thread(f"{pushed}\n\n{summary[:3000]}")
+        return f"✅ {pushed}\n\n{summary[:3000]}"
 
     async def _post_patch(self, run: AgentRun) -> str:
         task = self.task
@@ -361,7 +368,7 @@ class MentionRun:
             self.writer, task.repo, task.number, run.patch or "", reason=FORK_PATCH_REASON
         )
         summary = run.result.final_response.strip()[:3000]
-        return f"✅ Posted the change as a patch (the fork cannot be pushed to).\n\n{summary}"
+        return f"{PATCH_POSTED}\n\n{summary}"
 
     async def _reply_in_thread(self, body: str) -> None:
         task = self.task

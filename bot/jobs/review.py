@@ -57,6 +57,16 @@ FORK_NOTE = (
     "Reviewed without running code: this pull request comes from a fork by someone who is not a "
     "collaborator, so the agent could only read files."
 )
+# Back to the agent once when its review is unusable; then, if still unusable, to the thread.
+REVIEW_UNUSABLE = (
+    "Your review could not be used: {error}\nCall `finish` again with only the review JSON, in "
+    "this format:\n{schema}"
+)
+INVALID_REVIEW = (
+    "❌ The review could not be posted: the agent's review was not valid JSON in the expected "
+    "format, even after one correction."
+)
+INVALID_REVIEW_TODO = "**What you can do:** ask again with `@{handle} review`."
 
 REVIEW_TASK = """You are reviewing pull request #{number} of {repo}: `{head}` into `{base}`.
 The working tree is checked out at the pull request's head; the base branch is available as
@@ -215,10 +225,7 @@ class ReviewRun:
             try:
                 parsed.append(fmt.parse_review(_review_json(result.final_response)))
             except InvalidReview as exc:
-                return (
-                    f"Your review could not be used: {exc}\nCall `finish` again with only the "
-                    f"review JSON, in this format:\n{fmt.REVIEW_SCHEMA_TEXT}"
-                )
+                return REVIEW_UNUSABLE.format(error=exc, schema=fmt.REVIEW_SCHEMA_TEXT)
             return None
 
         run = await agent.run(self.deps, spec, check=check)
@@ -226,11 +233,8 @@ class ReviewRun:
             await check(run.result)  # the corrected answer
         if not run.result.succeeded or not parsed:
             if run.result.succeeded:
-                headline, details = (
-                    "❌ The review could not be posted: the agent's review was not valid JSON "
-                    "in the expected format, even after one correction.",
-                    [f"**What you can do:** ask again with `@{settings.bot_handle} review`."],
-                )
+                headline = INVALID_REVIEW
+                details = [INVALID_REVIEW_TODO.format(handle=settings.bot_handle)]
             else:
                 error = run.result.error
                 headline, details = failure(

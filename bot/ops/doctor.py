@@ -39,6 +39,20 @@ NEEDED_PERMISSIONS = {
 }
 NEEDED_EVENTS = ("issue_comment", "issues", "pull_request", "pull_request_review_comment", "push")
 LEVELS = {"read": 1, "write": 2, "admin": 3}
+KEY_UNREADABLE_FIX = (
+    "download a private key on the App's settings page (Generate a private key) and "
+    "point GITHUB_PRIVATE_KEY_PATH at the .pem file"
+)
+JWT_REFUSED_FIX = (
+    "GITHUB_APP_ID and the private key must belong to the same App: generate a new key "
+    "on the App's settings page or fix GITHUB_APP_ID; also check this machine's clock"
+)
+REDIS_BY_SERVE = "REDIS_URL unset: `serve` starts a private {executable} with its data in {data}"
+REDIS_DOWN_FIX = (
+    "start Redis there, or set REDIS_URL to one that runs "
+    "(unset, `serve` starts a private redis-server)"
+)
+AGENT_SERVER_DOWN_FIX = "start the agent-server there, or fix AGENT_SERVER_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +110,7 @@ def check_key(settings: Settings) -> Check:
             "private key",
             "FAIL",
             f"{where}: {type(exc).__name__}: {_redact(str(exc))}",
-            "download a private key on the App's settings page (Generate a private key) and "
-            "point GITHUB_PRIVATE_KEY_PATH at the .pem file",
+            KEY_UNREADABLE_FIX,
         )
     if not isinstance(key, RSAPrivateKey):
         return Check("private key", "FAIL", "not an RSA key", "use the App's .pem private key")
@@ -132,10 +145,7 @@ async def check_app(settings: Settings) -> list[Check]:
         app = (await github.rest.apps.async_get_authenticated()).parsed_data
     except RequestFailed as exc:
         message = _response_message(exc.response.raw_response)
-        fix = (
-            "GITHUB_APP_ID and the private key must belong to the same App: generate a new key "
-            "on the App's settings page or fix GITHUB_APP_ID; also check this machine's clock"
-        )
+        fix = JWT_REFUSED_FIX
         if exc.response.status_code != 401:
             fix = f"check GITHUB_API_URL ({settings.github_api_url})"
         return [
@@ -215,8 +225,7 @@ async def check_redis(
         return Check(
             "Redis",
             "ok",
-            f"REDIS_URL unset: `serve` starts a private {executable} with its data in "
-            f"{settings.state_dir / 'redis'}",
+            REDIS_BY_SERVE.format(executable=executable, data=settings.state_dir / "redis"),
         )
     url = _without_password(settings.redis_url)
     password = urlsplit(settings.redis_url).password
@@ -230,8 +239,7 @@ async def check_redis(
             "Redis",
             "FAIL",
             f"{url}: {type(exc).__name__}: {_redact(str(exc), password)}",
-            "start Redis there, or set REDIS_URL to one that runs "
-            "(unset, `serve` starts a private redis-server)",
+            REDIS_DOWN_FIX,
         )
     finally:
         await client.aclose()
@@ -256,7 +264,7 @@ async def check_workspace(settings: Settings, *, full: bool = False) -> Check:
             name,
             "FAIL",
             f"{settings.agent_server_url}/health does not answer 200",
-            "start the agent-server there, or fix AGENT_SERVER_URL",
+            AGENT_SERVER_DOWN_FIX,
         )
     if settings.workspace_kind == "runtime":
         return await _check_runtime_api(settings, name)

@@ -30,6 +30,16 @@ from bot.queue import codec
 
 WEBHOOK_PATH = "/webhooks/github"
 Print = Callable[[str], None]
+# What the command prints: the web app's answer, then the run as the worker takes it.
+IGNORED = "ignored: {reason}"
+QUEUED = "queued: {task} task, run {run_id}"
+DUPLICATE = "already queued under this delivery id: run {run_id}"
+REFUSED = "refused ({status}): {error}"
+NOT_JSON = "the file is not JSON: {error}"
+NOT_AN_OBJECT = "the file is not a JSON object (a webhook payload)"
+RUN_STATUS = "run {run_id}: {status}"
+RUN_ENDED = "run {run_id}: {outcome} after {tries} attempt(s): {result}"
+NO_RESULT = "run {run_id}: no result recorded (another worker may have run it)"
 
 
 class ReplayError(Exception):
@@ -53,12 +63,12 @@ class Answer:
     def describe(self) -> str:
         status = self.body.get("status")
         if status == "ignored":
-            return f"ignored: {self.body.get('reason')}"
+            return IGNORED.format(reason=self.body.get("reason"))
         if status == "queued":
-            return f"queued: {self.body.get('task')} task, run {self.body.get('run_id')}"
+            return QUEUED.format(task=self.body.get("task"), run_id=self.body.get("run_id"))
         if status == "duplicate":
-            return f"already queued under this delivery id: run {self.body.get('run_id')}"
-        return f"refused ({self.status_code}): {self.body.get('error', self.body)}"
+            return DUPLICATE.format(run_id=self.body.get("run_id"))
+        return REFUSED.format(status=self.status_code, error=self.body.get("error", self.body))
 
 
 def signed_request(event: str, body: bytes, secret: bytes, delivery_id: str) -> dict[str, str]:
@@ -131,9 +141,9 @@ def read_delivery(raw: bytes) -> bytes:
     try:
         payload = json.loads(raw)
     except ValueError as exc:
-        raise ReplayError(f"the file is not JSON: {exc}") from None
+        raise ReplayError(NOT_JSON.format(error=exc)) from None
     if not isinstance(payload, dict):
-        raise ReplayError("the file is not a JSON object (a webhook payload)")
+        raise ReplayError(NOT_AN_OBJECT)
     return raw
 
 
@@ -163,7 +173,7 @@ async def run_burst(
         while True:
             status = await job.status()
             if status != last:
-                say(f"run {run_id}: {status.value}")
+                say(RUN_STATUS.format(run_id=run_id, status=status.value))
                 last = status
             if working.done():
                 break
@@ -178,10 +188,11 @@ async def run_burst(
         await worker.close()
         await redis.aclose()
     if info is None:
-        say(f"run {run_id}: no result recorded (another worker may have run it)")
+        say(NO_RESULT.format(run_id=run_id))
         return False
     outcome = "done" if info.success else "failed"
-    say(f"run {run_id}: {outcome} after {info.job_try} attempt(s): {repr(info.result)[:300]}")
+    result = repr(info.result)[:300]
+    say(RUN_ENDED.format(run_id=run_id, outcome=outcome, tries=info.job_try, result=result))
     return info.success
 
 

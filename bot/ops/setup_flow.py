@@ -60,6 +60,16 @@ NOT_SAVED = (
     "If the bot stops first, the private key is lost: generate a new one at {settings_url} "
     "(Private keys, Generate a private key) and set a new webhook secret there."
 )
+SAVE_AGAIN_HINT = "To save again, press Save again on the setup page (or reload it)."
+STOPPED_UNSAVED = (
+    "setup stopped before the credentials of GitHub App {slug} (id {app_id}) were saved: its "
+    "private key is lost. Generate a new one at {settings_url} (Private keys), or delete the App "
+    "there and run setup again."
+)
+OPEN_LINK = (
+    "Open {link} in a browser to register the GitHub App (only this link opens the setup page; "
+    "Ctrl-C to give up)."
+)
 
 
 def setup_page_url(host: str, port: int, token: str) -> str:
@@ -225,10 +235,7 @@ class SetupFlow:
             settings_url=settings_url,
         )
         log.error("setup could not save the App's credentials", extra={"app_id": app_id})
-        _console(
-            f"openhands-bot: {message}\nTo save again, press Save again on the setup page "
-            "(or reload it)."
-        )
+        _console(f"openhands-bot: {message}\n{SAVE_AGAIN_HINT}")
         return _page(
             "The App was created, but its credentials are not saved yet",
             f"<p>{html.escape(message)}</p>"
@@ -245,9 +252,7 @@ async def run_setup(options: SetupOptions, host: str, port: int) -> Registered:
     flow = SetupFlow(options)
     done = flow._done()
     print(  # noqa: T201 - the operator's link, on the console only
-        f"Open {setup_page_url(host, port, flow.token)} in a browser to register the GitHub App "
-        "(only this link opens the setup page; Ctrl-C to give up).",
-        flush=True,
+        OPEN_LINK.format(link=setup_page_url(host, port, flow.token)), flush=True
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -263,11 +268,10 @@ async def run_setup(options: SetupOptions, host: str, port: int) -> Registered:
         await asyncio.wait({serving})
         unsaved = None if done.done() else flow.unsaved_app()
         if unsaved:
-            _console(
-                f"openhands-bot: setup stopped before the credentials of GitHub App {unsaved[1]} "
-                f"(id {unsaved[0]}) were saved: its private key is lost. Generate a new one at "
-                f"{unsaved[2]} (Private keys), or delete the App there and run setup again."
+            stopped = STOPPED_UNSAVED.format(
+                slug=unsaved[1], app_id=unsaved[0], settings_url=unsaved[2]
             )
+            _console(f"openhands-bot: {stopped}")
     await serving  # its error, if the page could not be served (e.g. the port is taken)
     if not done.done():
         raise SetupError("setup stopped before GitHub created the App")

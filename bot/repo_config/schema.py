@@ -22,6 +22,18 @@ log = logging.getLogger(__name__)
 CONFIG_PATH = ".openhands/config.yml"
 MAX_CONFIG_BYTES = 64 * 1024
 REPORT_MARKER = "<!-- openhands-config-report -->"
+# What the report issue says: each problem in the file, and what happens meanwhile.
+FILE_TOO_LARGE = "the file is larger than {kib} KiB"
+NOT_VALID_YAML = "not valid YAML: {error}"
+NOT_USABLE_YAML = "not usable YAML: {error}"
+NOT_A_MAPPING = "the file must be a mapping (keys such as `review:`, `automations:`)"
+BAD_NAME = "use 1-64 letters, digits, spaces, '.', '_' or '-'"
+COMMENT_NEEDS_ISSUE = "output `comment` needs `issue: <number>` to comment on"
+NAMES_NOT_UNIQUE = "automation names must be unique: {names}"
+REPORT_HEADLINE = "`{path}` on {where} is not valid, so OpenHands ignores this version of it:"
+KEEPS_RUNNING = "The previous valid configuration keeps running."
+DEFAULTS_APPLY = "No earlier valid configuration exists: the bot's defaults apply."
+FIX_HINT = "Fix the file on the default branch; this issue is closed once a valid version is read."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
 
@@ -57,7 +69,7 @@ class Automation(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError("use 1-64 letters, digits, spaces, '.', '_' or '-'")
+            raise ValueError(BAD_NAME)
         return value
 
     @field_validator("schedule")
@@ -81,7 +93,7 @@ class Automation(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Automation:
         if self.output == "comment" and self.issue is None:
-            raise ValueError("output `comment` needs `issue: <number>` to comment on")
+            raise ValueError(COMMENT_NEEDS_ISSUE)
         return self
 
     def parsed_schedule(self) -> Schedule:
@@ -113,7 +125,7 @@ class RepoConfig(_Strict):
         names = [a.name.lower() for a in self.automations]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"automation names must be unique: {', '.join(duplicates)}")
+            raise ValueError(NAMES_NOT_UNIQUE.format(names=", ".join(duplicates)))
         return self
 
     def automation(self, name: str) -> Automation | None:
@@ -126,17 +138,17 @@ class RepoConfig(_Strict):
 def parse(text: str) -> RepoConfig:
     """Validate the file's text; raise InvalidConfig with every problem found."""
     if len(text.encode()) > MAX_CONFIG_BYTES:
-        raise InvalidConfig([f"the file is larger than {MAX_CONFIG_BYTES // 1024} KiB"])
+        raise InvalidConfig([FILE_TOO_LARGE.format(kib=MAX_CONFIG_BYTES // 1024)])
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidConfig([f"not valid YAML: {exc}"]) from exc
+        raise InvalidConfig([NOT_VALID_YAML.format(error=exc)]) from exc
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # e.g. nesting 5,000 deep
-        raise InvalidConfig([f"not usable YAML: {type(exc).__name__}"]) from exc
+        raise InvalidConfig([NOT_USABLE_YAML.format(error=type(exc).__name__)]) from exc
     if data is None:
         return RepoConfig()
     if not isinstance(data, dict):
-        raise InvalidConfig(["the file must be a mapping (keys such as `review:`, `automations:`)"])
+        raise InvalidConfig([NOT_A_MAPPING])
     try:
         return RepoConfig.model_validate(data)
     except ValidationError as exc:
@@ -172,13 +184,11 @@ def report_body(sha: str, errors: list[str], commit: str | None, previous: str |
     where = f"commit {commit}" if commit else f"the default branch (file version {sha[:7]})"
     lines = [
         REPORT_MARKER,
-        f"`{CONFIG_PATH}` on {where} is not valid, so OpenHands ignores this version of it:",
+        REPORT_HEADLINE.format(path=CONFIG_PATH, where=where),
         "",
         *[f"- {error}" for error in errors[:50]],
         "",
-        "The previous valid configuration keeps running."
-        if previous
-        else "No earlier valid configuration exists: the bot's defaults apply.",
-        "Fix the file on the default branch; this issue is closed once a valid version is read.",
+        KEEPS_RUNNING if previous else DEFAULTS_APPLY,
+        FIX_HINT,
     ]
     return "\n".join(lines)

@@ -11,7 +11,23 @@ import pytest
 
 from bot.errors import InvalidReview
 from bot.github.review_format import (
+    AND_MORE,
+    BADGES,
+    EMPTY_REVIEW,
+    LEFT_OUT_FOR_LENGTH,
+    MISSING_KEY,
+    NO_DIFF,
+    NOT_JSON,
+    NOTE,
+    OUTSIDE_HEADING,
+    PROBLEMS,
     REVIEW_SCHEMA_TEXT,
+    SEVERITY_COUNTS,
+    SKIPPED_FILES,
+    START_NOT_BEFORE_LINE,
+    SUGGESTED_CHANGE,
+    UNKNOWN_KEY,
+    VERDICT_WORDS,
     DiffIndex,
     Review,
     ReviewComment,
@@ -133,10 +149,16 @@ def test_comments_may_be_omitted() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('{"summary": "x", "verdict": "comment",}', "not valid JSON: Expecting property name"),
-        ('{"summary": "x",\n "verdict": }', "at line 2, column 13"),
-        ("   \n", "The review is empty"),
-        ('{"verdict": "comment"}', "summary: required key is missing"),
+        (
+            '{"summary": "x", "verdict": "comment",}',
+            NOT_JSON.partition("{msg}")[0] + "Expecting property name",
+        ),
+        (
+            '{"summary": "x",\n "verdict": }',
+            NOT_JSON.format(msg="Expecting value", line=2, column=13),
+        ),
+        ("   \n", EMPTY_REVIEW),
+        ('{"verdict": "comment"}', f"summary: {MISSING_KEY}"),
         (_review_json(summary="   "), "summary: String should have at least 1 character"),
         (
             _review_json(comments=[_comment(severity="high")]),
@@ -145,11 +167,11 @@ def test_comments_may_be_omitted() -> None:
         ),
         (
             _review_json(comments=[_comment(), _comment(line=4, start_line=4)]),
-            "comments.1.start_line: must be less than line (4)",
+            f"comments.1.start_line: {START_NOT_BEFORE_LINE.format(line=4)}",
         ),
         (
             _review_json(comments=[_comment(line=4, start_line=9)]),
-            "comments.0.start_line: must be less than line (4)",
+            f"comments.0.start_line: {START_NOT_BEFORE_LINE.format(line=4)}",
         ),
         (_review_json(comments=[_comment(line=0)]), "comments.0.line: Input should be greater"),
         (_review_json(comments=[_comment(line="12")]), 'valid integer (got "12")'),
@@ -158,11 +180,11 @@ def test_comments_may_be_omitted() -> None:
         (_review_json(verdict="APPROVE"), "verdict: Input should be 'approve', 'comment' or"),
         (
             _review_json(confidence=0.9),
-            "confidence: unknown key; allowed keys are summary, verdict, comments",
+            "confidence: " + UNKNOWN_KEY.format(keys="summary, verdict, comments"),
         ),
         (
             _review_json(comments=[_comment(lines=[1, 2])]),
-            "comments.0.lines: unknown key; allowed keys are path, line, side, start_line,",
+            "comments.0.lines: " + UNKNOWN_KEY.format(keys=", ".join(ReviewComment.model_fields)),
         ),
         ("[]", "(top level): Input should be a valid dictionary"),
     ],
@@ -186,7 +208,7 @@ def test_every_problem_is_listed_in_one_message() -> None:
         parse_review(text)
 
     lines = str(raised.value).splitlines()
-    assert lines[0] == "The review JSON has 5 problem(s):"
+    assert lines[0] == PROBLEMS.format(count=5)
     assert [line.split(":")[0] for line in lines[1:]] == [
         "- summary",
         "- verdict",
@@ -203,8 +225,8 @@ def test_a_flood_of_problems_stays_short() -> None:
         parse_review(text)
 
     message = str(raised.value)
-    assert "The review JSON has 160 problem(s):" in message
-    assert "… and 145 more" in message
+    assert PROBLEMS.format(count=160) in message
+    assert AND_MORE.format(count=145) in message
     assert len(message) < 2_000
 
 
@@ -338,7 +360,7 @@ def test_comments_on_diff_lines_go_inline_the_rest_to_the_body(index: DiffIndex)
             "path": "app.py",
             "line": 17,
             "side": "LEFT",
-            "body": "**🟠 Important**\n\nThis was still used.",
+            "body": f"{BADGES['important']}\n\nThis was still used.",
         },
     ]
     assert [c.body for c in outside] == [
@@ -354,7 +376,7 @@ def test_suggestion_block_on_the_right_side(index: DiffIndex) -> None:
 
     [placed], _ = place_comments(review, index)
 
-    assert placed["body"] == "**🟠 Important**\n\nWhy 500?\n\n```suggestion\nvalue_5 = 5\n```"
+    assert placed["body"] == f"{BADGES['important']}\n\nWhy 500?\n\n```suggestion\nvalue_5 = 5\n```"
 
 
 def test_empty_suggestion_deletes_the_lines(index: DiffIndex) -> None:
@@ -371,7 +393,7 @@ def test_suggestion_on_the_left_side_is_a_plain_code_block(index: DiffIndex) -> 
     [placed], _ = place_comments(review, index)
 
     assert "suggestion\n" not in placed["body"]
-    assert placed["body"].endswith("Suggested change:\n```\nvalue_16 = 16\n```")
+    assert placed["body"].endswith(SUGGESTED_CHANGE.format(fence="```", code="value_16 = 16"))
 
 
 def test_suggestion_with_backticks_gets_a_longer_fence(index: DiffIndex) -> None:
@@ -420,16 +442,17 @@ def test_body_has_summary_counts_verdict_outside_comments_skipped_files_and_foot
     )
 
     assert body.startswith("Summary.\n\n")
-    assert "1 critical · 2 important · 1 suggestion" in body
-    assert "Changes requested" in body
-    assert "### Comments outside the diff" in body
-    assert "**🟠 Important** · `app.py:11`\n\nOff by one here." in body
-    assert "Suggested change:\n```\nvalue_11 = 11\n```" in body  # no suggestion block in a body
+    assert SEVERITY_COUNTS.format(critical=1, important=2, suggestion=1, plural="") in body
+    assert VERDICT_WORDS["request_changes"] in body
+    assert OUTSIDE_HEADING in body
+    assert f"{BADGES['important']} · `app.py:11`\n\nOff by one here." in body
+    # No suggestion block in a body:
+    assert SUGGESTED_CHANGE.format(fence="```", code="value_11 = 11") in body
     assert "```suggestion" not in body
-    assert "**🟠 Important** · `app.py:9-11` (old)\n\nKeep these." in body
+    assert f"{BADGES['important']} · `app.py:9-11` (old)\n\nKeep these." in body
     assert "Why 500?" not in body  # the inline comments stay inline
-    assert "- `uv.lock`\n- `docs/guide.md`" in body
-    assert "> **Note:** reviewed without running code: fork PR" in body
+    assert SKIPPED_FILES.format(listed="- `uv.lock`\n- `docs/guide.md`") in body
+    assert NOTE.format(note="reviewed without running code: fork PR") in body
     assert "$0.42" in body
     assert "[run r-42](https://bot.example.com/runs/r-42)" in body
 
@@ -439,10 +462,10 @@ def test_body_without_extras_leaves_their_sections_out(index: DiffIndex) -> None
 
     body = _body(review, index, run_id="r-7", cost=1.5)
 
-    assert "0 critical · 1 important · 0 suggestions" in body
-    assert "No blocking problems" in body
+    assert SEVERITY_COUNTS.format(critical=0, important=1, suggestion=0, plural="s") in body
+    assert VERDICT_WORDS["approve"] in body
     assert "###" not in body
-    assert "Note:" not in body
+    assert NOTE.partition("{note}")[0] not in body
     assert "run r-7" in body
     assert "](" not in body  # no link without a URL
     assert "$1.50" in body
@@ -455,7 +478,7 @@ def test_body_lists_at_most_fifty_skipped_files(index: DiffIndex) -> None:
 
     assert "`gen/file_49.py`" in body
     assert "`gen/file_50.py`" not in body
-    assert "… and 10 more" in body
+    assert AND_MORE.format(count=10) in body
 
 
 def test_body_stays_under_githubs_limit(index: DiffIndex) -> None:
@@ -465,7 +488,9 @@ def test_body_stays_under_githubs_limit(index: DiffIndex) -> None:
     body = _body(review, index)
 
     assert len(body) < 65_536
-    assert "more comment(s) left out for length" in body
+    shown = body.count(BADGES["important"])
+    assert 0 < shown < 30
+    assert LEFT_OUT_FOR_LENGTH.format(count=30 - shown) in body
 
 
 @pytest.mark.parametrize("verdict", ["approve", "comment", "request_changes"])
@@ -538,7 +563,7 @@ def test_budget_orders_source_tests_docs_then_generated() -> None:
     ]
     assert left_out == []
     assert "diff --git a/bot/big.py b/bot/big.py\n@@ -0,0 +1,20 @@\n+line 0\n" in text
-    assert "diff --git a/static/logo.png b/static/logo.png\n(no diff shown" in text
+    assert f"diff --git a/static/logo.png b/static/logo.png\n{NO_DIFF}\n" in text
 
 
 def test_budget_leaves_out_what_does_not_fit_and_keeps_trying_smaller_files() -> None:

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import signal
 import subprocess
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from redis.asyncio import Redis
 
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
+from bot.github import messages
+from bot.jobs.mention import FORK_PATCH_REASON, OPENED, PUSHED, WAITING_FOR_RUN
 from bot.jobs.worker import worker_options
 from tests.conftest import BOT_SECRETS, Deliverer, load_payload, run_worker
 from tests.fakes import llm as steps
@@ -106,6 +109,12 @@ def tracking_comments(github: FakeGitHub) -> list[dict[str, Any]]:
     return [c for c in github.comments.values() if "openhands-run:" in c["body"]]
 
 
+def assert_says(body: str, headline: str, details: list[str]) -> None:
+    """The comment carries the bot's message: its headline and every line of what to do."""
+    for line in [headline, *details]:
+        assert line in body
+
+
 def fix_script(llm: ScriptedLLM, workdir_marker: str = "") -> None:
     llm.script(
         steps.tool_call(
@@ -152,7 +161,9 @@ async def test_a_mention_on_an_issue_opens_a_pull_request(
     history = "\n".join(comment["history"])
     for phase in ("**Queued**", "**Starting workspace**", "**Working**", "**Publishing**"):
         assert phase in history
-    assert f"Opened #{pr['number']}" in comment["body"]
+    before_url, _, after_url = OPENED.partition("{url}")
+    assert before_url.format(number=pr["number"]) in comment["body"]
+    assert after_url.format(files=1, plural="") in comment["body"]
     assert "steps" in comment["body"]
     # The prompt carried the issue, cleaned of hidden text.
     prompt = llm.completions[0].text
@@ -200,8 +211,7 @@ async def test_llm_down_finalizes_a_clear_failure(
     await run_worker(run_settings, workspaces=agent_server)
 
     (comment,) = tracking_comments(world)
-    assert "LLM provider could not be reached" in comment["body"]
-    assert "What you can do" in comment["body"]
+    assert_says(comment["body"], *messages.failure("llm_unavailable", run_settings.bot_handle))
     assert world.created_pulls == []
 
 
@@ -225,7 +235,7 @@ async def test_publish_refused_finalizes_a_clear_failure(
     await run_worker(run_settings, workspaces=agent_server)
 
     (comment,) = tracking_comments(world)
-    assert "could not be published" in comment["body"]
+    assert_says(comment["body"], *messages.failure("publish", run_settings.bot_handle))
     assert "GitHub answered 422" in comment["body"]
     assert "returns None instead of raising" in comment["body"]
 
@@ -255,7 +265,7 @@ async def test_a_mention_on_a_same_repo_pull_request_commits_to_its_branch(
     assert b"parts[0] if parts else None" in new
     assert world.created_pulls == []
     (comment,) = tracking_comments(world)
-    assert f"Pushed {tip[:7]}" in comment["body"]
+    assert PUSHED.format(sha=tip[:7], branch="feature") in comment["body"]
 
 
 async def test_a_mention_on_a_fork_pull_request_posts_a_patch(
@@ -281,7 +291,7 @@ async def test_a_mention_on_a_fork_pull_request_posts_a_patch(
     (patch,) = patches
     assert "fork-only-line" not in patch["body"]  # only the agent's change
     assert "+    return parts[0] if parts else None" in patch["body"]
-    assert "cannot push" in patch["body"]
+    assert FORK_PATCH_REASON in patch["body"]
     assert git_host.rev_parse(REPO, "refs/pull/13/head") == head
 
 
@@ -302,7 +312,7 @@ async def test_stop_interrupts_a_long_run(
     await asyncio.wait_for(worker, 60)
 
     (comment,) = tracking_comments(world)
-    assert f"Stopped by @{WRITER}" in comment["body"]
+    assert_says(comment["body"], *messages.stopped(WRITER))
     assert world.created_pulls == []
 
 
@@ -329,15 +339,15 @@ async def test_a_cancelled_job_finalizes_its_comment(
     worker.handle_sig(signal.SIGTERM)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(running, 60)
+    headline, details = messages.failure("shutdown", run_settings.bot_handle)
     for _ in range(100):  # the job finalizes its comment as it unwinds
-        if any("worker shut down" in c["body"] for c in tracking_comments(world)):
+        if any(headline in c["body"] for c in tracking_comments(world)):
             break
         await asyncio.sleep(0.1)
     await worker.close()
 
     (comment,) = tracking_comments(world)
-    assert "worker shut down while this run was in progress" in comment["body"]
-    assert "Mention @openhands again" in comment["body"]
+    assert_says(comment["body"], headline, details)
 
 
 async def test_an_answer_to_an_inline_review_comment_goes_into_its_thread(
@@ -405,7 +415,10 @@ async def test_a_second_mention_waits_then_continues_the_conversation(
     first, second = sorted(tracking_comments(world), key=lambda c: c["id"])
     assert "First answer" in first["body"]
     assert "Second answer" in second["body"]
-    assert any("waiting for run" in body for body in second["history"])
+    first_run = re.search(r"openhands-run:(\S+) -->", first["body"])
+    assert first_run is not None
+    waiting = WAITING_FOR_RUN.format(run_id=first_run.group(1))
+    assert any(waiting in body for body in second["history"])
     # The second run started after the first ended and continued its conversation: same
     # conversation (the agent-server's prompt cache key), with the first run's history in it.
     one = [r for r in llm.completions if r.script is not None and r.script.match == "[[one]]"]

@@ -12,8 +12,17 @@ from redis.asyncio import Redis
 
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
+from bot.errors import InvalidReview
+from bot.github import review_format
 from bot.github.client import GitHubApp
 from bot.jobs import config_sync
+from bot.jobs.review import (
+    FORK_NOTE,
+    INVALID_REVIEW,
+    INVALID_REVIEW_TODO,
+    REVIEW_UNUSABLE,
+    TOO_LARGE,
+)
 from bot.queue.tasks import RepoRef
 from bot.repo_config.schema import CONFIG_PATH
 from bot.runs.store import RunStore
@@ -42,6 +51,18 @@ def _patch(bare: str, base: str, head: str, path: str) -> str:
         check=True,
     ).stdout
     return out[out.index("@@") :]
+
+
+def _diff_size(host: FakeGitHost, head: str) -> tuple[int, int]:
+    """Lines changed and files changed from main to `head`, as git counts them."""
+    numstat = subprocess.run(
+        ["git", f"--git-dir={host.bare_path(REPO)}", "diff", "--numstat", "main", head],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    changed = [line.split("\t") for line in numstat]
+    return sum(int(added) + int(deleted) for added, deleted, _ in changed), len(changed)
 
 
 def open_pull(
@@ -299,7 +320,7 @@ async def test_a_fork_by_a_stranger_is_reviewed_without_a_terminal(
     assert "terminal" not in tools
     assert "file_editor" in tools
     (review,) = world.reviews
-    assert "without running code" in review["body"]
+    assert review_format.NOTE.format(note=FORK_NOTE) in review["body"]
 
 
 async def test_an_oversized_pull_request_gets_a_note_and_no_run(
@@ -320,7 +341,15 @@ async def test_an_oversized_pull_request_gets_a_note_and_no_run(
     assert world.reviews == []
     assert llm.completions == []
     (note,) = world.comments.values()
-    assert "more than this bot reviews automatically" in note["body"]
+    lines, files = _diff_size(git_host, head)
+    too_large = TOO_LARGE.format(
+        lines=lines,
+        files=files,
+        max_lines=50,
+        max_files=small.review_max_files,
+        handle=small.bot_handle,
+    )
+    assert too_large in note["body"]
 
 
 async def test_a_malformed_review_gets_one_correction_then_fails_clearly(
@@ -340,7 +369,13 @@ async def test_a_malformed_review_gets_one_correction_then_fails_clearly(
 
     assert world.reviews == []
     assert len(llm.completions) == 2
-    assert "could not be used" in llm.completions[1].text
+    with pytest.raises(InvalidReview) as first_answer:
+        review_format.parse_review("LGTM!")
+    correction = REVIEW_UNUSABLE.format(
+        error=first_answer.value, schema=review_format.REVIEW_SCHEMA_TEXT
+    )
+    assert correction in llm.completions[1].text
     (comment,) = world.comments.values()
-    assert "not valid JSON in the expected format" in comment["body"]
+    assert INVALID_REVIEW in comment["body"]
+    assert INVALID_REVIEW_TODO.format(handle=agent_settings.bot_handle) in comment["body"]
     llm.assert_script_done()

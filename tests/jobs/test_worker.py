@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
+from bot.github import messages
 from bot.jobs.threads import key as thread_key
 from bot.jobs.worker import exposed_queue, worker_options
 from bot.runs.store import RunRecord, RunStatus, RunStore
@@ -62,6 +63,12 @@ def _reactions(github: FakeGitHub) -> list[dict[str, Any]]:
     return list(github.reactions)
 
 
+def _assert_says(body: str, headline: str, details: list[str]) -> None:
+    """The comment carries the bot's message: its headline and every line of what to do."""
+    for line in [headline, *details]:
+        assert line in body
+
+
 def _writes(github: FakeGitHub) -> list[Any]:
     return [
         r
@@ -94,8 +101,7 @@ async def test_a_writer_gets_an_eyes_reaction(
     assert clone["permissions"] == {"contents": "read", "metadata": "read"}
     # Nobody answers at this test's workspace: the tracking comment says so, finalized.
     (comment,) = [c for c in github.comments.values() if "openhands-run:" in c["body"]]
-    assert "could not start or use its workspace" in comment["body"]
-    assert "What you can do" in comment["body"]
+    _assert_says(comment["body"], *messages.failure("workspace", settings.bot_handle))
 
 
 @pytest.mark.parametrize("role", ["read", "triage", "none"])
@@ -315,9 +321,9 @@ async def test_a_failed_permission_check_is_reported_not_silent(
     await run_worker(settings)
 
     assert _reactions(github) == []
-    (comment,) = [c for c in github.comments.values() if "permission" in c["body"]]
-    assert "could not check your permission" in comment["body"]
-    assert "What you can do" in comment["body"]
+    headline, details = messages.failure("permission_lookup", settings.bot_handle)
+    (comment,) = [c for c in github.comments.values() if headline in c["body"]]
+    _assert_says(comment["body"], headline, details)
 
 
 class _Planted:
@@ -417,5 +423,5 @@ async def test_a_mention_cancelled_before_it_started_says_so_on_the_thread(
     await run_worker(settings)
 
     (comment,) = [c for c in github.comments.values() if "openhands-run:" in c["body"]]
-    assert "Stopped by the run API." in comment["body"]
+    _assert_says(comment["body"], *messages.stopped("the run API"))
     assert _reactions(github) == []  # it never started: no 👀, no agent

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
+from bot.github import messages
 from bot.ops import cli, replay
 from bot.queue import codec
 from tests.conftest import APP_ID, PAYLOADS, WEBHOOK_SECRET, load_payload
@@ -34,6 +35,13 @@ def _mention(body: str = "@openhands fix this") -> dict[str, Any]:
     return payload
 
 
+def _ended(run_id: str, outcome: str, tries: int) -> str:
+    """How the last line about a run starts (the job's result follows)."""
+    return replay.RUN_ENDED.partition("{result}")[0].format(
+        run_id=run_id, outcome=outcome, tries=tries
+    )
+
+
 async def _queued(redis: Redis) -> list[str]:
     return [member.decode() for member in await redis.zrange(default_queue_name, 0, -1)]
 
@@ -45,7 +53,7 @@ async def test_a_ping_is_ignored(settings: Settings, redis: Redis) -> None:
         settings, "ping", replay.read_delivery(body), delivery_id=replay.new_delivery_id()
     )
 
-    assert (answer.status_code, answer.describe()) == (200, "ignored: ping")
+    assert (answer.status_code, answer.describe()) == (200, replay.IGNORED.format(reason="ping"))
     assert answer.queued_run is None
     assert await _queued(redis) == []
 
@@ -63,7 +71,7 @@ async def test_a_mention_is_queued_under_a_fresh_delivery_id_each_time(
     ]
 
     assert first.status_code == second.status_code == 202
-    assert first.describe() == f"queued: mention task, run {first.queued_run}"
+    assert first.describe() == replay.QUEUED.format(task="mention", run_id=first.queued_run)
     assert first.queued_run != second.queued_run
     assert sorted(await _queued(redis)) == sorted([first.queued_run, second.queued_run])
     job = deserialize_job(
@@ -84,8 +92,8 @@ async def test_the_same_delivery_id_twice_is_one_job_and_a_running_server_answer
         settings, "issue_comment", body, delivery_id=delivery_id, url=web.url
     )
 
-    assert here.describe() == f"queued: mention task, run {delivery_id}"
-    assert there.describe() == f"already queued under this delivery id: run {delivery_id}"
+    assert here.describe() == replay.QUEUED.format(task="mention", run_id=delivery_id)
+    assert there.describe() == replay.DUPLICATE.format(run_id=delivery_id)
     assert there.queued_run == delivery_id
     assert await _queued(redis) == [delivery_id]
 
@@ -97,7 +105,9 @@ async def test_a_delivery_signed_with_another_secret_is_refused(
 
     answer = await replay.post_delivery(other, "ping", b"{}", delivery_id="d-1", url=web.url)
 
-    assert answer.describe() == "refused (401): bad or missing X-Hub-Signature-256"
+    assert answer.describe() == replay.REFUSED.format(
+        status=401, error="bad or missing X-Hub-Signature-256"
+    )
     assert answer.queued_run is None
 
 
@@ -127,13 +137,12 @@ async def test_run_executes_the_job_with_a_burst_worker(
     )
 
     assert succeeded
-    assert said[0] == f"run {run_id}: queued"
-    assert said[-1].startswith(f"run {run_id}: done after 1 attempt(s)")
+    assert said[0] == replay.RUN_STATUS.format(run_id=run_id, status="queued")
+    assert said[-1].startswith(_ended(run_id, "done", 1))
     # The job really ran on GitHub's side: 👀 on the comment, and a finalized tracking comment.
     assert [r["content"] for r in fake_github.reactions] == ["eyes"]
-    assert any(
-        "could not start or use its workspace" in c["body"] for c in fake_github.comments.values()
-    )
+    headline, _ = messages.failure("workspace", settings.bot_handle)
+    assert any(headline in c["body"] for c in fake_github.comments.values())
 
 
 def test_the_command_replays_and_runs_a_file(
@@ -167,11 +176,13 @@ def test_the_command_replays_and_runs_a_file(
 
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert lines[0] == "queued: mention task, run r-1"
-    assert lines[-1].startswith("run r-1: done after 1 attempt(s)")
+    assert lines[0] == replay.QUEUED.format(task="mention", run_id="r-1")
+    assert lines[-1].startswith(_ended("r-1", "done", 1))
     assert fake_github.requests_to("GET", r"/collaborators/octo-dev/permission$")
     assert fake_github.reactions == []
 
     (tmp_path / "not-json.json").write_text("nope")
     assert cli.main(["replay", "not-json.json", "--event", "ping"]) == 1
-    assert "the file is not JSON" in capsys.readouterr().err
+    with pytest.raises(json.JSONDecodeError) as not_json:
+        json.loads("nope")
+    assert replay.NOT_JSON.format(error=not_json.value) in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import os
 import signal
@@ -28,11 +29,15 @@ from githubkit_schemas.latest.models import AppManifestsCodeConversionsPostRespo
 
 from bot.config import Settings
 from bot.intake import signature
-from bot.ops.app_manifest import MANIFEST_PATH, GitHubHost, SetupOptions
+from bot.ops.app_manifest import CODE_REFUSED, MANIFEST_PATH, GitHubHost, SetupOptions
 from bot.ops.env_file import quote, update_env_file
 from bot.ops.setup_flow import (
     BAD_STATE,
     NO_TOKEN,
+    NOT_SAVED,
+    OPEN_LINK,
+    SAVE_AGAIN_HINT,
+    STOPPED_UNSAVED,
     SetupFlow,
     run_setup,
     setup_page_url,
@@ -245,8 +250,7 @@ def test_a_code_github_does_not_know_is_a_clear_error_and_setup_goes_on(
     answer = httpx.get(f"{callback}?{urlencode({'code': 'c0ffee', 'state': state})}")
 
     assert answer.status_code == 502
-    assert "GitHub did not accept the code (404)" in answer.text
-    assert "expire after an hour" in answer.text
+    assert html.escape(CODE_REFUSED.format(status=404)) in answer.text
     assert not (tmp_path / ".env").exists()
     # A good code afterwards still completes the same setup.
     code = github_side.issue_code(json.loads(form["inputs"]["manifest"]), rsa_keys[0])
@@ -276,15 +280,19 @@ def test_credentials_that_fail_to_save_are_kept_until_saved_again(
     (app,) = github_side.created
     settings_url = f"{fake_github.url}/settings/apps/{app.slug}"  # its web side too
     assert answer.status_code == 503
-    assert f"GitHub created the App {app.slug} (id {app.id})" in answer.text
-    assert "could not be saved: IsADirectoryError" in answer.text
+    # The message up to the error, the error's type, and what to do.
+    before_error, _, after_error = NOT_SAVED.partition("{error}")
+    not_saved = before_error.format(slug=app.slug, app_id=app.id) + "IsADirectoryError"
+    what_to_do = after_error.format(settings_url=settings_url)
+    assert html.escape(not_saved) in answer.text
+    assert html.escape(what_to_do) in answer.text
     assert settings_url in answer.text  # where to get a new key if the bot stops first
     (save,) = _Forms(answer.text).forms
     assert (save["method"], save["action"]) == ("post", f"/save/{page.flow.token}")
     console = capsys.readouterr()
-    assert f"GitHub created the App {app.slug} (id {app.id})" in console.err
-    assert settings_url in console.err
-    assert "Save again" in console.err
+    assert not_saved in console.err
+    assert what_to_do in console.err
+    assert SAVE_AGAIN_HINT in console.err
     for secret in (app.pem.splitlines()[1], app.webhook_secret, app.client_secret):
         assert secret not in answer.text + console.out + console.err
 
@@ -348,11 +356,9 @@ async def test_stopping_with_the_credentials_unsaved_says_how_to_get_a_new_key(
 
     (app,) = github_side.created
     console = capsys.readouterr()
-    assert (
-        f"setup stopped before the credentials of GitHub App {app.slug} (id {app.id}) were saved"
-        in console.err
-    )
-    assert f"{fake_github.url}/settings/apps/{app.slug}" in console.err
+    settings_url = f"{fake_github.url}/settings/apps/{app.slug}"
+    stopped = STOPPED_UNSAVED.format(slug=app.slug, app_id=app.id, settings_url=settings_url)
+    assert stopped in console.err
     for secret in (app.pem.splitlines()[1], app.webhook_secret):
         assert secret not in console.out + console.err
 
@@ -597,7 +603,7 @@ def test_serve_without_credentials_registers_the_app_then_serves(
         stdout = "".join(printed) + stdout
     assert process.returncode == 0, stderr
     assert '"worker stopping"' in stderr  # a clean stop, not a kill
-    assert f"Open {link} in a browser" in stdout
+    assert OPEN_LINK.format(link=link) in stdout
     assert f"https://github.com/apps/{app.slug}/installations/new" in stdout
     for secret in (app.webhook_secret, app.client_secret, app.pem.splitlines()[1]):
         assert secret not in stdout + stderr

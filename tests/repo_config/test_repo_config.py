@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.config import Settings
 from bot.errors import InvalidConfig
-from bot.repo_config import store
+from bot.repo_config import schema, store
 from bot.repo_config.schema import CONFIG_PATH, parse
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.git_host import FakeGitHost
@@ -79,17 +79,17 @@ def test_an_empty_file_is_the_defaults() -> None:
         ("automations:\n  - name: x\n    schedule: '@daily'\n", "automations[0] (x).prompt"),
         (
             "automations:\n  - {name: a, schedule: '@daily', prompt: p, output: comment}\n",
-            "needs `issue: <number>`",
+            schema.COMMENT_NEEDS_ISSUE,
         ),
         (
             "automations:\n  - {name: a, schedule: '@daily', prompt: p}\n"
             "  - {name: A, schedule: '@daily', prompt: q}\n",
-            "automation names must be unique: a",
+            schema.NAMES_NOT_UNIQUE.format(names="a"),
         ),
-        ("review: [1, 2", "not valid YAML"),
-        ("- just\n- a list\n", "must be a mapping"),
+        ("review: [1, 2", schema.NOT_VALID_YAML.partition("{error}")[0]),
+        ("- just\n- a list\n", schema.NOT_A_MAPPING),
         ("review:\n  enabled: maybe\n", "review.enabled"),
-        ("x: " + "y" * 70_000, "larger than 64 KiB"),
+        ("x: " + "y" * 70_000, schema.FILE_TOO_LARGE.format(kib=64)),
         ("automations: [nightly]\n", "automations[0]: Input should be a valid dictionary"),
         (
             "automations:\n  - {name: a, schedule: '@daily', prompt: p, timezone: America}\n",
@@ -166,7 +166,7 @@ async def test_an_invalid_version_is_reported_once_and_the_last_valid_one_keeps_
     assert "automations[0] (nightly)" in issue["body"]
     assert "hour: '27' is outside 0-23" in issue["body"]
     assert "colour: Extra inputs are not permitted" in issue["body"]
-    assert "previous valid configuration keeps running" in issue["body"]
+    assert schema.KEEPS_RUNNING in issue["body"]
     # ... while the previous configuration stays in effect.
     assert await automation_names(redis) == ["nightly", "weekly-report"]
 
