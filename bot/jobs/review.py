@@ -154,6 +154,7 @@ class ReviewRun:
                     max_files=max_files,
                     handle=settings.bot_handle,
                 ),
+                key=f"{task.run_id}:too-large",
             )
             return skipped.but(reason="too large")
         try:
@@ -238,7 +239,8 @@ class ReviewRun:
                     settings.bot_handle,
                     error.detail if error else "",
                 )
-            await publish.comment(gh, task.repo, task.number, "\n".join([headline, "", *details]))
+            body = "\n".join([headline, "", *details])
+            await publish.comment(gh, task.repo, task.number, body, key=f"{task.run_id}:failure")
             error = run.result.error
             return RunOutcome.failed(
                 task.run_id,
@@ -295,6 +297,7 @@ class ReviewRun:
                 body=body,
                 event=event,
                 comments=comments,
+                key=f"{task.run_id}:review",
             )
 
         try:
