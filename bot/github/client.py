@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -79,12 +80,57 @@ class InstallationTokenStrategy(BaseAuthStrategy):
         return _Bearer(lambda: self._token.token)
 
 
+# The POSTs that may be sent again when their answer was lost; every other POST creates
+# something new each time, so it is never repeated blindly (see `bot.github.once`).
+REPEATABLE_POSTS = (
+    # Another installation token: the first one just expires unused.
+    re.compile(r"/app/installations/\d+/access_tokens$"),
+    # Git objects are content-addressed: the same blob, tree or commit (its dates come from the
+    # run) gets the same sha, however often it is written.
+    re.compile(r"/repos/[^/]+/[^/]+/git/(?:blobs|trees|commits)$"),
+    # GitHub answers a reaction the App already added with 200 and that reaction.
+    re.compile(r"/reactions$"),
+)
+
+
+def repeatable(method: str, path: str) -> bool:
+    """Whether sending a request again can do no more than sending it once did.
+
+    Reads (GET, HEAD) are. PUT and DELETE are idempotent by definition (the bot sends neither
+    today). Every PATCH the bot sends names a resource that exists and sets fields to given
+    values, so a second one changes nothing: the tracking comment's body, a config report
+    issue's state (closed), and a ref's sha, forced (the run's own branch) or fast-forward (a
+    second fast-forward to where the first moved the ref is one of zero steps, and succeeds).
+    A POST is repeatable only when it is in `REPEATABLE_POSTS`.
+    """
+    method = method.upper()
+    if method in {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"}:
+        return True
+    return method == "POST" and any(pattern.search(path) for pattern in REPEATABLE_POSTS)
+
+
+def _request_of(exc: GitHubException) -> httpx.Request | None:
+    """The request that failed, when the error still knows it."""
+    if isinstance(exc, RequestFailed | RequestTimeout):
+        return exc.request
+    inner = getattr(exc, "exc", None)
+    if isinstance(inner, httpx.RequestError):
+        try:
+            return inner.request
+        except RuntimeError:  # httpx raises when the request was never attached
+            return None
+    return None
+
+
 class RetryPolicy:
     """What githubkit should do after a failed request: wait out rate limits, back off on 5xx.
 
-    Rate limits carry their own wait (`Retry-After` or `x-ratelimit-reset`); a wait longer than
-    `max_wait` is not worth holding a job for, so the error surfaces instead. Network errors are
-    retried only for reads: a repeated POST could post a comment twice.
+    Rate limits carry their own wait (`Retry-After` or `x-ratelimit-reset`) and mean the request
+    was not applied, so any request is sent again; a wait longer than `max_wait` is not worth
+    holding a job for, so the error surfaces instead. A 5xx, a timeout or a lost connection
+    leave it unknown whether GitHub applied the request: only `repeatable` ones are sent again.
+    The others surface, and their callers look for what was made before creating it again
+    (`bot.github.once`).
     """
 
     def __init__(
@@ -107,17 +153,17 @@ class RetryPolicy:
                 log.warning("GitHub rate limit hit; retrying in %.1fs", wait)
                 return RetryOption(True, timedelta(seconds=wait))
             return RetryOption(False)
-        if isinstance(exc, RequestFailed):
-            if exc.response.status_code >= 500 and retry_count < self.server_retries:
-                return RetryOption(True, self._backoff(retry_count))
+        if isinstance(exc, RequestFailed) and exc.response.status_code < 500:
             return RetryOption(False)
-        if isinstance(exc, RequestTimeout | RequestError) and retry_count < self.server_retries:
-            request = getattr(getattr(exc, "exc", None), "request", None)
-            if request is not None and request.method == "GET":
-                return RetryOption(True, self._backoff(retry_count))
+        if not isinstance(exc, RequestError) or retry_count >= self.server_retries:
+            return RetryOption(False)
+        request = _request_of(exc)
+        if request is not None and repeatable(request.method, request.url.path):
+            return RetryOption(True, self.backoff(retry_count))
         return RetryOption(False)
 
-    def _backoff(self, retry_count: int) -> timedelta:
+    def backoff(self, retry_count: int) -> timedelta:
+        """The wait before retry `retry_count + 1`: doubling from `base_delay`, with jitter."""
         delay = self.base_delay * (2**retry_count)
         return timedelta(seconds=delay * (0.5 + random.random() / 2))
 

@@ -3,7 +3,11 @@ the Git Data API (so the workspace never holds a token that can write: blobs, a 
 commit, a commit, then a ref and a pull request), patches, replies, reviews, issues, reactions.
 
 Idempotent: the commit's dates come from the run, so a re-executed job builds the same commit,
-finds its branch and pull request, and reuses them.
+finds its branch and pull request, and reuses them. Every create happens once (`once`): a branch
+or pull request whose creation answered 5xx, timed out or was refused as existing is found by
+its name; comments (patches too), replies, reviews and issues carry a marker naming the run's
+output and are found by it. Blobs, trees and commits need no finding (they are content-addressed)
+nor do reactions (GitHub answers a repeated one with the first): the client sends them again.
 Docs: https://docs.github.com/rest/git
 """
 
@@ -19,6 +23,7 @@ from githubkit.exception import RequestFailed
 
 from bot.agent.results import ChangedFile
 from bot.errors import BranchMoved, PublishError
+from bot.github import once
 from bot.queue.tasks import RepoRef
 
 # The only token that may write code: minted for publishing, for the one repository.
@@ -104,10 +109,23 @@ async def ensure_branch(gh: GitHub[Any], repo: RepoRef, branch: str, sha: str) -
     if current == sha:
         return True
     if current is None:
-        await gh.rest.git.async_create_ref(
-            repo.owner, repo.name, ref=f"refs/heads/{branch}", sha=sha
+
+        async def create() -> str:
+            await gh.rest.git.async_create_ref(
+                repo.owner, repo.name, ref=f"refs/heads/{branch}", sha=sha
+            )
+            return sha
+
+        # A lost creation, or one that raced us ("Reference already exists"), is found by name.
+        current = await once.create_once(
+            gh,
+            f"branch {branch}",
+            create,
+            lambda: _ref_sha(gh, repo, branch),
+            exists=lambda exc: exc.response.status_code == 422,
         )
-        return False
+        if current == sha:
+            return False
     # Our branch from an earlier attempt with other content: move it, it is ours alone.
     await gh.rest.git.async_update_ref(
         repo.owner, repo.name, f"heads/{branch}", sha=sha, force=True
@@ -132,6 +150,8 @@ async def fast_forward(
         )
     except RequestFailed as exc:
         if exc.response.status_code == 422:
+            if await _ref_sha(gh, repo, branch) == sha:  # an earlier try's, whose answer was lost
+                return
             raise BranchMoved(f"`{branch}` moved while the agent worked") from exc
         raise
 
@@ -158,17 +178,36 @@ async def ensure_pull_request(
     body: str,
     draft: bool,
 ) -> tuple[int, str, bool]:
-    """Open the pull request for `branch`, or find the one a previous attempt opened."""
-    existing = await gh.rest.pulls.async_list(
-        repo.owner, repo.name, head=f"{repo.owner}:{branch}", state="open"
+    """Open the pull request for `branch`, or find the one a previous attempt opened.
+
+    A creation whose answer was lost, or refused with 422 ("A pull request already exists"), is
+    followed by a look for the open pull request of the branch: found, it is the run's."""
+
+    async def find() -> tuple[int, str, bool] | None:
+        existing = await gh.rest.pulls.async_list(
+            repo.owner, repo.name, head=f"{repo.owner}:{branch}", state="open"
+        )
+        found: list[Any] = list(existing.parsed_data)  # githubkit's `list` name confuses mypy
+        for pr in found:
+            return int(pr.number), str(pr.html_url), True
+        return None
+
+    async def create() -> tuple[int, str, bool]:
+        created = await gh.rest.pulls.async_create(
+            repo.owner, repo.name, title=title, head=branch, base=base, body=body, draft=draft
+        )
+        return created.parsed_data.number, created.parsed_data.html_url, False
+
+    reused = await find()
+    if reused is not None:
+        return reused
+    return await once.create_once(
+        gh,
+        f"pull request for {branch}",
+        create,
+        find,
+        exists=lambda exc: exc.response.status_code == 422,
     )
-    found: list[Any] = list(existing.parsed_data)  # githubkit's `list` name confuses mypy
-    for pr in found:
-        return int(pr.number), str(pr.html_url), True
-    created = await gh.rest.pulls.async_create(
-        repo.owner, repo.name, title=title, head=branch, base=base, body=body, draft=draft
-    )
-    return created.parsed_data.number, created.parsed_data.html_url, False
 
 
 def patch_comment(patch: str, *, reason: str) -> str:
@@ -234,25 +273,39 @@ async def push(
     return sha
 
 
-async def comment(gh: GitHub[Any], repo: RepoRef, number: int, body: str) -> str:
-    """A comment on an issue or pull request; its URL."""
-    made = await gh.rest.issues.async_create_comment(repo.owner, repo.name, number, body=body)
-    return made.parsed_data.html_url
+async def comment(gh: GitHub[Any], repo: RepoRef, number: int, body: str, *, key: str) -> str:
+    """A comment on an issue or pull request, once per `key` (`once.output_marker`); its URL."""
+
+    async def create(text: str) -> Any:
+        made = await gh.rest.issues.async_create_comment(repo.owner, repo.name, number, body=text)
+        return made.parsed_data
+
+    made = await once.post_marked(
+        gh, key, body, create, lambda mark: once.find_comment(gh, repo, number, mark)
+    )
+    return str(made.html_url)
 
 
 async def post_patch(
-    writer: GitHub[Any], repo: RepoRef, number: int, patch: str, *, reason: str
+    writer: GitHub[Any], repo: RepoRef, number: int, patch: str, *, reason: str, key: str
 ) -> str:
     """The change as a patch in a comment (a fork the bot cannot push to); its URL."""
-    return await comment(writer, repo, number, patch_comment(patch, reason=reason))
+    return await comment(writer, repo, number, patch_comment(patch, reason=reason), key=key)
 
 
 async def reply_in_thread(
-    writer: GitHub[Any], repo: RepoRef, number: int, comment_id: int, body: str
+    writer: GitHub[Any], repo: RepoRef, number: int, comment_id: int, body: str, *, key: str
 ) -> None:
-    """An answer in the thread of an inline review comment."""
-    await writer.rest.pulls.async_create_reply_for_review_comment(
-        repo.owner, repo.name, number, comment_id, body=body
+    """An answer in the thread of an inline review comment, once per `key`."""
+
+    async def create(text: str) -> Any:
+        made = await writer.rest.pulls.async_create_reply_for_review_comment(
+            repo.owner, repo.name, number, comment_id, body=text
+        )
+        return made.parsed_data
+
+    await once.post_marked(
+        writer, key, body, create, lambda mark: once.find_review_comment(writer, repo, number, mark)
     )
 
 
@@ -282,12 +335,19 @@ async def react(
         await gh.rest.reactions.async_create_for_issue(owner, name, number, content=content)
 
 
-async def open_issue(gh: GitHub[Any], repo: RepoRef, title: str, body: str) -> tuple[int, str]:
-    """A new issue: (number, URL)."""
-    made = (
-        await gh.rest.issues.async_create(repo.owner, repo.name, title=title, body=body)
-    ).parsed_data
-    return made.number, made.html_url
+async def open_issue(
+    gh: GitHub[Any], repo: RepoRef, title: str, body: str, *, key: str
+) -> tuple[int, str]:
+    """A new issue, once per `key`: (number, URL)."""
+
+    async def create(text: str) -> Any:
+        made = await gh.rest.issues.async_create(repo.owner, repo.name, title=title, body=text)
+        return made.parsed_data
+
+    issue = await once.post_marked(
+        gh, key, body, create, lambda mark: once.find_issue(gh, repo, mark)
+    )
+    return int(issue.number), str(issue.html_url)
 
 
 async def close_issue(gh: GitHub[Any], repo: RepoRef, number: int) -> None:
@@ -303,14 +363,23 @@ async def review(
     body: str,
     event: Literal["APPROVE", "REQUEST_CHANGES", "COMMENT"],
     comments: list[dict[str, Any]],
+    key: str,
 ) -> None:
-    """A pull request review with its inline comments, on the commit that was reviewed."""
-    await gh.rest.pulls.async_create_review(
-        repo.owner,
-        repo.name,
-        number,
-        commit_id=commit_id,
-        body=body,
-        event=event,
-        comments=comments,
+    """A pull request review with its inline comments, on the commit that was reviewed, once per
+    `key` (the inline comments are part of the review: made, or found, with it)."""
+
+    async def create(text: str) -> Any:
+        made = await gh.rest.pulls.async_create_review(
+            repo.owner,
+            repo.name,
+            number,
+            commit_id=commit_id,
+            body=text,
+            event=event,
+            comments=comments,
+        )
+        return made.parsed_data
+
+    await once.post_marked(
+        gh, key, body, create, lambda mark: once.find_review(gh, repo, number, mark)
     )

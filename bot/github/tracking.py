@@ -1,7 +1,8 @@
 """One tracking comment per run, edited in place from queued to done, and always finalized.
 
 Edits are throttled (GitHub allows about 80 content writes a minute per app) and keyed by the
-run id, so a re-executed job finds and reuses its comment instead of posting another.
+run id, so a re-executed job, or a creation whose answer was lost, finds and reuses its comment
+instead of posting another.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from githubkit.exception import GitHubException
 from redis.asyncio import Redis
 
 from bot import keys
+from bot.github import once
 from bot.queue.tasks import RepoRef
 
 log = logging.getLogger(__name__)
@@ -105,39 +107,33 @@ class TrackingComment:
         return f"{keys.TRACKING_PREFIX}{self.run_id}"
 
     async def ensure(self, body: str | None = None) -> int:
-        """Find this run's comment (by Redis record or marker) or create it."""
+        """Find this run's comment (by Redis record or marker) or create it, once."""
         if self.comment_id is not None:
             return self.comment_id
         recorded = await self._redis.get(self._key)
         if recorded is not None:
             self.comment_id = int(recorded)
             return self.comment_id
-        mark = marker(self.run_id)
         owner, name = self._repo.owner, self._repo.name
-        page = 1
-        while True:
-            response = await self._gh.rest.issues.async_list_comments(
-                owner, name, self._number, per_page=100, page=page
+        mark = marker(self.run_id)
+
+        async def find() -> Any | None:
+            return await once.find_comment(self._gh, self._repo, self._number, mark)
+
+        async def create() -> Any:
+            text = body or render(self.run_id, "queued", handle=self._handle)
+            made = await self._gh.rest.issues.async_create_comment(
+                owner, name, self._number, body=text
             )
-            comments: list[Any] = list(response.parsed_data)
-            for comment in comments:
-                if mark in (comment.body or ""):
-                    self.comment_id = int(comment.id)
-                    self.html_url = comment.html_url
-            if self.comment_id is not None or len(comments) < 100:
-                break
-            page += 1
-        if self.comment_id is None:
-            created = await self._gh.rest.issues.async_create_comment(
-                owner,
-                name,
-                self._number,
-                body=body or render(self.run_id, "queued", handle=self._handle),
-            )
-            self.comment_id = int(created.parsed_data.id)
-            self.html_url = created.parsed_data.html_url
-            self._last_body = body or ""
             self._last_edit = time.monotonic()
+            return made.parsed_data
+
+        comment: Any = await find()
+        if comment is None:  # a lost answer is looked up by the marker before posting again
+            comment = await once.create_once(self._gh, "tracking comment", create, find)
+            self._last_body = comment.body or ""
+        self.comment_id = int(comment.id)
+        self.html_url = comment.html_url
         await self._redis.set(self._key, self.comment_id, ex=30 * 24 * 3600)
         return self.comment_id
 

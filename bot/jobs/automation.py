@@ -142,11 +142,16 @@ async def _publish(
     body = f"{summary[:60_000]}\n\n{_footer(settings, task)}"
     stamp = _when(task).strftime("%Y-%m-%d %H:%M UTC")
     if task.output == "issue":
-        _, url = await publish.open_issue(writer, task.repo, f"{_title(task)}: {stamp}"[:200], body)
+        title = f"{_title(task)}: {stamp}"[:200]
+        _, url = await publish.open_issue(
+            writer, task.repo, title, body, key=f"{task.run_id}:issue"
+        )
         return spent.but(status=Done.REPORTED, links={"issue": url})
     if task.output == "comment":
         assert task.issue is not None  # the config and the API both require it
-        url = await publish.comment(writer, task.repo, task.issue, body)
+        url = await publish.comment(
+            writer, task.repo, task.issue, body, key=f"{task.run_id}:comment"
+        )
         return spent.but(status=Done.COMMENTED, links={"comment": url})
     assert run.head_sha is not None
     title = f"{_title(task)}: {summary.splitlines()[0]}"[:120]

@@ -79,13 +79,16 @@ async def _report(
         return False
     previous = (await store.load(redis, repo.full_name)).sha
     body = report_body(sha, errors, commit, previous)
+    # This report's own key: a lost answer is found by it, and a report of the same version
+    # months later (the Redis key above expired) is a new one, not an old closed issue.
+    report_key = f"config-report:{sha}:{int(time.time())}"
     try:
         number = await redis.get(keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower())
         if number is not None and await _still_open(gh, repo, int(number)):
-            await publish.comment(gh, repo, int(number), body)
+            await publish.comment(gh, repo, int(number), body, key=report_key)
             return True
         created, _ = await publish.open_issue(
-            gh, repo, f"OpenHands: {CONFIG_PATH} is invalid", body
+            gh, repo, f"OpenHands: {CONFIG_PATH} is invalid", body, key=report_key
         )
         await redis.set(keys.CONFIG_ISSUE_PREFIX + repo.full_name.lower(), created)
     except GitHubException:
@@ -116,7 +119,13 @@ async def _resolve_report(gh: GitHub[Any], redis: Redis, repo: RepoRef, sha: str
             if sha
             else f"`{CONFIG_PATH}` was removed: the bot's defaults apply."
         )
-        await publish.comment(gh, repo, int(number), f"{REPORT_MARKER}\n{note}")
+        await publish.comment(
+            gh,
+            repo,
+            int(number),
+            f"{REPORT_MARKER}\n{note}",
+            key=f"config-resolved:{int(number)}:{sha or 'removed'}",
+        )
         await publish.close_issue(gh, repo, int(number))
     await redis.delete(key)
 

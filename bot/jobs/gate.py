@@ -120,7 +120,8 @@ async def _tell_gate_failure(deps: Deps, task: Gated, exc: BotError) -> None:
     headline, details = messages.failure("permission_lookup", handle, exc.user_message)
     try:
         gh = await ack_client(deps, task)
-        await publish.comment(gh, task.repo, task.number, "\n".join([headline, "", *details]))
+        body = "\n".join([headline, "", *details])
+        await publish.comment(gh, task.repo, task.number, body, key=f"{task.run_id}:gate")
     except (GitHubException, BotError) as failure:
         log.error(
             "run %s: could not report the failed permission check: %s",

@@ -365,7 +365,12 @@ class MentionRun:
     async def _post_patch(self, run: AgentRun) -> str:
         task = self.task
         await publish.post_patch(
-            self.writer, task.repo, task.number, run.patch or "", reason=FORK_PATCH_REASON
+            self.writer,
+            task.repo,
+            task.number,
+            run.patch or "",
+            reason=FORK_PATCH_REASON,
+            key=f"{task.run_id}:patch",
         )
         summary = run.result.final_response.strip()[:3000]
         return f"{PATCH_POSTED}\n\n{summary}"
@@ -374,4 +379,6 @@ class MentionRun:
         task = self.task
         if task.trigger != "review_comment" or task.comment_id is None:
             return
-        await publish.reply_in_thread(self.writer, task.repo, task.number, task.comment_id, body)
+        await publish.reply_in_thread(
+            self.writer, task.repo, task.number, task.comment_id, body, key=f"{task.run_id}:reply"
+        )

@@ -164,6 +164,7 @@ class ReviewRun:
                     max_files=max_files,
                     handle=settings.bot_handle,
                 ),
+                key=f"{task.run_id}:too-large",
             )
             return skipped.but(reason="too large")
         try:
@@ -242,7 +243,8 @@ class ReviewRun:
                     settings.bot_handle,
                     error.detail if error else "",
                 )
-            await publish.comment(gh, task.repo, task.number, "\n".join([headline, "", *details]))
+            body = "\n".join([headline, "", *details])
+            await publish.comment(gh, task.repo, task.number, body, key=f"{task.run_id}:failure")
             error = run.result.error
             return RunOutcome.failed(
                 task.run_id,
@@ -299,6 +301,7 @@ class ReviewRun:
                 body=body,
                 event=event,
                 comments=comments,
+                key=f"{task.run_id}:review",
             )
 
         try:

@@ -336,6 +336,62 @@ def test_fail_next_then_normal(fake: FakeGitHub, keys: tuple[str, str]) -> None:
     assert attempts[0].headers["authorization"].startswith("token ghs_")
 
 
+def test_fail_next_applied_does_the_write_then_fails(
+    fake: FakeGitHub, keys: tuple[str, str]
+) -> None:
+    _installation(fake, keys[0])
+    auth = {"Authorization": f"token {fake.token_log[-1]['token']}"}
+    url = f"{fake.url}/repos/acme/widgets/issues/1/comments"
+    fake.fail_next("POST", r"/issues/1/comments$", 502, applied=True)
+
+    lost = httpx.post(url, json={"body": "once"}, headers=auth, trust_env=False)
+    assert lost.status_code == 502
+    assert lost.json()["message"] == "Injected 502"
+    assert [c["body"] for c in fake.comments.values()] == ["once"]  # done, all the same
+
+    # The failure is used up; a refused write is not done either way.
+    assert httpx.post(url, json={"body": "twice"}, headers=auth, trust_env=False).is_success
+    fake.fail_next("POST", r"/issues/1/comments$", 502, applied=True)
+    refused = httpx.post(url, json={"body": ""}, headers=auth, trust_env=False)
+    assert refused.status_code == 502
+    assert [c["body"] for c in fake.comments.values()] == ["once", "twice"]
+
+
+def test_lists_that_find_the_bot_s_own_writes(fake: FakeGitHub, keys: tuple[str, str]) -> None:
+    gh = _installation(fake, keys[0])
+    made = gh.rest.issues.create("acme", "widgets", title="Report", body="marked").parsed_data
+    gh.rest.issues.update("acme", "widgets", 1, state="closed")
+
+    def numbers(**query: Any) -> list[int]:
+        listed = gh.rest.issues.list_for_repo("acme", "widgets", **query).parsed_data
+        return [issue.number for issue in cast(list[Any], listed)]
+
+    assert numbers() == [made.number, 2]  # open, newest first, the PR's issue included
+    assert numbers(state="all") == [made.number, 2, 1]
+    assert numbers(state="all", direction="asc", per_page=2, page=1) == [1, 2]
+    with pytest.raises(RequestFailed) as excinfo:
+        numbers(state="all", sort="comments")
+    assert excinfo.value.response.status_code == 422
+
+    gh.rest.pulls.create_review("acme", "widgets", 2, body="First", event="COMMENT")
+    reviews = cast(list[Any], gh.rest.pulls.list_reviews("acme", "widgets", 2).parsed_data)
+    assert [(r.body, r.state, r.user.login) for r in reviews] == [
+        ("First", "COMMENTED", "openhands-test[bot]")
+    ]
+
+    asked = fake.add_review_comment(WIDGETS, 2, "why?", "alice", path="src/app.py")
+    gh.rest.pulls.create_reply_for_review_comment("acme", "widgets", 2, asked, body="because")
+    comments = cast(list[Any], gh.rest.pulls.list_review_comments("acme", "widgets", 2).parsed_data)
+    assert [(c.body, c.in_reply_to_id or None) for c in comments] == [
+        ("why?", None),
+        ("because", asked),
+    ]
+    with pytest.raises(RequestFailed) as excinfo:
+        gh.rest.pulls.list_reviews("acme", "widgets", 99)
+    assert excinfo.value.response.status_code == 404
+    fake.assert_no_unexpected()
+
+
 def test_delay(fake: FakeGitHub, keys: tuple[str, str]) -> None:
     gh = _installation(fake, keys[0])
     fake.delay("GET", r"/issues/1$", 0.3, times=1)

@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.github import messages
 from bot.jobs.mention import FORK_PATCH_REASON, OPENED, PUSHED, WAITING_FOR_RUN
 from bot.jobs.worker import worker_options
+from bot.runs.store import RunStatus, RunStore
 from tests.conftest import BOT_SECRETS, Deliverer, load_payload, run_worker
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
@@ -238,6 +239,54 @@ async def test_publish_refused_finalizes_a_clear_failure(
     assert_says(comment["body"], *messages.failure("publish", run_settings.bot_handle))
     assert "GitHub answered 422" in comment["body"]
     assert "returns None instead of raising" in comment["body"]
+
+
+# Each of a run's creates, answered 502 by GitHub after it did the write (the request path).
+LOST_ANSWERS = {
+    "tracking comment": rf"/repos/{REPO}/issues/{ISSUE}/comments$",
+    "branch": rf"/repos/{REPO}/git/refs$",
+    "pull request": rf"/repos/{REPO}/pulls$",
+}
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [[name] for name in LOST_ANSWERS] + [list(LOST_ANSWERS)],
+    ids=[*LOST_ANSWERS, "all three"],
+)
+async def test_creates_whose_answer_was_lost_are_made_once_and_the_run_is_published(
+    lost: list[str],
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    run_settings: Settings,
+    redis: Redis,
+) -> None:
+    for name in lost:
+        world.fail_next("POST", LOST_ANSWERS[name], 502, applied=True)
+    fix_script(llm)
+    post(world, deliver, mention("@openhands fix this please"))
+
+    await run_worker(run_settings, workspaces=agent_server)
+
+    # Each create was sent once (never blindly re-posted), answered 502, and found afterwards.
+    for name in lost:
+        assert [r.status for r in world.requests_to("POST", LOST_ANSWERS[name])] == [502], name
+    # One tracking comment, finalized (none left at "Queued"); one branch; one pull request.
+    (comment,) = tracking_comments(world)
+    (pr,) = world.created_pulls
+    assert f"Opened #{pr['number']}" in comment["body"]
+    branch = f"openhands/issue-{ISSUE}-crash-on-empty-input"
+    assert [b for b in git_host.branches(REPO) if b.startswith("openhands/")] == [branch]
+    assert pr["head"] == branch
+    # The run is what it did: published, with its pull request.
+    (record,) = await RunStore(redis, 3600).recent(kind="mention")
+    assert record.status == RunStatus.COMPLETED, record
+    assert record.outcome == "published"
+    assert record.links["pull_request"].endswith(f"/pull/{pr['number']}")
+    assert record.links["comment"].endswith(f"#issuecomment-{comment['id']}")
 
 
 async def test_a_mention_on_a_same_repo_pull_request_commits_to_its_branch(

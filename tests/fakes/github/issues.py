@@ -124,6 +124,28 @@ class IssuesMixin(ReposMixin):
             issue.body = body["body"]
         return _Reply(200, self._issue_json(issue, call.api_base))
 
+    def _list_issues(self, call: _Call) -> _Reply:
+        """A repository's issues and pull requests (as issues), newest first unless asked."""
+        repo, _ = self._token_for_repo(call)
+        query = call.request.query
+        state = query.get("state", "open")
+        sort = query.get("sort", "created")
+        direction = query.get("direction", "desc")
+        if state not in {"open", "closed", "all"}:
+            raise _validation_failed({"resource": "Issue", "field": "state", "code": "invalid"})
+        if sort != "created" or direction not in {"asc", "desc"}:  # the fake orders by creation
+            raise _validation_failed({"resource": "Issue", "field": "sort", "code": "invalid"})
+        issues = sorted(
+            (
+                issue
+                for issue in self._issues.values()
+                if issue.repo == repo.full_name and state in {"all", issue.state}
+            ),
+            key=lambda issue: (issue.created_at, issue.number),
+            reverse=direction == "desc",
+        )
+        return self._paginate(call, [self._issue_json(issue, call.api_base) for issue in issues])
+
     def _get_issue(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call)
         return _Reply(200, self._issue_json(self._issue_for(call, repo), call.api_base))

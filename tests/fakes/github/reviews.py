@@ -68,7 +68,8 @@ class ReviewsMixin(PullsMixin):
 
     @property
     def reviews(self) -> list[dict[str, Any]]:
-        """Reviews submitted: {id, repo, pull_number, body, event, state, comments, commit_id}."""
+        """Reviews submitted: {id, repo, pull_number, body, event, state, comments, commit_id,
+        user, submitted_at}."""
         with self._lock:
             return copy.deepcopy(self._reviews)
 
@@ -121,41 +122,71 @@ class ReviewsMixin(PullsMixin):
                 422, "Unprocessable Entity", errors=[f"Can not {verb} your own pull request"]
             )
         state = REVIEW_STATES.get(event or "", "PENDING")
-        review_id = self._new_id()
-        commit_id = body.get("commit_id") or self._head_sha(pull)
-        self._reviews.append(
-            {
-                "id": review_id,
-                "repo": repo.full_name,
-                "pull_number": pull.number,
-                "body": body.get("body", ""),
-                "event": event,
-                "state": state,
-                "comments": copy.deepcopy(body.get("comments", [])),
-                "commit_id": commit_id,
-            }
+        review = {
+            "id": self._new_id(),
+            "repo": repo.full_name,
+            "pull_number": pull.number,
+            "body": body.get("body", ""),
+            "event": event,
+            "state": state,
+            "comments": copy.deepcopy(body.get("comments", [])),
+            "commit_id": body.get("commit_id") or self._head_sha(pull),
+            "user": self.bot_login,
+            "submitted_at": None if state == "PENDING" else _iso(_now()),
+        }
+        self._reviews.append(review)
+        return _Reply(200, self._review_json(review, call.api_base))
+
+    def _list_reviews(self, call: _Call) -> _Reply:
+        """A pull request's reviews, oldest first (pending ones only to their author)."""
+        repo, _ = self._token_for_repo(call)
+        pull = self._pull_for(call, repo)
+        reviews = [
+            review
+            for review in self._reviews
+            if (review["repo"], review["pull_number"]) == (repo.full_name, pull.number)
+            and (review["state"] != "PENDING" or review["user"] == self.bot_login)
+        ]
+        return self._paginate(call, [self._review_json(r, call.api_base) for r in reviews])
+
+    def _list_review_comments(self, call: _Call) -> _Reply:
+        """A pull request's review (diff) comments, replies included, oldest first."""
+        repo, _ = self._token_for_repo(call)
+        pull = self._pull_for(call, repo)
+        comments = sorted(
+            (
+                comment
+                for comment in self._review_comments.values()
+                if (comment["repo"], comment["pull_number"]) == (repo.full_name, pull.number)
+            ),
+            key=lambda comment: comment["id"],
         )
-        html = f"{HTML_BASE}/{repo.full_name}/pull/{pull.number}#pullrequestreview-{review_id}"
-        api = f"{call.api_base}/repos/{repo.full_name}/pulls/{pull.number}"
+        return self._paginate(call, [self._review_comment_json(c, call.api_base) for c in comments])
+
+    # ------------------------------------------------------------------ renderers
+
+    def _review_json(self, review: dict[str, Any], api_base: str) -> dict[str, Any]:
+        repo = self._require_repo(review["repo"])
+        number, review_id = review["pull_number"], review["id"]
+        html = f"{HTML_BASE}/{repo.full_name}/pull/{number}#pullrequestreview-{review_id}"
+        api = f"{api_base}/repos/{repo.full_name}/pulls/{number}"
         data: dict[str, Any] = example("pulls/create-review")
         data.update(
             id=review_id,
             node_id=_node_id("017:PullRequestReview", review_id),
-            user=self._user(self.bot_login, call.api_base),
-            body=body.get("body", ""),
-            state=state,
+            user=self._user(review["user"], api_base),
+            body=review["body"],
+            state=review["state"],
             html_url=html,
             pull_request_url=api,
             _links={"html": {"href": html}, "pull_request": {"href": api}},
-            submitted_at=None if state == "PENDING" else _iso(_now()),
-            commit_id=commit_id,
-            author_association=self._author_association(repo, self.bot_login),
+            submitted_at=review["submitted_at"],
+            commit_id=review["commit_id"],
+            author_association=self._author_association(repo, review["user"]),
         )
-        if state == "PENDING":
+        if review["submitted_at"] is None:
             data.pop("submitted_at")
-        return _Reply(200, data)
-
-    # ------------------------------------------------------------------ renderers
+        return data
 
     def _review_comment_json(self, comment: dict[str, Any], api_base: str) -> dict[str, Any]:
         repo = self._require_repo(comment["repo"])

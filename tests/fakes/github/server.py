@@ -31,6 +31,13 @@ class _Failure:
     headers: dict[str, str]
     body: Any
     times: int
+    applied: bool  # the request is carried out, and only its answer is the failure
+
+    def reply(self) -> _Reply:
+        body = self.body
+        if body is None:
+            body = {"message": f"Injected {self.status}", "documentation_url": DOCS}
+        return _Reply(self.status, body, dict(self.headers))
 
 
 @dataclass
@@ -94,6 +101,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                 ("GET", rf"{_R}/collaborators/(?P<user>[^/]+)/permission", self._get_permission),
                 ("GET", r"/app/installations", self._list_installations),
                 ("GET", r"/installation/repositories", self._list_installation_repos),
+                ("GET", rf"{_R}/issues", self._list_issues),
                 ("POST", rf"{_R}/issues", self._create_issue),
                 ("GET", rf"{_R}/issues/(?P<n>\d+)", self._get_issue),
                 ("PATCH", rf"{_R}/issues/(?P<n>\d+)", self._update_issue),
@@ -108,7 +116,9 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                 ("GET", rf"{_R}/pulls/(?P<n>\d+)/files", self._list_pull_files),
                 ("GET", rf"{_R}/pulls", self._list_pulls),
                 ("POST", rf"{_R}/pulls", self._create_pull),
+                ("GET", rf"{_R}/pulls/(?P<n>\d+)/reviews", self._list_reviews),
                 ("POST", rf"{_R}/pulls/(?P<n>\d+)/reviews", self._create_review),
+                ("GET", rf"{_R}/pulls/(?P<n>\d+)/comments", self._list_review_comments),
                 (
                     "POST",
                     rf"{_R}/pulls/(?P<n>\d+)/comments/(?P<id>\d+)/replies",
@@ -129,8 +139,13 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
         headers: dict[str, str] | None = None,
         body: Any = None,
         times: int = 1,
+        applied: bool = False,
     ) -> None:
-        """Answer the next `times` requests matching (`re.search` on the path) with `status`."""
+        """Answer the next `times` requests matching (`re.search` on the path) with `status`.
+
+        With `applied`, each request is first carried out as usual (a comment is posted, a ref
+        created) and only its answer is replaced: GitHub's 502 after it did the write.
+        """
         with self._lock:
             self._failures.append(
                 _Failure(
@@ -140,6 +155,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                     headers={key.lower(): value for key, value in (headers or {}).items()},
                     body=body,
                     times=times,
+                    applied=applied,
                 )
             )
 
@@ -214,10 +230,17 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                 parsed = True
             except ValueError:
                 parsed = False
-            if (failure := self._take_failure(record)) is not None:
-                return failure
+            failure = self._take_failure(record)
+            if failure is not None and not failure.applied:
+                return failure.reply()
             if not parsed:
                 return ApiError(400, "Problems parsing JSON").reply
+            reply = self._route(record, api_base)
+            return failure.reply() if failure is not None else reply
+
+    def _route(self, record: RecordedRequest, api_base: str) -> _Reply:
+        """The handler's answer to a request (under the lock), or 501 for an unknown route."""
+        with self._lock:
             for method, pattern, handler in self._routes:
                 match = pattern.fullmatch(record.path)
                 if match and method == record.method:
@@ -236,16 +259,13 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                 501, f"FakeGitHub does not implement {record.method} {record.path}"
             ).reply
 
-    def _take_failure(self, record: RecordedRequest) -> _Reply | None:
+    def _take_failure(self, record: RecordedRequest) -> _Failure | None:
         for failure in self._failures:
             if failure.method == record.method and failure.path.search(record.path):
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)
-                body = failure.body
-                if body is None:
-                    body = {"message": f"Injected {failure.status}", "documentation_url": DOCS}
-                return _Reply(failure.status, body, dict(failure.headers))
+                return failure
         return None
 
     def _take_delay(self, record: RecordedRequest) -> float | None:
