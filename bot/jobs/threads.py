@@ -78,6 +78,7 @@ class Kept:
     conversation_run_id: str
     base_sha: str
     published_sha: str | None = None
+    attempt: str = ""  # the try of the run that made the conversation
 
 
 async def kept(redis: Redis, thread: str) -> Kept | None:
@@ -85,11 +86,18 @@ async def kept(redis: Redis, thread: str) -> Kept | None:
     if raw is None:
         return None
     record: dict[str, str] = json.loads(raw)
-    return Kept(record["conversation_run_id"], record["base_sha"], record.get("published_sha"))
+    return Kept(
+        record["conversation_run_id"],
+        record["base_sha"],
+        record.get("published_sha"),
+        record.get("attempt", ""),
+    )
 
 
 async def keep(redis: Redis, thread: str, kept: Kept, seconds: float) -> None:
     record = {"conversation_run_id": kept.conversation_run_id, "base_sha": kept.base_sha}
     if kept.published_sha:
         record["published_sha"] = kept.published_sha
+    if kept.attempt:
+        record["attempt"] = kept.attempt
     await redis.set(keys.THREAD_PREFIX + thread, json.dumps(record), ex=int(seconds))

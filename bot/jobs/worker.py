@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from arq import cron, func
+from arq import Worker, cron, func
 from arq.connections import RedisSettings
 
 from bot.agent.workspace import WorkspaceProvider, make_provider
@@ -20,7 +20,7 @@ from bot.jobs.automation import run_automation
 from bot.jobs.callback import deliver_callback
 from bot.jobs.cancel import run_cancel
 from bot.jobs.config_sync import refresh_config, resync_configs
-from bot.jobs.context import DEPS, MAX_TRIES, Clock, Deps, deps, utc_now
+from bot.jobs.context import DEPS, LEASE, MAX_TRIES, Clock, Deps, deps, leased, utc_now
 from bot.jobs.installation import sync_installation
 from bot.jobs.mention import run_mention
 from bot.jobs.review import run_review
@@ -92,9 +92,9 @@ def cron_jobs() -> list[Any]:
     """New per worker: arq's cron jobs hold their next run time, so workers must not share them."""
     return [
         # Every minute, at second 0; arq gives each firing one job id, so one worker runs it.
-        cron(automation_tick, second=0, run_at_startup=True, timeout=120),
+        cron(leased(automation_tick), second=0, run_at_startup=True, timeout=120),
         # Hourly, and at start-up: a fresh deployment learns its installations and configs.
-        cron(resync_configs, minute=17, second=30, run_at_startup=True, timeout=1800),
+        cron(leased(resync_configs), minute=17, second=30, run_at_startup=True, timeout=1800),
     ]
 
 
@@ -108,7 +108,11 @@ def worker_options(
     """Keyword arguments for `arq.Worker`, with `settings` (and an injected workspace provider,
     which the caller then owns, and a clock for the scheduler) in every job's ctx.
     `scheduled=False` leaves out the cron jobs (the automation tick and the hourly resync)."""
-    ctx: dict[str, Any] = {SETTINGS: settings, "max_tries": MAX_TRIES}
+    ctx: dict[str, Any] = {
+        SETTINGS: settings,
+        "max_tries": MAX_TRIES,
+        LEASE: settings.worker_lease_seconds,
+    }
     if workspaces is not None:
         ctx[INJECTED_PROVIDER] = workspaces
     if clock is not None:
@@ -121,7 +125,7 @@ def worker_options(
             sync_installation,
             run_automation,
             refresh_config,
-            func(deliver_callback, max_tries=settings.callback_max_attempts + 1),
+            func(leased(deliver_callback), max_tries=settings.callback_max_attempts + 1),
         ],
         "cron_jobs": cron_jobs() if scheduled else [],
         "on_startup": startup,
@@ -136,3 +140,26 @@ def worker_options(
         "allow_abort_jobs": True,
         "keep_result": 24 * 3600,
     }
+
+
+class LeasedWorker(Worker):
+    """arq's worker with a short claim on each job it runs (arq's default lives the whole job
+    timeout plus 10 s, so a killed worker's run froze for an hour). Every job renews its claim
+    while it runs (`context.claim_renewed`); a dead worker's job is free within the lease."""
+
+    def __init__(self, *args: Any, lease_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = lease_seconds
+
+
+def make_worker(
+    settings: Settings,
+    *,
+    workspaces: WorkspaceProvider | None = None,
+    clock: Clock | None = None,
+    scheduled: bool = True,
+    **arq_options: Any,
+) -> LeasedWorker:
+    """The worker the CLI, replay and tests run: `worker_options` plus arq's own options."""
+    options = worker_options(settings, workspaces=workspaces, clock=clock, scheduled=scheduled)
+    return LeasedWorker(**options, **arq_options, lease_seconds=settings.worker_lease_seconds)

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
+from bot.github import messages
 from bot.jobs.worker import worker_options
 from tests.conftest import BOT_SECRETS, Deliverer, load_payload, run_worker
 from tests.fakes import llm as steps
@@ -306,7 +307,7 @@ async def test_stop_interrupts_a_long_run(
     assert world.created_pulls == []
 
 
-async def test_a_cancelled_job_finalizes_its_comment(
+async def test_a_job_cancelled_by_a_shutdown_says_it_will_resume(
     world: FakeGitHub,
     deliver: Deliverer,
     llm: ScriptedLLM,
@@ -329,15 +330,17 @@ async def test_a_cancelled_job_finalizes_its_comment(
     worker.handle_sig(signal.SIGTERM)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(running, 60)
-    for _ in range(100):  # the job finalizes its comment as it unwinds
-        if any("worker shut down" in c["body"] for c in tracking_comments(world)):
+    for _ in range(100):  # the job updates its comment as it unwinds
+        if any(messages.RESUMING in c["body"] for c in tracking_comments(world)):
             break
         await asyncio.sleep(0.1)
     await worker.close()
 
+    # arq runs the job again (tries remain): the comment says so rather than asking for a new
+    # mention (tests/jobs/test_resume.py follows the re-run to its pull request).
     (comment,) = tracking_comments(world)
-    assert "worker shut down while this run was in progress" in comment["body"]
-    assert "Mention @openhands again" in comment["body"]
+    assert messages.RESUMING in comment["body"]
+    assert messages.failure("shutdown", "openhands")[0] not in comment["body"]
 
 
 async def test_an_answer_to_an_inline_review_comment_goes_into_its_thread(
