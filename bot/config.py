@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # A job's claim on its run lives this long unless its worker renews it (every third of it):
     # a killed worker's run is taken up by another within about this time.
     worker_lease_seconds: float = Field(default=30.0, ge=3.0)
+    # A worker rides out a Redis outage this long: each command retries with back-off meanwhile.
+    redis_outage_seconds: float = Field(default=90.0, ge=0.0)
 
     # Workspaces: where the agent runs.
     workspace_kind: Literal["local", "server", "runtime"] = "local"

@@ -116,7 +116,9 @@ async def _renew(redis: Redis, job_id: str, lease: float) -> None:
     while True:
         await asyncio.sleep(lease / 3)
         try:
-            await redis.pexpire(key, int(lease * 1000))
+            # SET, not PEXPIRE: after a Redis outage longer than the lease the key is gone, and
+            # this worker, still running the job, takes its claim back.
+            await redis.set(key, b"1", px=int(lease * 1000))
         except (RedisError, OSError) as exc:  # Redis away: the next beat tries again
             log.warning("could not renew the claim on job %s: %s", job_id, type(exc).__name__)
 
@@ -169,8 +171,13 @@ def job(body: TypedJob) -> JobFunction:
             repo=name,
             installation_id=data.get("installation_id"),
         ):
-            async with claim_renewed(ctx):
-                outcome = await body(deps(ctx), attempt(ctx), data)
+            now = attempt(ctx)
+            try:
+                async with claim_renewed(ctx):
+                    outcome = await body(deps(ctx), now, data)
+            except RedisError as exc:  # Redis stayed away past the outage window: try later
+                log.warning("Redis unavailable (%s); the job runs again", type(exc).__name__)
+                raise Retry(defer=backoff(now.tries, base=5.0)) from exc
             return outcome.as_result()
 
     return run

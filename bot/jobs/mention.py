@@ -14,6 +14,7 @@ from typing import Any
 
 from githubkit import GitHub
 from githubkit.exception import GitHubException
+from redis.exceptions import RedisError
 
 from bot.agent.prompts import agent_prompt, follow_up_prompt
 from bot.agent.results import Progress
@@ -142,6 +143,8 @@ class MentionRun:
             return outcome
         except asyncio.CancelledError:
             await asyncio.shield(self._finalize_cancelled())
+            raise
+        except RedisError:  # Redis stayed away: the job runs again and finishes the comment
             raise
         except Exception:
             # A bug of ours must still not leave the user in silence.

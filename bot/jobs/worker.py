@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from arq import Worker, cron, func
 from arq.connections import RedisSettings
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
@@ -88,6 +95,22 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await made.provider.close()
 
 
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection, made to ride out an outage: a command that meets a dropped or refused
+    connection retries with back-off (capped at 5 s) for about REDIS_OUTAGE_SECONDS, so a run in
+    flight pauses on its next Redis write and carries on when Redis is back."""
+    cap = 5.0
+    tries = math.ceil(settings.redis_outage_seconds / cap) + 4  # +4: the short first waits
+    return dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_url),
+        retry=RedisRetry(ExponentialBackoff(cap=cap, base=0.25), tries),
+        # OSError: a refused connect, which redis-py raises outside its command retry.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        conn_retries=tries,
+        conn_retry_delay=int(cap),
+    )
+
+
 def cron_jobs() -> list[Any]:
     """New per worker: arq's cron jobs hold their next run time, so workers must not share them."""
     return [
@@ -130,7 +153,7 @@ def worker_options(
         "cron_jobs": cron_jobs() if scheduled else [],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": redis_settings(settings),
         "job_serializer": codec.dumps,
         "job_deserializer": codec.loads,
         "ctx": ctx,
@@ -150,6 +173,26 @@ class LeasedWorker(Worker):
     def __init__(self, *args: Any, lease_seconds: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = lease_seconds
+        self._redis_down = False
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll, surviving Redis: an error leaves the loop alive to poll again later."""
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            if not self._redis_down:
+                log.warning("Redis unavailable (%s); waiting for it", type(exc).__name__)
+            self._redis_down = True
+            await asyncio.sleep(1.0)
+            return
+        if self._redis_down:
+            log.info("Redis is back")
+            self._redis_down = False
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Never start a job this worker is already running (its claim may have lapsed while
+        Redis was away; its heartbeat takes it back)."""
+        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
 
 
 def make_worker(

@@ -230,7 +230,7 @@ async def test_a_run_whose_worker_is_killed_is_taken_up_within_the_lease(
         await asyncio.to_thread(process.wait, 30)
     killed = time.monotonic()
     (comment,) = tracking_comments(world)
-    assert "**Working**" in comment["body"]  # frozen mid-run until someone takes it up
+    assert "- [ ] **" in comment["body"]  # still a checklist: frozen mid-run until taken up
 
     waited = asyncio.create_task(second_call(llm, killed))
     await finish_in_burst(resume_settings)
