@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
     max_jobs: int = 10
     job_timeout_seconds: int = 3600
+    # A job's claim on its run lives this long unless its worker renews it (every third of it):
+    # a killed worker's run is taken up by another within about this time.
+    worker_lease_seconds: float = Field(default=30.0, ge=3.0)
+    # A worker rides out a Redis outage this long: each command retries with back-off meanwhile.
+    redis_outage_seconds: float = Field(default=90.0, ge=0.0)
 
     # Workspaces: where the agent runs.
     workspace_kind: Literal["local", "server", "runtime"] = "local"

@@ -32,7 +32,7 @@ from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.intake import signature
 from bot.intake.app import create_app
-from bot.jobs.worker import worker_options
+from bot.jobs.worker import make_worker
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
@@ -254,8 +254,10 @@ async def run_worker(
     the agent sees a workspace failure instead of starting an agent-server of its own."""
     if workspaces is None:
         workspaces = ServerProvider("http://127.0.0.1:9", None, "/nonexistent")
-    worker = Worker(
-        **worker_options(settings, workspaces=workspaces, scheduled=scheduled),
+    worker = make_worker(
+        settings,
+        workspaces=workspaces,
+        scheduled=scheduled,
         burst=True,
         poll_delay=0,
         handle_signals=False,

@@ -45,6 +45,9 @@ class RunSpec:
     keep_seconds: float = 0  # keep the workspace after the run, for a follow-up
     resume: Resume | None = None  # continue this earlier conversation when it is still there
     follow_up_prompt: str = ""
+    # "" on a job's first try; then one per try, so a re-run after a restart starts its own
+    # conversation instead of joining the interrupted one (which would never run again).
+    attempt: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Resume:
 
     conversation_run_id: str  # the run that created the conversation (its id derives from it)
     base_sha: str  # what the conversation's changes are measured against
+    attempt: str = ""  # the try of that run that created it
 
 
 @dataclass(slots=True)
@@ -62,7 +66,7 @@ class AgentRun:
     hooks_error: str | None = None
     head_sha: str | None = None
     patch: str | None = None  # the change as a git patch, when the spec asked for one
-    resumed: str | None = None  # the run whose conversation this one continued
+    resumed: Resume | None = None  # the earlier conversation this one continued
 
 
 async def git_patch(ws: Workspace, base: str) -> str:
@@ -81,7 +85,8 @@ async def _resumable(ws: Workspace, resume: Resume) -> bool:
     if not checkout.ok:
         return False
     try:
-        info = await ws.client.conversation(conversation_id_for(resume.conversation_run_id))
+        conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
+        info = await ws.client.conversation(conversation_id)
     except AgentServerError:
         return False
     return info.get("execution_status") in ("finished", "error", "stuck", "paused", "idle")
@@ -102,6 +107,7 @@ async def _continue(
         working_dir=ws.repo_dir,
         hook_config=hook_config,
         tools=spec.tools,
+        attempt=resume.attempt,
         load_project_skills=spec.trusted_checkout,
     )
     conversation = Conversation(ws.client, settings, on_progress=on_progress)
@@ -112,7 +118,7 @@ async def _continue(
         result,
         resume.base_sha,
         hooks_error=hooks_error,
-        resumed=resume.conversation_run_id,
+        resumed=resume,
     )
 
 
@@ -128,7 +134,7 @@ async def _outcome(
 
 def failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
     return AgentResult(
-        conversation_id=conversation_id_for(spec.run_id),
+        conversation_id=conversation_id_for(spec.run_id, spec.attempt),
         status="error",
         error=AgentError(code, detail),
     )
@@ -174,6 +180,7 @@ async def run_agent(
                 hook_config=prepared.hook_config,
                 tools=spec.tools,
                 max_iterations=spec.max_iterations,
+                attempt=spec.attempt,
                 load_project_skills=spec.trusted_checkout,
             )
             conversation = Conversation(ws.client, settings, on_progress=on_progress)

@@ -117,3 +117,10 @@ def run_notes(setup: SetupOutcome | None, hooks_error: str | None) -> list[str]:
     if hooks_error:
         notes.append(f"⚠️ {hooks_error}")
     return notes
+
+
+# A worker stopped mid-run (a deploy sends SIGTERM) and arq will run the job again.
+RESUMING = "the bot's worker restarted (a deploy?); this run resumes shortly on another worker"
+# Shown while a re-run works, and as a note on its final comment.
+RESUMED = "restarted after a worker restart, resuming (try {tries})"
+RESUMED_NOTE = "🔁 Restarted after a worker restart (try {tries}), from a clean checkout."

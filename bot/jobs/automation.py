@@ -66,7 +66,7 @@ async def run_automation(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunO
             filled = await with_installation(deps, task)
         except BotError as exc:
             return RunOutcome.failed(task.run_id, "github", exc.user_message)
-        return await _automation(deps, filled)
+        return await _automation(deps, filled, now.label)
 
     return await lifecycle.tracked(
         deps.settings,
@@ -75,11 +75,11 @@ async def run_automation(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunO
         deps.redis,
         record,
         body,
-        may_rerun=now.tries < now.max_tries,
+        may_rerun=now.may_rerun,
     )
 
 
-async def _automation(deps: Deps, task: AutomationTask) -> RunOutcome:
+async def _automation(deps: Deps, task: AutomationTask, attempt: str) -> RunOutcome:
     """Run it; never raises for a failed run, so the record and callback always say why."""
     settings = deps.settings
     installation = task.installation_id or 0
@@ -101,6 +101,7 @@ async def _automation(deps: Deps, task: AutomationTask) -> RunOutcome:
         ),
         branch=base,
         max_iterations=task.max_iterations,
+        attempt=attempt,
     )
     run = await agent.run(deps, spec)
     result = run.result

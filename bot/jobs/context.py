@@ -7,14 +7,16 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot import logs
 from bot.agent.workspace.base import WorkspaceProvider
@@ -68,6 +70,16 @@ class Attempt:
     tries: int
     max_tries: int
 
+    @property
+    def label(self) -> str:
+        """ "" on the first try, "try2" and on after: a re-run's conversation is its own."""
+        return "" if self.tries <= 1 else f"try{self.tries}"
+
+    @property
+    def may_rerun(self) -> bool:
+        """arq runs the job again after a shutdown (tries remain)."""
+        return self.tries < self.max_tries
+
 
 def deps(ctx: dict[str, Any]) -> Deps:
     found: Deps = ctx[DEPS]
@@ -94,13 +106,60 @@ def retry_transient(now: Attempt, exc: TransientError, run_id: str) -> None:
     raise Retry(defer=defer) from exc
 
 
+LEASE = "lease_seconds"  # in ctx: how long a job's claim lives unless renewed
+
+
+async def _renew(redis: Redis, job_id: str, lease: float) -> None:
+    """Keep renewing the job's claim (arq's in-progress key) while it runs. A worker that dies
+    stops renewing, and its job is free for another worker once the claim runs out."""
+    key = in_progress_key_prefix + job_id
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            # SET, not PEXPIRE: after a Redis outage longer than the lease the key is gone, and
+            # this worker, still running the job, takes its claim back.
+            await redis.set(key, b"1", px=int(lease * 1000))
+        except (RedisError, OSError) as exc:  # Redis away: the next beat tries again
+            log.warning("could not renew the claim on job %s: %s", job_id, type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def claim_renewed(ctx: dict[str, Any]) -> AsyncIterator[None]:
+    """Renew the running job's claim for as long as the block runs."""
+    job_id, lease = ctx.get("job_id"), ctx.get(LEASE)
+    if not job_id or not lease:
+        yield
+        return
+    beat = asyncio.create_task(_renew(ctx["redis"], job_id, float(lease)))
+    try:
+        yield
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+
+
+def leased[**P, R](function: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A job (ctx first) whose claim is renewed while it runs: cron jobs and the callback."""
+
+    @functools.wraps(function)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = args[0]
+        assert isinstance(ctx, dict)
+        async with claim_renewed(ctx):
+            return await function(*args, **kwargs)
+
+    return run
+
+
 JobFunction = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 TypedJob = Callable[[Deps, Attempt, dict[str, Any]], Awaitable[RunOutcome]]
 
 
 def job(body: TypedJob) -> JobFunction:
     """An arq job from a typed one: its deps and attempt handed in, its outcome stored as JSON,
-    and every log line it writes carrying its run, delivery, repository and installation."""
+    its claim renewed while it runs, and every log line it writes carrying its run, delivery,
+    repository and installation."""
 
     @functools.wraps(body)
     async def run(ctx: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +171,13 @@ def job(body: TypedJob) -> JobFunction:
             repo=name,
             installation_id=data.get("installation_id"),
         ):
-            outcome = await body(deps(ctx), attempt(ctx), data)
+            now = attempt(ctx)
+            try:
+                async with claim_renewed(ctx):
+                    outcome = await body(deps(ctx), now, data)
+            except RedisError as exc:  # Redis stayed away past the outage window: try later
+                log.warning("Redis unavailable (%s); the job runs again", type(exc).__name__)
+                raise Retry(defer=backoff(now.tries, base=5.0)) from exc
             return outcome.as_result()
 
     return run

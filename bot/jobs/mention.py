@@ -14,6 +14,7 @@ from typing import Any
 
 from githubkit import GitHub
 from githubkit.exception import GitHubException
+from redis.exceptions import RedisError
 
 from bot.agent.prompts import agent_prompt, follow_up_prompt
 from bot.agent.results import Progress
@@ -62,7 +63,7 @@ async def run_mention(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutc
         deps.redis,
         record,
         lambda: _mention(deps, now, task),
-        may_rerun=now.tries < now.max_tries,
+        may_rerun=now.may_rerun,
         on_cancelled=lambda: _say_stopped(deps, task),
     )
 
@@ -88,7 +89,7 @@ async def _mention(deps: Deps, now: Attempt, task: MentionTask) -> RunOutcome:
     if isinstance(admitted, RunOutcome):
         return admitted
     task = await with_installation(deps, task)
-    run = MentionRun(deps, admitted, task, now.job_id)
+    run = MentionRun(deps, admitted, task, now)
     try:
         return await run.execute()
     except GitHubException as exc:
@@ -105,14 +106,15 @@ async def _mention(deps: Deps, now: Attempt, task: MentionTask) -> RunOutcome:
 class MentionRun:
     """Everything one mention job does after the permission gate."""
 
-    def __init__(self, deps: Deps, gh: GitHub[Any], task: MentionTask, job_id: str | None) -> None:
+    def __init__(self, deps: Deps, gh: GitHub[Any], task: MentionTask, now: Attempt) -> None:
         settings = deps.settings
         self.deps = deps
         self.settings = settings
         self.redis = deps.redis
         self.gh = gh
         self.task = task
-        self.job_id = job_id
+        self.now = now
+        self.job_id = now.job_id
         self.thread = threads.key(task.repo.full_name, task.number)
         self.tracking = TrackingComment(
             gh,
@@ -135,7 +137,8 @@ class MentionRun:
 
     async def execute(self) -> RunOutcome:
         task = self.task
-        await self.tracking.phase("queued")
+        resumed = messages.RESUMED.format(tries=self.now.tries) if self.now.tries > 1 else ""
+        await self.tracking.phase("queued", resumed)
         await self._wait_for_thread()
         try:
             await threads.mark_active(self.redis, self.thread, task.run_id, self.job_id)
@@ -145,6 +148,8 @@ class MentionRun:
             return outcome
         except asyncio.CancelledError:
             await asyncio.shield(self._finalize_cancelled())
+            raise
+        except RedisError:  # Redis stayed away: the job runs again and finishes the comment
             raise
         except Exception:
             # A bug of ours must still not leave the user in silence.
@@ -176,12 +181,15 @@ class MentionRun:
 
     async def _finalize_cancelled(self) -> None:
         by = await stop.requested_by(self.redis, self.task.run_id)
-        if by is not None:
-            headline, details = messages.stopped(by)
-        else:
-            headline, details = messages.failure("shutdown", self.handle)
+        elapsed = time.monotonic() - self.started
+        rerun = self.now.may_rerun and elapsed < self.settings.job_timeout_seconds - 1
         with contextlib.suppress(Exception):
-            await self.tracking.finalize(headline, details)
+            if by is not None:
+                await self.tracking.finalize(*messages.stopped(by))
+            elif rerun:  # arq runs the job again: say so, and leave the comment to that run
+                await self.tracking.phase("queued", messages.RESUMING)
+            else:
+                await self.tracking.finalize(*messages.failure("shutdown", self.handle))
 
     async def _fail(
         self, code: str, detail: str = "", extra: list[str] | None = None, **facts: Any
@@ -207,7 +215,7 @@ class MentionRun:
         self.keep = settings.workspace_keep_seconds if workspaces.can_keep else 0
         resume = None
         if kept is not None and self.keep:
-            resume = Resume(kept.conversation_run_id, kept.base_sha)
+            resume = Resume(kept.conversation_run_id, kept.base_sha, kept.attempt)
         # One workspace per thread, kept for a while: a follow-up continues in it.
         digest = hashlib.sha1(self.thread.encode()).hexdigest()[:16]
         spec = RunSpec(
@@ -223,6 +231,7 @@ class MentionRun:
             keep_seconds=self.keep,
             resume=resume,
             follow_up_prompt=follow_up_prompt(task.instruction, task.sender),
+            attempt=self.now.label,
         )
         self.published_base = kept.published_sha if kept and resume else None
         return spec, pull, context.title, repo.default_branch
@@ -244,6 +253,8 @@ class MentionRun:
         result = run.result
         stats = messages.stats(time.monotonic() - self.started, result.cost, result.steps)
         notes = messages.run_notes(run.setup, run.hooks_error)
+        if self.now.tries > 1:
+            notes.append(messages.RESUMED_NOTE.format(tries=self.now.tries))
         if not result.succeeded:
             headline, details = messages.from_agent_error(result.error, self.handle)
             await self.tracking.finalize(headline, [*details, *notes, stats])
@@ -254,7 +265,7 @@ class MentionRun:
             )
         await threads.save_summary(self.redis, self.thread, result.final_response)
         if self.keep and run.head_sha:
-            kept = threads.Kept(run.resumed or task.run_id, run.head_sha)
+            kept = threads.kept_from(run, task.run_id, self.now.label, run.head_sha, None)
             await threads.keep(self.redis, self.thread, kept, self.keep)
         if not result.changes:
             answer = result.final_response.strip() or NO_CHANGES
@@ -356,7 +367,7 @@ class MentionRun:
             handle=self.handle,
         )
         if self.keep:
-            kept = threads.Kept(run.resumed or task.run_id, run.head_sha, sha)
+            kept = threads.kept_from(run, task.run_id, self.now.label, run.head_sha, sha)
             await threads.keep(self.redis, self.thread, kept, self.keep)
         pushed = PUSHED.format(sha=sha[:7], branch=pull.head_ref)
         await self._reply_in_thread(f"{pushed}\n\n{summary[:3000]}")

@@ -115,7 +115,8 @@ def _review_json(text: str) -> str:
 class ReviewRun:
     """One review job after the triggers and skips."""
 
-    def __init__(self, deps: Deps, task: ReviewTask) -> None:
+    def __init__(self, deps: Deps, task: ReviewTask, attempt: str = "") -> None:
+        self.attempt = attempt  # a re-run's conversation is its own
         self.deps = deps
         self.settings = deps.settings
         self.redis = deps.redis
@@ -219,6 +220,7 @@ class ReviewRun:
             fetch_ref=f"refs/pull/{task.number}/head",
             tools=READ_ONLY_TOOLS if read_only else None,
             trusted_checkout=False,
+            attempt=self.attempt,
         )
         parsed: list[fmt.Review] = []
 
@@ -337,7 +339,7 @@ async def run_review(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutco
         deps.redis,
         record,
         lambda: _review(deps, now, task),
-        may_rerun=now.tries < now.max_tries,
+        may_rerun=now.may_rerun,
     )
 
 
@@ -348,7 +350,7 @@ async def _review(deps: Deps, now: Attempt, task: ReviewTask) -> RunOutcome:
             return admitted
     task = await with_installation(deps, task)
     try:
-        return await ReviewRun(deps, task).execute()
+        return await ReviewRun(deps, task, now.label).execute()
     except GitHubException as exc:
         log.error(
             "review %s failed on GitHub: %s",

@@ -11,6 +11,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from bot import keys
+from bot.agent.run import AgentRun
 
 SUMMARY_SECONDS = 30 * 24 * 3600
 
@@ -78,6 +79,7 @@ class Kept:
     conversation_run_id: str
     base_sha: str
     published_sha: str | None = None
+    attempt: str = ""  # the try of the run that made the conversation
 
 
 async def kept(redis: Redis, thread: str) -> Kept | None:
@@ -85,11 +87,28 @@ async def kept(redis: Redis, thread: str) -> Kept | None:
     if raw is None:
         return None
     record: dict[str, str] = json.loads(raw)
-    return Kept(record["conversation_run_id"], record["base_sha"], record.get("published_sha"))
+    return Kept(
+        record["conversation_run_id"],
+        record["base_sha"],
+        record.get("published_sha"),
+        record.get("attempt", ""),
+    )
 
 
 async def keep(redis: Redis, thread: str, kept: Kept, seconds: float) -> None:
     record = {"conversation_run_id": kept.conversation_run_id, "base_sha": kept.base_sha}
     if kept.published_sha:
         record["published_sha"] = kept.published_sha
+    if kept.attempt:
+        record["attempt"] = kept.attempt
     await redis.set(keys.THREAD_PREFIX + thread, json.dumps(record), ex=int(seconds))
+
+
+def kept_from(
+    run: AgentRun, run_id: str, attempt: str, base_sha: str, published: str | None
+) -> Kept:
+    """What a follow-up continues: the conversation this run used (its own, or the one it
+    resumed), on `base_sha`, with what was pushed."""
+    if run.resumed is not None:
+        return Kept(run.resumed.conversation_run_id, base_sha, published, run.resumed.attempt)
+    return Kept(run_id, base_sha, published, attempt)

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from arq import cron, func
+from arq import Worker, cron, func
 from arq.connections import RedisSettings
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
@@ -20,7 +27,7 @@ from bot.jobs.automation import run_automation
 from bot.jobs.callback import deliver_callback
 from bot.jobs.cancel import run_cancel
 from bot.jobs.config_sync import refresh_config, resync_configs
-from bot.jobs.context import DEPS, MAX_TRIES, Clock, Deps, deps, utc_now
+from bot.jobs.context import DEPS, LEASE, MAX_TRIES, Clock, Deps, deps, leased, utc_now
 from bot.jobs.installation import sync_installation
 from bot.jobs.mention import run_mention
 from bot.jobs.review import run_review
@@ -88,13 +95,29 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await made.provider.close()
 
 
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection, made to ride out an outage: a command that meets a dropped or refused
+    connection retries with back-off (capped at 5 s) for about REDIS_OUTAGE_SECONDS, so a run in
+    flight pauses on its next Redis write and carries on when Redis is back."""
+    cap = 5.0
+    tries = math.ceil(settings.redis_outage_seconds / cap) + 4  # +4: the short first waits
+    return dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_url),
+        retry=RedisRetry(ExponentialBackoff(cap=cap, base=0.25), tries),
+        # OSError: a refused connect, which redis-py raises outside its command retry.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        conn_retries=tries,
+        conn_retry_delay=int(cap),
+    )
+
+
 def cron_jobs() -> list[Any]:
     """New per worker: arq's cron jobs hold their next run time, so workers must not share them."""
     return [
         # Every minute, at second 0; arq gives each firing one job id, so one worker runs it.
-        cron(automation_tick, second=0, run_at_startup=True, timeout=120),
+        cron(leased(automation_tick), second=0, run_at_startup=True, timeout=120),
         # Hourly, and at start-up: a fresh deployment learns its installations and configs.
-        cron(resync_configs, minute=17, second=30, run_at_startup=True, timeout=1800),
+        cron(leased(resync_configs), minute=17, second=30, run_at_startup=True, timeout=1800),
     ]
 
 
@@ -108,7 +131,11 @@ def worker_options(
     """Keyword arguments for `arq.Worker`, with `settings` (and an injected workspace provider,
     which the caller then owns, and a clock for the scheduler) in every job's ctx.
     `scheduled=False` leaves out the cron jobs (the automation tick and the hourly resync)."""
-    ctx: dict[str, Any] = {SETTINGS: settings, "max_tries": MAX_TRIES}
+    ctx: dict[str, Any] = {
+        SETTINGS: settings,
+        "max_tries": MAX_TRIES,
+        LEASE: settings.worker_lease_seconds,
+    }
     if workspaces is not None:
         ctx[INJECTED_PROVIDER] = workspaces
     if clock is not None:
@@ -121,12 +148,12 @@ def worker_options(
             sync_installation,
             run_automation,
             refresh_config,
-            func(deliver_callback, max_tries=settings.callback_max_attempts + 1),
+            func(leased(deliver_callback), max_tries=settings.callback_max_attempts + 1),
         ],
         "cron_jobs": cron_jobs() if scheduled else [],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": redis_settings(settings),
         "job_serializer": codec.dumps,
         "job_deserializer": codec.loads,
         "ctx": ctx,
@@ -136,3 +163,46 @@ def worker_options(
         "allow_abort_jobs": True,
         "keep_result": 24 * 3600,
     }
+
+
+class LeasedWorker(Worker):
+    """arq's worker with a short claim on each job it runs (arq's default lives the whole job
+    timeout plus 10 s, so a killed worker's run froze for an hour). Every job renews its claim
+    while it runs (`context.claim_renewed`); a dead worker's job is free within the lease."""
+
+    def __init__(self, *args: Any, lease_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = lease_seconds
+        self._redis_down = False
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll, surviving Redis: an error leaves the loop alive to poll again later."""
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            if not self._redis_down:
+                log.warning("Redis unavailable (%s); waiting for it", type(exc).__name__)
+            self._redis_down = True
+            await asyncio.sleep(1.0)
+            return
+        if self._redis_down:
+            log.info("Redis is back")
+            self._redis_down = False
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Never start a job this worker is already running (its claim may have lapsed while
+        Redis was away; its heartbeat takes it back)."""
+        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
+
+
+def make_worker(
+    settings: Settings,
+    *,
+    workspaces: WorkspaceProvider | None = None,
+    clock: Clock | None = None,
+    scheduled: bool = True,
+    **arq_options: Any,
+) -> LeasedWorker:
+    """The worker the CLI, replay and tests run: `worker_options` plus arq's own options."""
+    options = worker_options(settings, workspaces=workspaces, clock=clock, scheduled=scheduled)
+    return LeasedWorker(**options, **arq_options, lease_seconds=settings.worker_lease_seconds)

@@ -13,14 +13,13 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from arq.worker import Worker
 from pydantic import ValidationError
 
 from bot import logs
 from bot.config import MissingSetting, Settings
 from bot.intake.app import create_app
 from bot.intake.serving import uvicorn_config
-from bot.jobs.worker import worker_options
+from bot.jobs.worker import make_worker
 from bot.ops import doctor, replay
 from bot.ops.app_manifest import (
     CREDENTIAL_KEYS,
@@ -53,7 +52,7 @@ def _uvicorn(settings: Settings, host: str, port: int) -> uvicorn.Server:
 async def _serve(settings: Settings, host: str, port: int) -> None:
     """Web app and worker side by side in one event loop; either ending stops both."""
     server = _uvicorn(settings, host, port)
-    worker = Worker(**worker_options(settings), handle_signals=False)
+    worker = make_worker(settings, handle_signals=False)
     web_task = asyncio.create_task(server.serve(), name="web")
     worker_task = asyncio.create_task(worker.async_run(), name="worker")
     try:
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             _uvicorn(settings, args.host, args.port).run()
         else:
             settings.require_app()
-            Worker(**worker_options(settings)).run()
+            make_worker(settings).run()
     except (MissingSetting, ValidationError, RedisUnavailable) as exc:
         _complain(str(exc))
         return 2

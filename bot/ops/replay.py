@@ -18,14 +18,13 @@ from typing import Any
 import httpx
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
-from arq.worker import Worker
 from starlette.types import ASGIApp, Message
 
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
 from bot.intake import signature
 from bot.intake.app import create_app
-from bot.jobs.worker import worker_options
+from bot.jobs.worker import make_worker
 from bot.queue import codec
 
 WEBHOOK_PATH = "/webhooks/github"
@@ -158,9 +157,11 @@ async def run_burst(
     """Run a burst worker until the queue is empty, reporting the run's status as it changes.
 
     True when the run's job completed without an error."""
-    worker = Worker(
+    worker = make_worker(
         # No cron jobs: a replay runs the one delivery, not the scheduler or the hourly resync.
-        **worker_options(settings, workspaces=workspaces, scheduled=False),
+        settings,
+        workspaces=workspaces,
+        scheduled=False,
         burst=True,
         poll_delay=poll_seconds,
         handle_signals=False,

@@ -12,6 +12,7 @@ from typing import Any
 
 from arq import Retry
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.config import Settings
 from bot.queue import codec
@@ -106,6 +107,8 @@ async def tracked(
     except Retry:
         await runs.transition(run_id, RunStatus.PENDING, {RunStatus.RUNNING})
         await runs.log(run_id, "retrying after a temporary failure")
+        raise
+    except RedisError:  # not the run's failure: its job runs again once Redis is back
         raise
     except Exception as exc:
         await finish(
