@@ -12,7 +12,8 @@ from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
 from bot.agent.prompts import IssueContext, ThreadComment
-from bot.github.tracking import marker
+from bot.github.once import output_marker
+from bot.github.tracking import MARKER_START
 from bot.queue.tasks import MentionTask, RepoRef, ReviewTask
 
 MAX_COMMENTS = 300
@@ -46,6 +47,12 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _by_the_bot(body: str) -> bool:
+    """A tracking comment or an output the bot posted (it carries one of the bot's markers):
+    not part of what was asked, whether or not the App's login is known."""
+    return MARKER_START in body or output_marker("").removesuffix(" -->") in body
+
+
 async def load_context(
     gh: GitHub[Any], task: MentionTask, bot_login: str | None
 ) -> tuple[IssueContext, PullInfo | None]:
@@ -63,7 +70,7 @@ async def load_context(
         batch: list[Any] = list(response.parsed_data)
         for comment in batch:
             login = comment.user.login if comment.user else "ghost"
-            if comment.id == task.comment_id or marker("") in (comment.body or ""):
+            if comment.id == task.comment_id or _by_the_bot(comment.body or ""):
                 continue
             if bot_login and login.lower() == bot_login.lower():
                 continue

@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 PHASES = ("queued", "starting workspace", "working", "publishing", "done")
 
 
+MARKER_START = "<!-- openhands-run:"
+
+
 def marker(run_id: str) -> str:
-    return f"<!-- openhands-run:{run_id} -->"
+    return f"{MARKER_START}{run_id} -->"
 
 
 ON_IT = "**OpenHands** is on it. Say `@{handle} stop` to stop it."

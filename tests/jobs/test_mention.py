@@ -21,6 +21,8 @@ from redis.asyncio import Redis
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
 from bot.github import messages
+from bot.github.once import output_marker
+from bot.github.tracking import marker
 from bot.jobs.mention import FORK_PATCH_REASON, OPENED, PUSHED, WAITING_FOR_RUN
 from bot.jobs.worker import worker_options
 from bot.runs.store import RunStatus, RunStore
@@ -542,3 +544,28 @@ async def test_no_run_for_readers_bots_and_quotes(
     assert tracking_comments(world) == []
     assert world.reactions == []
     assert llm.completions == []
+
+
+async def test_the_bots_own_comments_stay_out_of_the_prompt_without_its_slug(
+    world: FakeGitHub,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    run_settings: Settings,
+    redis: Redis,
+) -> None:
+    # Without GITHUB_APP_SLUG the bot cannot tell its comments by their author: its markers do.
+    world.add_comment(REPO, ISSUE, f"{marker('an-earlier-run')}\nOLD-TRACKING-7781", "some-app")
+    world.add_comment(REPO, ISSUE, f"OLD-OUTPUT-5521\n{output_marker('x:reply')}", "some-app")
+    world.add_comment(REPO, ISSUE, "A HUMAN-NOTE-3317 worth reading", "someone")
+    llm.script(steps.finish("Noted."))
+    post(world, deliver, mention("@openhands what do you think?"))
+
+    await run_worker(
+        run_settings.model_copy(update={"github_app_slug": None}), workspaces=agent_server
+    )
+
+    prompt = llm.completions[0].text
+    assert "HUMAN-NOTE-3317" in prompt
+    assert "OLD-TRACKING-7781" not in prompt
+    assert "OLD-OUTPUT-5521" not in prompt
