@@ -7,6 +7,7 @@ it can always finalize what the user sees.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ class RunSpec:
     # "" on a job's first try; then one per try, so a re-run after a restart starts its own
     # conversation instead of joining the interrupted one (which would never run again).
     attempt: str = ""
+    earlier_attempts: tuple[str, ...] = ()  # their conversations are stopped before this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,14 @@ async def git_patch(ws: Workspace, base: str) -> str:
         limit_seconds=120,
     )
     return result.stdout
+
+
+async def _stop_earlier_attempts(ws: Workspace, spec: RunSpec) -> None:
+    """A worker that died mid-run left its conversation going on a server that outlived it:
+    stop it, so two agents never work in one checkout."""
+    for attempt in spec.earlier_attempts:
+        with contextlib.suppress(AgentServerError):
+            await ws.client.interrupt(conversation_id_for(spec.run_id, attempt))
 
 
 async def _resumable(ws: Workspace, resume: Resume) -> bool:
@@ -155,6 +165,7 @@ async def run_agent(
         async with provider.open(
             spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
         ) as ws:
+            await _stop_earlier_attempts(ws, spec)
             if spec.resume is not None and await _resumable(ws, spec.resume):
                 return await _continue(settings, ws, spec, spec.resume, on_progress)
             # A kept workspace may hold an older checkout: start clean.

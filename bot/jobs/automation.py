@@ -66,7 +66,7 @@ async def run_automation(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunO
             filled = await with_installation(deps, task)
         except BotError as exc:
             return RunOutcome.failed(task.run_id, "github", exc.user_message)
-        return await _automation(deps, filled, now.label)
+        return await _automation(deps, filled, now)
 
     return await lifecycle.tracked(
         deps.settings,
@@ -79,7 +79,7 @@ async def run_automation(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunO
     )
 
 
-async def _automation(deps: Deps, task: AutomationTask, attempt: str) -> RunOutcome:
+async def _automation(deps: Deps, task: AutomationTask, now: Attempt) -> RunOutcome:
     """Run it; never raises for a failed run, so the record and callback always say why."""
     settings = deps.settings
     installation = task.installation_id or 0
@@ -101,7 +101,8 @@ async def _automation(deps: Deps, task: AutomationTask, attempt: str) -> RunOutc
         ),
         branch=base,
         max_iterations=task.max_iterations,
-        attempt=attempt,
+        attempt=now.label,
+        earlier_attempts=now.earlier,
     )
     run = await agent.run(deps, spec)
     result = run.result

@@ -76,6 +76,11 @@ class Attempt:
         return "" if self.tries <= 1 else f"try{self.tries}"
 
     @property
+    def earlier(self) -> tuple[str, ...]:
+        """The labels of this job's earlier tries."""
+        return tuple(Attempt(self.job_id, t, self.max_tries).label for t in range(1, self.tries))
+
+    @property
     def may_rerun(self) -> bool:
         """arq runs the job again after a shutdown (tries remain)."""
         return self.tries < self.max_tries

@@ -232,6 +232,7 @@ class MentionRun:
             resume=resume,
             follow_up_prompt=follow_up_prompt(task.instruction, task.sender),
             attempt=self.now.label,
+            earlier_attempts=self.now.earlier,
         )
         self.published_base = kept.published_sha if kept and resume else None
         return spec, pull, context.title, repo.default_branch

@@ -115,8 +115,8 @@ def _review_json(text: str) -> str:
 class ReviewRun:
     """One review job after the triggers and skips."""
 
-    def __init__(self, deps: Deps, task: ReviewTask, attempt: str = "") -> None:
-        self.attempt = attempt  # a re-run's conversation is its own
+    def __init__(self, deps: Deps, task: ReviewTask, now: Attempt) -> None:
+        self.now = now  # a re-run's conversation is its own
         self.deps = deps
         self.settings = deps.settings
         self.redis = deps.redis
@@ -220,7 +220,8 @@ class ReviewRun:
             fetch_ref=f"refs/pull/{task.number}/head",
             tools=READ_ONLY_TOOLS if read_only else None,
             trusted_checkout=False,
-            attempt=self.attempt,
+            attempt=self.now.label,
+            earlier_attempts=self.now.earlier,
         )
         parsed: list[fmt.Review] = []
 
@@ -350,7 +351,7 @@ async def _review(deps: Deps, now: Attempt, task: ReviewTask) -> RunOutcome:
             return admitted
     task = await with_installation(deps, task)
     try:
-        return await ReviewRun(deps, task, now.label).execute()
+        return await ReviewRun(deps, task, now).execute()
     except GitHubException as exc:
         log.error(
             "review %s failed on GitHub: %s",

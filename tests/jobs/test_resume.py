@@ -17,6 +17,8 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bot.agent.request import conversation_id_for
+from bot.agent.server_client import AgentServerClient
 from bot.agent.workspace.local import LocalProvider
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
@@ -237,3 +239,16 @@ async def test_a_run_whose_worker_is_killed_is_taken_up_within_the_lease(
     # The dead worker's claim runs out within its lease; the poll and the start come on top.
     assert await waited < LEASE + 30, (tmp_path / "worker.log").read_text()[-3000:]
     await assert_one_of_everything(world, git_host, receiver, redis)
+    # The dead worker's conversation went on on the server that outlived it: the re-run
+    # stopped it, so two agents never worked in one checkout.
+    (record,) = await RunStore(redis, 3600).recent(limit=1)
+    key = resume_settings.agent_server_api_key
+    assert resume_settings.agent_server_url is not None
+    client = AgentServerClient(
+        resume_settings.agent_server_url, key.get_secret_value() if key else None
+    )
+    try:
+        first = await client.conversation(conversation_id_for(record.run_id, ""))
+    finally:
+        await client.aclose()
+    assert first.get("execution_status") != "running", first
