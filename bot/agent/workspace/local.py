@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace import orphans
 from bot.agent.workspace.base import Workspace
 from bot.errors import AgentServerError, WorkspaceError
 
@@ -235,8 +236,13 @@ class LocalProvider:
         stamp.write_text(key)
         log.info("byte-compiled %s in %.1fs", site, time.monotonic() - started)
 
+    @property
+    def _servers(self) -> Path:
+        return self._base / "servers"  # which worker started which agent-server
+
     def _spawn(self) -> None:
         ids = self._prepare()
+        orphans.reap(self._servers)
         port = free_port()
         self.api_key = secrets.token_urlsafe(32)
         self.url = f"http://127.0.0.1:{port}"
@@ -261,6 +267,7 @@ class LocalProvider:
                 group=ids[1] if ids else None,
                 extra_groups=[] if ids else None,
             )
+        orphans.record(self._servers, self._process.pid, os.getpid())
 
     def client(self) -> AgentServerClient:
         """A fresh client for the shared server (close it when done)."""
@@ -312,6 +319,7 @@ class LocalProvider:
         process, self._process = self._process, None
         if process is not None:
             stop_process_group(process)
+            orphans.forget(self._servers, process.pid)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._terminate)
