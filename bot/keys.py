@@ -16,6 +16,7 @@ RUN_PREFIX = NS + "run:"  # hash per run
 RUN_LOG_PREFIX = NS + "run-log:"  # list per run: its phases and log lines, oldest first
 RUN_INDEX = NS + "runs"  # sorted set: run id by creation time
 STOP_PREFIX = NS + "stop:"  # run id → who asked to stop it
+RUN_TRY_PREFIX = NS + "run-try:"  # run id → {try, base}: the conversation a later try continues
 
 # --- threads (one run per issue or pull request at a time)
 THREAD_LOCK_PREFIX = NS + "thread-lock:"  # thread → the run holding it

@@ -132,6 +132,13 @@ def follow_up_prompt(instruction: str, requested_by: str) -> str:
     )
 
 
+# Sent into a conversation a worker restart interrupted, when it and its checkout survived.
+CONTINUE_AFTER_RESTART = (
+    "The bot was restarted while you worked; your conversation and working tree are as you left "
+    "them. Continue the task from where you stopped, and finish as it asks."
+)
+
+
 AUTOMATION_OUTPUT = {
     "pr": "Make the changes in the working tree; do not commit or push: the bot proposes them "
     "as a pull request. Finish with a short summary of what you changed and why.",

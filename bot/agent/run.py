@@ -8,6 +8,7 @@ it can always finalize what the user sees.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.agent.conversation import Conversation
+from bot.agent.prompts import CONTINUE_AFTER_RESTART
 from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
 from bot.agent.request import AgentRequest, conversation_id_for
 from bot.agent.results import AgentError, AgentResult, ProgressCallback
@@ -50,6 +52,9 @@ class RunSpec:
     # conversation instead of joining the interrupted one (which would never run again).
     attempt: str = ""
     earlier_attempts: tuple[str, ...] = ()  # their conversations are stopped before this one
+    # This run's try that a restart interrupted: continued when its conversation and checkout
+    # survived (a `server` or `runtime` workspace), else the run starts afresh.
+    continue_from: Resume | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +163,21 @@ async def run_agent(
     clone_token: str,
     on_progress: ProgressCallback | None = None,
     check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
+    on_prepared: Callable[[str], Awaitable[None]] | None = None,
 ) -> AgentRun:
-    """Run the agent on the repository; never raises for a failed run (only for cancellation)."""
+    """Run the agent on the repository; never raises for a failed run (only for cancellation).
+    `on_prepared` hears the checkout's base commit once it is cloned (a later try may continue)."""
     extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
     try:
         async with provider.open(
             spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
         ) as ws:
             await _stop_earlier_attempts(ws, spec)
+            interrupted = spec.continue_from
+            if interrupted is not None and await _resumable(ws, interrupted):
+                log.info("continuing the conversation a restart interrupted", extra=extra)
+                again = dataclasses.replace(spec, follow_up_prompt=CONTINUE_AFTER_RESTART)
+                return await _continue(settings, ws, again, interrupted, on_progress)
             if spec.resume is not None and await _resumable(ws, spec.resume):
                 return await _continue(settings, ws, spec, spec.resume, on_progress)
             # A kept workspace may hold an older checkout: start clean.
@@ -184,6 +196,8 @@ async def run_agent(
                 setup_fatal=settings.setup_failure_fatal,
                 trusted=spec.trusted_checkout,
             )
+            if on_prepared is not None:
+                await on_prepared(prepared.head_sha)
             request = AgentRequest(
                 run_id=spec.run_id,
                 prompt=spec.prompt,

@@ -3,15 +3,18 @@ handed to the agent layer, which never holds a GitHub client."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from githubkit.exception import GitHubException
 
+from bot import keys
 from bot.agent.results import AgentResult, ProgressCallback
-from bot.agent.run import AgentRun, RunSpec, failed, run_agent
+from bot.agent.run import AgentRun, Resume, RunSpec, failed, run_agent
 from bot.github.auth import READ_ONLY
-from bot.jobs.context import Deps
+from bot.jobs.context import MAX_TRIES, Deps
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,16 @@ async def run(
         log.warning("could not mint a clone token: %s", type(exc).__name__, extra=extra)
         return AgentRun(failed(spec, "github", "could not get a read-only token to clone"))
     provider = await deps.workspaces()
+    key = keys.RUN_TRY_PREFIX + spec.run_id
+    interrupted = await _interrupted_try(deps, key, spec.attempt)
+    if interrupted is not None:
+        spec = dataclasses.replace(spec, continue_from=interrupted)
+
+    async def prepared(base_sha: str) -> None:
+        record = {"try": spec.attempt, "base": base_sha}
+        ttl = deps.settings.job_timeout_seconds * MAX_TRIES
+        await deps.redis.set(key, json.dumps(record), ex=ttl)
+
     return await run_agent(
         deps.settings,
         provider,
@@ -40,4 +53,16 @@ async def run(
         clone_token=token.token,
         on_progress=on_progress,
         check=check,
+        on_prepared=prepared,
     )
+
+
+async def _interrupted_try(deps: Deps, key: str, attempt: str) -> Resume | None:
+    """The earlier try of this run whose conversation a restart interrupted, if any."""
+    raw = await deps.redis.get(key)
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    if record.get("try") == attempt:
+        return None
+    return Resume(key.removeprefix(keys.RUN_TRY_PREFIX), str(record["base"]), str(record["try"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bot.agent.prompts import CONTINUE_AFTER_RESTART
 from bot.agent.request import conversation_id_for
 from bot.agent.server_client import AgentServerClient
 from bot.agent.workspace.local import LocalProvider
@@ -121,7 +123,13 @@ async def finish_in_burst(settings: Settings) -> None:
 
 
 async def assert_one_of_everything(
-    world: FakeGitHub, git_host: FakeGitHost, receiver: CallbackReceiver, redis: Redis
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    receiver: CallbackReceiver,
+    redis: Redis,
+    llm: ScriptedLLM,
+    *,
+    continued: bool = True,
 ) -> None:
     (pr,) = world.created_pulls
     assert pr["head"] == BRANCH
@@ -142,8 +150,19 @@ async def assert_one_of_everything(
     assert callback.body["status"] == "COMPLETED"
     assert callback.body["run_id"] == record.run_id
 
+    if continued:
+        # The interrupted conversation and its checkout outlived the worker (a `server`
+        # workspace): the re-run continued it rather than starting over.
+        assert record.conversation_id == conversation_id_for(record.run_id, "")
+        assert CONTINUE_AFTER_RESTART in llm.completions[1].text
+    else:  # the workspace was gone: a conversation of its own, on a fresh checkout
+        assert record.conversation_id == conversation_id_for(record.run_id, "try2")
+        assert CONTINUE_AFTER_RESTART not in llm.completions[1].text
 
+
+@pytest.mark.parametrize("survived", [True, False], ids=["workspace-kept", "workspace-gone"])
 async def test_a_run_stopped_by_sigterm_is_resumed_by_the_next_worker(
+    survived: bool,
     world: FakeGitHub,
     git_host: FakeGitHost,
     deliver: Deliverer,
@@ -170,12 +189,14 @@ async def test_a_run_stopped_by_sigterm_is_resumed_by_the_next_worker(
     await first.close()
     (comment,) = tracking_comments(world)
     assert messages.RESUMING in comment["body"]
+    if not survived:  # as when a runtime sandbox went with the worker
+        shutil.rmtree(resume_settings.agent_server_workspace_root)
 
     waited = asyncio.create_task(second_call(llm, stopped))
     await finish_in_burst(resume_settings)
     # No lease to wait out after a clean shutdown: the next worker takes it up at once.
     assert await waited < 60
-    await assert_one_of_everything(world, git_host, receiver, redis)
+    await assert_one_of_everything(world, git_host, receiver, redis, llm, continued=survived)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -238,7 +259,7 @@ async def test_a_run_whose_worker_is_killed_is_taken_up_within_the_lease(
     await finish_in_burst(resume_settings)
     # The dead worker's claim runs out within its lease; the poll and the start come on top.
     assert await waited < LEASE + 30, (tmp_path / "worker.log").read_text()[-3000:]
-    await assert_one_of_everything(world, git_host, receiver, redis)
+    await assert_one_of_everything(world, git_host, receiver, redis, llm)
     # The dead worker's conversation went on on the server that outlived it: the re-run
     # stopped it, so two agents never worked in one checkout.
     (record,) = await RunStore(redis, 3600).recent(limit=1)
