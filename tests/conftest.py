@@ -32,7 +32,7 @@ from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.intake import signature
 from bot.intake.app import create_app
-from bot.jobs.worker import worker_options
+from bot.jobs.worker import Clock, worker_options
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
@@ -247,6 +247,7 @@ async def run_worker(
     workspaces: WorkspaceProvider | None = None,
     max_burst_jobs: int = -1,
     scheduled: bool = False,
+    clock: Clock | None = None,
 ) -> Worker:
     """Run a real arq worker until the queue is empty (burst mode), as production would run jobs.
 
@@ -255,7 +256,7 @@ async def run_worker(
     if workspaces is None:
         workspaces = ServerProvider("http://127.0.0.1:9", None, "/nonexistent")
     worker = Worker(
-        **worker_options(settings, workspaces=workspaces, scheduled=scheduled),
+        **worker_options(settings, workspaces=workspaces, scheduled=scheduled, clock=clock),
         burst=True,
         poll_delay=0,
         handle_signals=False,
