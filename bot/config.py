@@ -80,10 +80,13 @@ class Settings(BaseSettings):
     setup_timeout_seconds: int = 600
     setup_failure_fatal: bool = False
     clone_timeout_seconds: int = 300
-    llm_num_retries: int = 3  # total attempts per LLM call (the agent-server counts that way)
+    # A dead LLM is reported within 2 minutes: attempts x timeout + waits (2 x 55 + 2 s). The
+    # agent-server has no first-token timeout (see bot/agent/request.py), so the timeout bounds
+    # a whole answer: raise it for a model slower than that, and the report comes later.
+    llm_num_retries: int = 2  # total attempts per LLM call (the agent-server counts that way)
     llm_retry_min_wait: int = 1  # seconds; the agent-server wants whole numbers
     llm_retry_max_wait: int = 8
-    llm_timeout_seconds: float = 120.0
+    llm_timeout_seconds: float = 55.0
     progress_interval_seconds: float = 2.0  # how often a run reports its progress at most
     max_cost_per_run: float | None = None  # USD; the run is interrupted once it costs more
     stop_hook_grace_seconds: float = 90.0  # how long a `finished` waits for the repo's stop hooks
