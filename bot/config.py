@@ -58,8 +58,12 @@ class Settings(BaseSettings):
     github_max_retry_wait_seconds: float = 60.0  # longer rate-limit waits fail instead
     github_timeout_seconds: float = 30.0
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
-    max_jobs: int = 10
+    max_jobs: int = 10  # jobs at once per worker process
+    # Runs of one installation at a time, across every worker: the others wait in line, holding
+    # no worker slot, so one busy installation cannot starve the rest.
+    max_runs_per_installation: int = Field(default=5, ge=1)
     job_timeout_seconds: int = 3600
+    wait_poll_seconds: float = 10.0  # a waiting run looks again this often (one ending wakes it)
 
     # Workspaces: where the agent runs.
     workspace_kind: Literal["local", "server", "runtime"] = "local"
@@ -102,7 +106,6 @@ class Settings(BaseSettings):
     # Publishing and the tracking comment.
     open_pr_ready: bool = False  # open pull requests ready for review instead of as drafts
     tracking_interval_seconds: float = 5.0  # minimum spacing of progress edits
-    thread_poll_seconds: float = 2.0  # how often a queued run checks whether its thread is free
     public_url: str | None = None  # where this bot is reachable, for run links
 
     # Run API, run records and completion callbacks.
