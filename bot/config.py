@@ -58,13 +58,17 @@ class Settings(BaseSettings):
     github_max_retry_wait_seconds: float = 60.0  # longer rate-limit waits fail instead
     github_timeout_seconds: float = 30.0
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
-    max_jobs: int = 10
+    max_jobs: int = 10  # jobs at once per worker process
+    # Runs of one installation at a time, across every worker: the others wait in line, holding
+    # no worker slot, so one busy installation cannot starve the rest.
+    max_runs_per_installation: int = Field(default=5, ge=1)
     job_timeout_seconds: int = 3600
     # A job's claim on its run lives this long unless its worker renews it (every third of it):
     # a killed worker's run is taken up by another within about this time.
     worker_lease_seconds: float = Field(default=30.0, ge=3.0)
     # A worker rides out a Redis outage this long: each command retries with back-off meanwhile.
     redis_outage_seconds: float = Field(default=90.0, ge=0.0)
+    wait_poll_seconds: float = 10.0  # a waiting run looks again this often (one ending wakes it)
 
     # Workspaces: where the agent runs.
     workspace_kind: Literal["local", "server", "runtime"] = "local"
@@ -85,10 +89,13 @@ class Settings(BaseSettings):
     setup_timeout_seconds: int = 600
     setup_failure_fatal: bool = False
     clone_timeout_seconds: int = 300
-    llm_num_retries: int = 3  # total attempts per LLM call (the agent-server counts that way)
+    # A dead LLM is reported within 2 minutes: attempts x timeout + waits (2 x 55 + 2 s). The
+    # agent-server has no first-token timeout (see bot/agent/request.py), so the timeout bounds
+    # a whole answer: raise it for a model slower than that, and the report comes later.
+    llm_num_retries: int = 2  # total attempts per LLM call (the agent-server counts that way)
     llm_retry_min_wait: int = 1  # seconds; the agent-server wants whole numbers
     llm_retry_max_wait: int = 8
-    llm_timeout_seconds: float = 120.0
+    llm_timeout_seconds: float = 55.0
     progress_interval_seconds: float = 2.0  # how often a run reports its progress at most
     max_cost_per_run: float | None = None  # USD; the run is interrupted once it costs more
     stop_hook_grace_seconds: float = 90.0  # how long a `finished` waits for the repo's stop hooks
@@ -104,7 +111,6 @@ class Settings(BaseSettings):
     # Publishing and the tracking comment.
     open_pr_ready: bool = False  # open pull requests ready for review instead of as drafts
     tracking_interval_seconds: float = 5.0  # minimum spacing of progress edits
-    thread_poll_seconds: float = 2.0  # how often a queued run checks whether its thread is free
     public_url: str | None = None  # where this bot is reachable, for run links
 
     # Run API, run records and completion callbacks.

@@ -18,8 +18,14 @@ RUN_INDEX = NS + "runs"  # sorted set: run id by creation time
 STOP_PREFIX = NS + "stop:"  # run id → who asked to stop it
 RUN_TRY_PREFIX = NS + "run-try:"  # run id → {try, base}: the conversation a later try continues
 
-# --- threads (one run per issue or pull request at a time)
-THREAD_LOCK_PREFIX = NS + "thread-lock:"  # thread → the run holding it
+# --- turns (one run per thread, a few per installation; the others wait in line)
+TURN_HOLDERS_PREFIX = NS + "turn-holders:"  # sorted set per turnstile: run id → hold expiry (ms)
+TURN_LINE_PREFIX = NS + "turn-line:"  # sorted set per turnstile: waiting run id → arrival (ms)
+TURN_SEEN_PREFIX = NS + "turn-seen:"  # sorted set per turnstile: waiting run id → last seen (ms)
+TURN_JOBS_PREFIX = NS + "turn-jobs:"  # hash per turnstile: waiting run id → its arq job id
+WAITING_PREFIX = NS + "waiting:"  # run id → what it waits for, as last told
+
+# --- threads (what a follow-up on an issue or pull request continues from)
 ACTIVE_PREFIX = NS + "active:"  # hash per thread: run_id, job_id of the run in progress
 SUMMARY_PREFIX = NS + "thread-summary:"  # thread → the last run's summary, for a follow-up
 THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a follow-up continues

@@ -32,7 +32,7 @@ from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.intake import signature
 from bot.intake.app import create_app
-from bot.jobs.worker import make_worker
+from bot.jobs.worker import Clock, make_worker
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
@@ -247,6 +247,7 @@ async def run_worker(
     workspaces: WorkspaceProvider | None = None,
     max_burst_jobs: int = -1,
     scheduled: bool = False,
+    clock: Clock | None = None,
 ) -> Worker:
     """Run a real arq worker until the queue is empty (burst mode), as production would run jobs.
 
@@ -258,6 +259,7 @@ async def run_worker(
         settings,
         workspaces=workspaces,
         scheduled=scheduled,
+        clock=clock,
         burst=True,
         poll_delay=0,
         handle_signals=False,

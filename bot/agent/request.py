@@ -29,6 +29,30 @@ class AgentRequest:
     load_project_skills: bool = True  # off for untrusted checkouts (a PR's head under review)
 
 
+RETRY_MULTIPLIER = 2
+
+# How long a dead LLM takes to be reported. The agent-server (openhands-sdk 1.58) has no
+# first-token timeout: `timeout` is both litellm's HTTP timeout (so it covers the wait for the
+# response's first byte) and a hard limit on each whole attempt, streamed or not, and
+# `stream_idle_timeout` only bounds the gaps between chunks once a stream has begun. A hung
+# provider therefore costs attempts x timeout plus the waits between attempts, and the only way
+# to report it sooner is to bound that total (LLM_TIMEOUT_SECONDS x LLM_NUM_RETRIES); the
+# defaults keep it under two minutes (`worst_case_llm_seconds`).
+
+
+def worst_case_llm_seconds(settings: Settings) -> float:
+    """The longest one LLM call can take before the run is told it failed: every attempt timing
+    out, with the agent-server's exponential waits (tenacity's: multiplier x 2^n, clamped)."""
+    attempts = max(settings.llm_num_retries, 1)
+    waits = sum(
+        min(
+            max(RETRY_MULTIPLIER * 2.0**n, settings.llm_retry_min_wait), settings.llm_retry_max_wait
+        )
+        for n in range(attempts - 1)
+    )
+    return attempts * settings.llm_timeout_seconds + waits
+
+
 def llm_settings(settings: Settings) -> dict[str, Any]:
     """The `llm` block in litellm's naming; the key appears here and nowhere else."""
     llm: dict[str, Any] = {
@@ -37,7 +61,7 @@ def llm_settings(settings: Settings) -> dict[str, Any]:
         "num_retries": settings.llm_num_retries,
         "retry_min_wait": settings.llm_retry_min_wait,
         "retry_max_wait": settings.llm_retry_max_wait,
-        "retry_multiplier": 2,
+        "retry_multiplier": RETRY_MULTIPLIER,
         "timeout": settings.llm_timeout_seconds,
     }
     if settings.llm_api_key is not None:

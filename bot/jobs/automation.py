@@ -18,6 +18,7 @@ from bot.github.auth import READ_ONLY
 from bot.jobs import agent
 from bot.jobs.context import Attempt, Deps, job
 from bot.jobs.gate import with_installation
+from bot.jobs.turns import Turn
 from bot.queue.tasks import AutomationTask
 from bot.runs import lifecycle
 from bot.runs.outcome import Done, RunOutcome
@@ -76,6 +77,7 @@ async def run_automation(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunO
         record,
         body,
         may_rerun=now.may_rerun,
+        turn=Turn(deps, now, task.run_id, task.repo, installation=task.installation_id),
     )
 
 

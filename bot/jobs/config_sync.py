@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from githubkit import GitHub
@@ -35,12 +36,19 @@ class Refreshed:
 
 
 async def refresh(
-    gh: GitHub[Any], redis: Redis, repo: RepoRef, *, commit: str | None = None
+    gh: GitHub[Any],
+    redis: Redis,
+    repo: RepoRef,
+    *,
+    commit: str | None = None,
+    now: datetime | None = None,
 ) -> Refreshed:
-    """Read the file from the default branch and store it when valid; report it when not."""
+    """Read the file from the default branch and store it when valid; report it when not.
+    `now`: when it is read (the scheduler counts new automations' slots from then)."""
+    read_at = now or datetime.now(UTC)
     found = await reads.file_with_sha(gh, repo, CONFIG_PATH, None)
     if found is None:
-        await store.store(redis, repo.full_name, None, RepoConfig())
+        await store.store(redis, repo.full_name, None, RepoConfig(), read_at=read_at)
         await _resolve_report(gh, redis, repo, None)
         return Refreshed("absent")
     sha, text = found
@@ -60,7 +68,7 @@ async def refresh(
     if current.sha == sha:  # e.g. a broken version reverted to the last valid one
         await _resolve_report(gh, redis, repo, sha)
         return Refreshed("unchanged", sha)
-    await store.store(redis, repo.full_name, sha, config)
+    await store.store(redis, repo.full_name, sha, config, read_at=read_at)
     await _resolve_report(gh, redis, repo, sha)
     return Refreshed("valid", sha)
 
@@ -146,7 +154,8 @@ async def refresh_quietly(
         gh = await deps.github.installation_client(
             installation_id, repositories=[name], permissions=CONFIG_PERMISSIONS
         )
-        refreshed = await refresh(gh, deps.redis, RepoRef(owner=owner, name=name), commit=commit)
+        repo = RepoRef(owner=owner, name=name)
+        refreshed = await refresh(gh, deps.redis, repo, commit=commit, now=deps.clock())
     except GitHubException as exc:
         log.warning(
             "could not read the config of %s: %s",

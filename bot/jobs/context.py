@@ -69,6 +69,7 @@ class Attempt:
     job_id: str | None
     tries: int
     max_tries: int
+    enqueued_ms: int = 0  # when the job was first queued (a waiting run keeps its place by it)
 
     @property
     def label(self) -> str:
@@ -92,7 +93,13 @@ def deps(ctx: dict[str, Any]) -> Deps:
 
 
 def attempt(ctx: dict[str, Any]) -> Attempt:
-    return Attempt(ctx.get("job_id"), int(ctx.get("job_try", 1)), int(ctx.get("max_tries", 1)))
+    queued = ctx.get("enqueue_time")
+    return Attempt(
+        ctx.get("job_id"),
+        int(ctx.get("job_try", 1)),
+        int(ctx.get("max_tries", 1)),
+        int(queued.timestamp() * 1000) if isinstance(queued, datetime) else 0,
+    )
 
 
 def retry_transient(now: Attempt, exc: TransientError, run_id: str) -> None:

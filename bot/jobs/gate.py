@@ -15,7 +15,9 @@ from bot.github import failures, messages, publish
 from bot.github.permissions import can_write
 from bot.jobs.context import Attempt, Deps, retry_transient
 from bot.queue.tasks import AutomationTask, CancelTask, MentionTask, RepoRef, ReviewTask
-from bot.runs.outcome import RunOutcome
+from bot.runs import lifecycle, metrics
+from bot.runs.outcome import Done, RunOutcome
+from bot.runs.store import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ async def admit(deps: Deps, now: Attempt, task: Gated) -> GitHub[Any] | RunOutco
     """Gate on the sender's permission and acknowledge with 👀.
 
     Returns the installation client, or the outcome when the request stops here (denied, or a
-    GitHub failure after the last retry)."""
+    GitHub failure after the last retry). A denial is logged and counted, nothing more."""
     extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
     try:
         allowed, gh = await _gate(deps, task)
@@ -102,6 +104,7 @@ async def admit(deps: Deps, now: Attempt, task: Gated) -> GitHub[Any] | RunOutco
                 task.repo.full_name,
                 extra=extra,
             )
+            await metrics.count_denied(deps.redis, task.kind)
             return RunOutcome.denied(task.run_id)
         await _acknowledge(gh, task)
     except (TransientError, PermanentError) as exc:
@@ -112,6 +115,23 @@ async def admit(deps: Deps, now: Attempt, task: Gated) -> GitHub[Any] | RunOutco
         return RunOutcome.failed(task.run_id, "permission_lookup", exc.user_message)
     log.info("run %s: acknowledged %s's request", task.run_id, task.sender, extra=extra)
     return gh
+
+
+async def admit_run(
+    deps: Deps, now: Attempt, task: MentionTask | ReviewTask, record: RunRecord
+) -> RunOutcome | None:
+    """`admit` for a run, on its first try only (a run with a record was admitted by an earlier
+    try: it waited for its turn, or a shutdown interrupted it). None: the run goes on. Otherwise
+    what the job returns: a denial, which is no run (no record, no callback), or a run that
+    failed at the gate, recorded as such."""
+    if await deps.runs.get(task.run_id) is not None:
+        return None
+    admitted = await admit(deps, now, task)
+    if not isinstance(admitted, RunOutcome):
+        return None
+    if admitted.status is Done.DENIED:
+        return admitted
+    return await lifecycle.ended(deps.settings, deps.runs, deps.enqueuer, record, admitted)
 
 
 async def _tell_gate_failure(deps: Deps, task: Gated, exc: BotError) -> None:

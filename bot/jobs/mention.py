@@ -25,7 +25,8 @@ from bot.github.reads import PullInfo
 from bot.github.tracking import TrackingComment
 from bot.jobs import agent, threads
 from bot.jobs.context import Attempt, Deps, job
-from bot.jobs.gate import ack_client, admit, with_installation
+from bot.jobs.gate import ack_client, admit_run, with_installation
+from bot.jobs.turns import Turn
 from bot.queue.tasks import MentionTask
 from bot.runs import lifecycle, stop
 from bot.runs.outcome import Done, RunOutcome
@@ -45,7 +46,8 @@ PATCH_POSTED = "✅ Posted the change as a patch (the fork cannot be pushed to).
 
 @job
 async def run_mention(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutcome:
-    """A mention or the trigger label: gate on permission, 👀, then the agent run."""
+    """A mention or the trigger label: gate on permission, 👀, wait for its turn, then the agent
+    run."""
     task = MentionTask.model_validate(data)
     record = RunRecord(
         run_id=task.run_id,
@@ -56,6 +58,18 @@ async def run_mention(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutc
         sender=task.sender,
         job_id=now.job_id,
     )
+    stopped = await admit_run(deps, now, task, record)
+    if stopped is not None:
+        return stopped
+    turn = Turn(
+        deps,
+        now,
+        task.run_id,
+        task.repo,
+        installation=task.installation_id,
+        thread=threads.key(task.repo.full_name, task.number),
+        tell=lambda why: _say_waiting(deps, task, why),
+    )
     return await lifecycle.tracked(
         deps.settings,
         deps.runs,
@@ -65,14 +79,13 @@ async def run_mention(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutc
         lambda: _mention(deps, now, task),
         may_rerun=now.may_rerun,
         on_cancelled=lambda: _say_stopped(deps, task),
+        turn=turn,
     )
 
 
-async def _say_stopped(deps: Deps, task: MentionTask) -> None:
-    """The run was cancelled while it waited (e.g. through the run API): tell the thread."""
-    gh = await ack_client(deps, task)
-    by = await stop.requested_by(deps.redis, task.run_id)
-    tracking = TrackingComment(
+def _tracking(deps: Deps, gh: GitHub[Any], task: MentionTask) -> TrackingComment:
+    """The run's comment, for a word before the run starts (no throttle, no journal)."""
+    return TrackingComment(
         gh,
         deps.redis,
         task.repo,
@@ -81,17 +94,25 @@ async def _say_stopped(deps: Deps, task: MentionTask) -> None:
         run_url=deps.settings.run_url(task.run_id),
         handle=deps.settings.bot_handle,
     )
+
+
+async def _say_waiting(deps: Deps, task: MentionTask, why: str) -> None:
+    """The run waits for its turn: its comment says for what."""
+    await _tracking(deps, await ack_client(deps, task), task).phase("queued", why)
+
+
+async def _say_stopped(deps: Deps, task: MentionTask) -> None:
+    """The run was cancelled while it waited (e.g. through the run API): tell the thread."""
+    tracking = _tracking(deps, await ack_client(deps, task), task)
+    by = await stop.requested_by(deps.redis, task.run_id)
     await tracking.finalize(*messages.stopped(by or "the run API"))
 
 
 async def _mention(deps: Deps, now: Attempt, task: MentionTask) -> RunOutcome:
-    admitted = await admit(deps, now, task)
-    if isinstance(admitted, RunOutcome):
-        return admitted
     task = await with_installation(deps, task)
-    run = MentionRun(deps, admitted, task, now)
     try:
-        return await run.execute()
+        gh = await ack_client(deps, task)
+        return await MentionRun(deps, gh, task, now).execute()
     except GitHubException as exc:
         # The tracking comment itself could not be written: nothing more we can tell the user.
         log.error(
@@ -127,8 +148,6 @@ class MentionRun:
             journal=lambda line: deps.runs.log(task.run_id, line),
             handle=settings.bot_handle,
         )
-        ttl = settings.job_timeout_seconds + 300
-        self.lock = threads.ThreadLock(deps.redis, self.thread, task.run_id, ttl)
         self.started = time.monotonic()
         self.handle = settings.bot_handle
         self.writer: GitHub[Any] = gh
@@ -139,7 +158,6 @@ class MentionRun:
         task = self.task
         resumed = messages.RESUMED.format(tries=self.now.tries) if self.now.tries > 1 else ""
         await self.tracking.phase("queued", resumed)
-        await self._wait_for_thread()
         try:
             await threads.mark_active(self.redis, self.thread, task.run_id, self.job_id)
             outcome = await self._run()
@@ -160,24 +178,7 @@ class MentionRun:
             return RunOutcome.failed(task.run_id, "internal")
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._release())
-
-    async def _release(self) -> None:
-        await threads.clear_active(self.redis, self.thread, self.task.run_id)
-        await self.lock.release()
-
-    async def _wait_for_thread(self) -> None:
-        """A mention during another run on the same thread waits for it, not beside it."""
-        deadline = time.monotonic() + self.settings.job_timeout_seconds
-        shown = False
-        while not await self.lock.try_acquire():
-            if not shown:
-                holder = await self.lock.holder()
-                await self.tracking.phase("queued", WAITING_FOR_RUN.format(run_id=holder))
-                shown = True
-            if time.monotonic() > deadline:
-                raise TimeoutError("the previous run on this thread did not finish")
-            await asyncio.sleep(self.settings.thread_poll_seconds)
+                await asyncio.shield(threads.clear_active(self.redis, self.thread, task.run_id))
 
     async def _finalize_cancelled(self) -> None:
         by = await stop.requested_by(self.redis, self.task.run_id)

@@ -25,7 +25,8 @@ from bot.github.permissions import role_of
 from bot.github.reads import PullFacts
 from bot.jobs import agent
 from bot.jobs.context import Attempt, Deps, job
-from bot.jobs.gate import admit, with_installation
+from bot.jobs.gate import admit_run, with_installation
+from bot.jobs.turns import Turn
 from bot.queue.tasks import ReviewTask
 from bot.repo_config import store
 from bot.repo_config.schema import CONFIG_PATH, ReviewConfig
@@ -333,6 +334,10 @@ async def run_review(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutco
         sender=task.sender,
         job_id=now.job_id,
     )
+    if task.rereview:
+        stopped = await admit_run(deps, now, task, record)
+        if stopped is not None:
+            return stopped
     return await lifecycle.tracked(
         deps.settings,
         deps.runs,
@@ -341,14 +346,11 @@ async def run_review(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutco
         record,
         lambda: _review(deps, now, task),
         may_rerun=now.may_rerun,
+        turn=Turn(deps, now, task.run_id, task.repo, installation=task.installation_id),
     )
 
 
 async def _review(deps: Deps, now: Attempt, task: ReviewTask) -> RunOutcome:
-    if task.rereview:
-        admitted = await admit(deps, now, task)
-        if isinstance(admitted, RunOutcome):
-            return admitted
     task = await with_installation(deps, task)
     try:
         return await ReviewRun(deps, task, now).execute()

@@ -59,9 +59,11 @@ async def tick(
 ) -> list[Due]:
     """Queue every automation whose latest slot (at or before `now`) has not been claimed.
 
-    An automation seen for the first time starts counting from `now`: a schedule that was due
-    before the bot knew of it does not run at once. After downtime, only the latest missed slot
-    runs (the catch-up), not one run per missed slot."""
+    A new automation counts from when its file was read (`store.store` marks it then), so the
+    first slot after that runs, however late this tick comes; a schedule that was due before the
+    bot knew of it does not run at once. One stored by an older version of the bot, unmarked,
+    counts from `now`. After downtime, only the latest missed slot runs (the catch-up), not one
+    run per missed slot."""
     now = now.astimezone(UTC)
     advance = redis.register_script(_ADVANCE_LUA)
     due: list[Due] = []

@@ -1,5 +1,5 @@
-"""One run per issue or pull request at a time, and what a follow-up on the thread continues
-from: the run in progress (for `stop`), the last summary, the kept conversation."""
+"""What a follow-up on an issue or pull request continues from: the run in progress (for `stop`),
+the last summary, the kept conversation. (One run per thread at a time: `turns`.)"""
 
 from __future__ import annotations
 
@@ -18,29 +18,6 @@ SUMMARY_SECONDS = 30 * 24 * 3600
 
 def key(repo: str, number: int) -> str:
     return keys.thread(repo, number)
-
-
-class ThreadLock:
-    """One run per issue or pull request at a time, across every worker process."""
-
-    def __init__(self, redis: Redis, thread: str, run_id: str, ttl: int) -> None:
-        self._redis = redis
-        self._key = keys.THREAD_LOCK_PREFIX + thread
-        self._run_id = run_id
-        self._ttl = ttl
-
-    async def holder(self) -> str | None:
-        value = await self._redis.get(self._key)
-        return value.decode() if isinstance(value, bytes) else value
-
-    async def try_acquire(self) -> bool:
-        if await self._redis.set(self._key, self._run_id, nx=True, ex=self._ttl):
-            return True
-        return await self.holder() == self._run_id  # a re-executed job holds it already
-
-    async def release(self) -> None:
-        if await self.holder() == self._run_id:
-            await self._redis.delete(self._key)
 
 
 async def mark_active(redis: Redis, thread: str, run_id: str, job_id: str | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 from pydantic import ValidationError
@@ -39,16 +40,27 @@ def last_slot_key(repo: str, name: str) -> str:
     return f"{keys.AUTOMATION_LAST_PREFIX}{repo.lower()}:{name.lower()}"
 
 
-async def store(redis: Redis, repo: str, sha: str | None, config: RepoConfig) -> None:
+async def store(
+    redis: Redis, repo: str, sha: str | None, config: RepoConfig, *, read_at: datetime
+) -> None:
+    """Keep `config` (read at `read_at`) as the repository's configuration in effect."""
     key = repo.lower()
-    # An automation that leaves the file forgets its schedule: added back, it waits for its
-    # next slot like a new one instead of catching up on the time it was gone.
-    kept = {a.name.lower() for a in config.automations}
+    # An automation that leaves the file, or is switched off, forgets its schedule: added back
+    # (or on), it waits for its next slot like a new one instead of catching up on the time it
+    # was gone.
+    kept = {a.name.lower() for a in config.automations if a.enabled}
     gone = [
         a.name for a in (await load(redis, repo)).config.automations if a.name.lower() not in kept
     ]
+    gone += [a.name for a in config.automations if not a.enabled]
     if gone:
         await redis.delete(*[last_slot_key(repo, name) for name in gone])
+    # A new one counts from when this file was read: the first slot after that runs, even when
+    # the scheduler's next tick comes after it.
+    for automation in config.automations:
+        if automation.enabled:
+            slot_key = last_slot_key(repo, automation.name)
+            await redis.set(slot_key, int(read_at.timestamp()), nx=True)
     record = {"sha": sha, "config": config.model_dump(mode="json")}
     await redis.set(keys.CONFIG_PREFIX + key, json.dumps(record))
     if config.automations:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+import time
 from typing import Annotated, Any, Literal
 
 import orjson
-from arq.constants import in_progress_key_prefix
+from arq.constants import default_queue_name, in_progress_key_prefix
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from redis.asyncio import Redis
@@ -217,21 +218,32 @@ class RunApi:
         redis: Redis = request.app.state.redis
         await stop.request(redis, run_id, "the run API")
         job_id = record.job_id or run_id
-        # Running means a worker holds the job; when none does (it died), end the record here.
-        held = await redis.exists(in_progress_key_prefix + job_id)
-        cancelled = await lifecycle.finish(
-            self.settings,
-            runs,
-            request.app.state.enqueuer,
-            run_id,
-            RunStatus.CANCELLED,
-            outcome="cancelled",
-            error=RunError(code="cancelled", detail="stopped by the run API"),
-            allowed={RunStatus.PENDING} if held else {RunStatus.PENDING, RunStatus.RUNNING},
-        )
-        # Queued: the job finds its run cancelled and does nothing. Running: arq cancels it, and
-        # the run finalizes what the user sees and reports CANCELLED itself.
-        await stop.abort(redis, job_id, wait=0.05)
+
+        async def end(allowed: set[RunStatus]) -> bool:
+            return await lifecycle.finish(
+                self.settings,
+                runs,
+                request.app.state.enqueuer,
+                run_id,
+                RunStatus.CANCELLED,
+                outcome="cancelled",
+                error=RunError(code="cancelled", detail="stopped by the run API"),
+                allowed=allowed,
+            )
+
+        # Queued or waiting for its turn (PENDING): its job, moved to the front of the queue,
+        # finds the run cancelled, says so on its thread and leaves its line. It is not aborted:
+        # arq drops a job aborted before it starts without running any of it.
+        cancelled = await end({RunStatus.PENDING})
+        if cancelled:
+            await redis.zadd(default_queue_name, {job_id: int(time.time() * 1000)}, xx=True)
+        else:
+            if await redis.exists(in_progress_key_prefix + job_id):
+                # Running: arq cancels it, and the run finalizes what the user sees and reports
+                # CANCELLED itself.
+                await stop.abort(redis, job_id, wait=0.05)
+            else:  # RUNNING, but no worker holds its job (it died): end the record here
+                cancelled = await end({RunStatus.RUNNING})
         status = "CANCELLED" if cancelled else "CANCELLING"
         return _json(202, {"run_id": run_id, "status": status})
 

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from arq import Retry
 from redis.asyncio import Redis
@@ -66,6 +66,16 @@ async def finish(
     return True
 
 
+class Turn(Protocol):
+    """What a run waits for before it starts (its thread, a slot of its installation)."""
+
+    async def take(self) -> None:
+        """Return once the run may start; raise arq's Retry to wait (its record stays PENDING)."""
+
+    async def release(self) -> None:
+        """Give the turn back: the run is over, or will never start."""
+
+
 async def tracked(
     settings: Settings,
     runs: RunStore,
@@ -76,24 +86,71 @@ async def tracked(
     *,
     may_rerun: bool,
     on_cancelled: Callable[[], Awaitable[None]] | None = None,
+    turn: Turn | None = None,
 ) -> RunOutcome:
     """Run `body` as the run `record` describes, keeping its record true on every path.
     `may_rerun`: arq has tries left for this job. `on_cancelled` tells the user when the run was
-    cancelled before it could start."""
+    cancelled before it could start. `turn` is taken before the run starts and given back after."""
     run_id = record.run_id
     await runs.create(record)  # already there when the API created it, or on a re-execution
+    current = await runs.get(run_id)
+    if current is None or current.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        if turn is not None:  # e.g. cancelled while it waited: it leaves the line
+            await _quietly(turn.release, run_id)
+        return await _not_started(runs, run_id, on_cancelled)
+    if turn is not None:
+        try:
+            await turn.take()
+        except Retry:
+            raise
+        except Exception as exc:
+            await _failed(settings, runs, enqueuer, run_id, exc)
+            raise
+    try:
+        return await _started(
+            settings, runs, enqueuer, redis, record, body, may_rerun, on_cancelled
+        )
+    finally:
+        if turn is not None:
+            await asyncio.shield(_quietly(turn.release, run_id))
+
+
+async def _quietly(action: Callable[[], Awaitable[None]], run_id: str) -> None:
+    try:
+        await action()
+    except Exception:
+        log.exception("run %s: could not give its turn back", run_id, extra={"run_id": run_id})
+
+
+async def _not_started(
+    runs: RunStore, run_id: str, on_cancelled: Callable[[], Awaitable[None]] | None
+) -> RunOutcome:
+    current = await runs.get(run_id)
+    status = current.status.value if current else "gone"
+    log.info("run %s is %s; not starting it", run_id, status, extra={"run_id": run_id})
+    if current is not None and current.status is RunStatus.CANCELLED and on_cancelled:
+        try:
+            await on_cancelled()
+        except Exception:
+            log.exception("run %s: could not say it was cancelled", run_id)
+    return RunOutcome(run_id, Done.SKIPPED, reason=f"run is {status}")
+
+
+async def _started(
+    settings: Settings,
+    runs: RunStore,
+    enqueuer: Enqueuer,
+    redis: Redis,
+    record: RunRecord,
+    body: Callable[[], Awaitable[RunOutcome]],
+    may_rerun: bool,
+    on_cancelled: Callable[[], Awaitable[None]] | None,
+) -> RunOutcome:
+    run_id = record.run_id
     if not await runs.transition(
         run_id, RunStatus.RUNNING, {RunStatus.PENDING, RunStatus.RUNNING}, started_at=time.time()
     ):
-        current = await runs.get(run_id)
-        status = current.status.value if current else "gone"
-        log.info("run %s is %s; not starting it", run_id, status, extra={"run_id": run_id})
-        if current is not None and current.status is RunStatus.CANCELLED and on_cancelled:
-            try:
-                await on_cancelled()
-            except Exception:
-                log.exception("run %s: could not say it was cancelled", run_id)
-        return RunOutcome(run_id, Done.SKIPPED, reason=f"run is {status}")
+        return await _not_started(runs, run_id, on_cancelled)
     await runs.log(run_id, f"started ({record.kind}, {record.trigger})")
     started = time.monotonic()
     try:
@@ -111,16 +168,25 @@ async def tracked(
     except RedisError:  # not the run's failure: its job runs again once Redis is back
         raise
     except Exception as exc:
-        await finish(
-            settings,
-            runs,
-            enqueuer,
-            run_id,
-            RunStatus.FAILED,
-            outcome="failed",
-            error=RunError(code="internal", detail=type(exc).__name__),
-        )
+        await _failed(settings, runs, enqueuer, run_id, exc)
         raise
+    await _finish_with(settings, runs, enqueuer, run_id, outcome)
+    return outcome
+
+
+async def ended(
+    settings: Settings, runs: RunStore, enqueuer: Enqueuer, record: RunRecord, outcome: RunOutcome
+) -> RunOutcome:
+    """A run that ended before it could start (e.g. its permission check failed for good):
+    its record, final at once, and its callback."""
+    await runs.create(record)
+    await _finish_with(settings, runs, enqueuer, record.run_id, outcome)
+    return outcome
+
+
+async def _finish_with(
+    settings: Settings, runs: RunStore, enqueuer: Enqueuer, run_id: str, outcome: RunOutcome
+) -> None:
     values: dict[str, Any] = {}
     if outcome.cost:
         values["cost"] = outcome.cost
@@ -138,7 +204,21 @@ async def tracked(
         error=outcome.error,
         **values,
     )
-    return outcome
+
+
+async def _failed(
+    settings: Settings, runs: RunStore, enqueuer: Enqueuer, run_id: str, exc: Exception
+) -> None:
+    """A bug of ours ended the run: its record says so rather than stay PENDING or RUNNING."""
+    await finish(
+        settings,
+        runs,
+        enqueuer,
+        run_id,
+        RunStatus.FAILED,
+        outcome="failed",
+        error=RunError(code="internal", detail=type(exc).__name__),
+    )
 
 
 async def _cancelled(

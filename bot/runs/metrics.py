@@ -28,6 +28,7 @@ from bot.runs.store import RunRecord
 log = logging.getLogger(__name__)
 
 RUNS_KEY = keys.METRICS_PREFIX + "runs-finished"  # hash: "kind|status" → count
+DENIED_KEY = keys.METRICS_PREFIX + "requests-denied"  # hash: kind → count
 DURATION_KEY = (
     keys.METRICS_PREFIX + "run-duration-seconds"
 )  # hash: "kind|le", "kind|sum", "kind|count"
@@ -61,6 +62,14 @@ async def count_finished(redis: Redis, record: RunRecord) -> None:
             await pipe.execute()
     except (RedisError, OSError) as exc:  # a lost sample must never fail a run's finalization
         log.warning("could not count finished run: %s", exc, extra={"run_id": record.run_id})
+
+
+async def count_denied(redis: Redis, kind: str) -> None:
+    """Count a request refused because its sender may not write (it never became a run)."""
+    try:
+        await cast(Awaitable[int], redis.hincrby(DENIED_KEY, kind, 1))
+    except (RedisError, OSError) as exc:  # a lost sample must never fail the gate
+        log.warning("could not count a denied request: %s", exc)
 
 
 def _observe(pipe: Pipeline, key: str, buckets: Sequence[float], kind: str, value: float) -> None:
@@ -197,18 +206,29 @@ async def _redis_lines(redis: Redis) -> list[str]:
         pipe.hgetall(COST_KEY)
         pipe.hgetall(RATE_LIMIT_KEY)
         pipe.zcard(default_queue_name)
-        runs, duration, cost, rate_limits, depth = await pipe.execute()
+        pipe.hgetall(DENIED_KEY)
+        runs, duration, cost, rate_limits, depth, denied = await pipe.execute()
     run_samples = []
     for field, count in sorted(_decode(runs).items()):
         kind, _, status = field.partition("|")
         labels = {"kind": kind, "status": status}
         run_samples.append(_sample("openhands_bot_runs_finished_total", labels, int(count)))
+    denied_samples = [
+        _sample("openhands_bot_requests_denied_total", {"kind": kind}, int(count))
+        for kind, count in sorted(_decode(denied).items())
+    ]
     return [
         *_family(
             "openhands_bot_runs_finished_total",
             "counter",
             "Runs that reached a final status, by kind and status (all workers).",
             run_samples,
+        ),
+        *_family(
+            "openhands_bot_requests_denied_total",
+            "counter",
+            "Requests refused because the sender may not write to the repository, by kind.",
+            denied_samples,
         ),
         *_histogram(
             "openhands_bot_run_duration_seconds",

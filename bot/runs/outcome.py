@@ -13,7 +13,8 @@ from bot.runs.store import RunError, RunStatus
 
 
 class Done(StrEnum):
-    """The word for what happened; FAILED and DENIED end the run FAILED, the rest COMPLETED."""
+    """The word for what happened; FAILED and DENIED are failing, the rest COMPLETED. DENIED is
+    no run at all, though: the gate logs and counts it, and makes no record or callback of it."""
 
     PUBLISHED = "published"  # a PR opened, a push, a patch
     ANSWERED = "answered"  # a reply, no change

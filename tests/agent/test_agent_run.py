@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from bot.agent.request import worst_case_llm_seconds
 from bot.agent.results import Progress
 from bot.agent.run import AgentRun, RunSpec, run_agent
 from bot.agent.workspace.local import LocalProvider
@@ -181,6 +182,40 @@ async def test_the_llm_failing_is_classified_within_seconds(
         assert run.result.error is not None
         assert run.result.error.code == code, run.result.error
         assert run.result.duration < 30
+
+
+def test_by_default_a_dead_llm_is_reported_within_two_minutes() -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert worst_case_llm_seconds(defaults) <= 120
+    # 2 attempts of 55 s, one 2 s wait between them: answers up to 55 s long still count.
+    assert (defaults.llm_num_retries, defaults.llm_timeout_seconds) == (2, 55.0)
+    assert worst_case_llm_seconds(defaults) == 112
+
+
+async def test_a_slow_answer_counts_and_a_hung_llm_is_reported_within_its_bound(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    llm.script(steps.sleep(3, steps.finish("Slow, but here.")), match="[[slow]]")
+    llm.script(steps.hang(), steps.hang(), match="[[hang]]")
+    bounded = agent_settings.model_copy(update={"llm_timeout_seconds": 6.0, "llm_num_retries": 2})
+    bound = worst_case_llm_seconds(bounded)  # 6 + 1 + 6: two attempts and the wait between
+
+    slow = await _run(bounded, agent_server, redis, _spec(git_host, "Fix [[slow]]"))
+    hung = await _run(bounded, agent_server, redis, _spec(git_host, "Fix [[hang]]"))
+
+    assert slow.result.status == "finished", slow.result.error
+    assert slow.result.final_response == "Slow, but here."
+    assert hung.result.error is not None
+    assert hung.result.error.code == "llm_timeout"
+    asked = [r for r in llm.completions if r.script is not None and r.script.match == "[[hang]]"]
+    assert len(asked) == 2  # every attempt waited out its timeout, none more
+    assert asked[1].timestamp - asked[0].timestamp >= bounded.llm_timeout_seconds
+    assert hung.result.duration < bound + 20  # the bound, plus starting the conversation
 
 
 async def test_the_wall_clock_limit_interrupts_the_run(

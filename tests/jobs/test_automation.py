@@ -135,8 +135,9 @@ async def test_a_scheduled_automation_files_its_issue(
     redis: Redis,
 ) -> None:
     llm.script(steps.finish("app.py has no tests. README.md is documentation."))
-    await push(deliver, run_settings, world.rev_parse(REPO, "refs/heads/main"))
-    await tick_workers(run_settings, at(8, 0))  # Monday 2026-11-23: first seen
+    # Read on Monday 2026-11-23 at 07:59, first ticked at 08:00: nothing is due yet.
+    await push(deliver, run_settings, world.rev_parse(REPO, "refs/heads/main"), at(7, 59))
+    await tick_workers(run_settings, at(8, 0))
     assert await automation_runs(redis) == []
 
     # At 09:00 the slot is due; this worker has a real agent-server.

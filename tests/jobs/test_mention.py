@@ -59,7 +59,7 @@ def world(fake_github: FakeGitHub, git_host: FakeGitHost) -> FakeGitHub:
 @pytest.fixture
 def run_settings(agent_settings: Settings) -> Settings:
     return agent_settings.model_copy(
-        update={"tracking_interval_seconds": 0.1, "thread_poll_seconds": 0.2}
+        update={"tracking_interval_seconds": 0.1, "wait_poll_seconds": 0.2}
     )
 
 

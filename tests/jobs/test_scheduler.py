@@ -81,9 +81,10 @@ async def scheduled(
 ) -> Settings:
     git_host.create_repo(REPO, {"README.md": "# app\n", CONFIG_PATH: EVERY_5})
     fake_github.add_installation(INSTALLATION, OWNER, [REPO])
-    await push(deliver, settings, git_host.rev_parse(REPO, "refs/heads/main"))
+    # The file is read at 10:01:30 and the scheduler first ticks at 10:02: earlier slots are not
+    # owed.
+    await push(deliver, settings, git_host.rev_parse(REPO, "refs/heads/main"), at(10, 1, 30))
     await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), INSTALLATION)
-    # The scheduler first sees the automation at 10:02: earlier slots are not owed.
     await tick_workers(settings, at(10, 2))
     assert await automation_runs(redis) == []
     return settings
@@ -134,22 +135,51 @@ async def test_a_scheduled_run_is_recorded_with_its_slot_and_outcome(
 async def test_an_automation_switched_off_and_on_again_does_not_catch_up(
     scheduled: Settings, git_host: FakeGitHost, deliver: Deliverer, redis: Redis
 ) -> None:
-    async def configure(text: str) -> None:
+    async def configure(text: str, clock: Clock) -> None:
         git_host.commit(REPO, {CONFIG_PATH: text}, message="Reconfigure")
-        await push(deliver, scheduled, git_host.rev_parse(REPO, "refs/heads/main"))
+        await push(deliver, scheduled, git_host.rev_parse(REPO, "refs/heads/main"), clock)
 
-    await configure(EVERY_5.replace("output: none", "output: none\n    enabled: false", 1))
+    await configure(
+        EVERY_5.replace("output: none", "output: none\n    enabled: false", 1), at(10, 3)
+    )
     await tick_workers(scheduled, at(10, 6))
     assert await automation_runs(redis) == []
     # Back on at 10:31: the slots it was off for are not owed; the next one is.
-    await configure(EVERY_5)
+    await configure(EVERY_5, at(10, 31))
     await tick_workers(scheduled, at(10, 31))
     assert await automation_runs(redis) == []
     await tick_workers(scheduled, at(10, 35))
     assert len(await automation_runs(redis)) == 1
 
     # Removed from the file and added back later: the same.
-    await configure("automations: []\n")
-    await configure(EVERY_5)
+    await configure("automations: []\n", at(10, 40))
+    await configure(EVERY_5, at(11, 1))
     await tick_workers(scheduled, at(11, 2))
     assert len(await automation_runs(redis)) == 1
+
+
+async def test_the_first_slot_after_the_file_is_read_runs(
+    fake_github: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    # Read at 19:29:25; the scheduler's next tick is 19:30:00. That slot is owed (it used to
+    # count from its first tick and wait for 19:31).
+    every_minute = EVERY_5.replace("*/5 * * * *", "* * * * *")
+    git_host.create_repo(REPO, {"README.md": "# app\n", CONFIG_PATH: every_minute})
+    fake_github.add_installation(INSTALLATION, OWNER, [REPO])
+    await push(deliver, settings, git_host.rev_parse(REPO, "refs/heads/main"), at(19, 29, 25))
+    await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), INSTALLATION)
+
+    await tick_workers(settings, at(19, 30))
+
+    slot = datetime(2026, 11, 23, 19, 30, tzinfo=UTC)
+    assert await automation_runs(redis) == [run_id_for(job_id(REPO, "tidy", slot))]
+    # A file read again later (a resync, unchanged) does not move the count.
+    await push(deliver, settings, git_host.rev_parse(REPO, "refs/heads/main"), at(19, 30, 30))
+    await tick_workers(settings, at(19, 30, 50))
+    assert len(await automation_runs(redis)) == 1
+    await tick_workers(settings, at(19, 31))
+    assert len(await automation_runs(redis)) == 2

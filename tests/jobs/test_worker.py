@@ -20,8 +20,8 @@ from bot import keys
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.github import messages
-from bot.jobs.threads import key as thread_key
 from bot.jobs.worker import exposed_queue, worker_options
+from bot.runs import metrics
 from bot.runs.store import RunRecord, RunStatus, RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.github import FakeGitHub
@@ -116,6 +116,9 @@ async def test_a_sender_without_write_access_gets_nothing(
     assert _reactions(github) == []
     assert _writes(github) == []
     assert github.requests_to("GET", r"/collaborators/octo-dev/permission$")
+    # Not a run: no record (so no FAILED run, no callback), only a log line and a count.
+    assert await RunStore(redis, 3600).recent() == []
+    assert await redis.hget(metrics.DENIED_KEY, "mention") == b"1"
 
 
 async def test_a_stranger_who_is_not_a_collaborator_gets_nothing(
@@ -369,14 +372,13 @@ def test_a_local_agent_beside_an_open_tcp_redis_is_flagged(
 async def test_a_run_interrupted_on_its_last_try_ends_failed_not_pending(
     github: FakeGitHub, deliver: Deliverer, settings: Settings, redis: Redis
 ) -> None:
-    # The run waits for its thread (another run holds it) when the worker is told to stop.
+    # The run is reading its repository (GitHub is slow) when the worker is told to stop.
     github.set_permission(REPO, "octo-dev", "write")
+    github.delay("GET", rf"/repos/{REPO}$", 5, times=1)
     payload = _comment("@openhands fix it")
-    number = payload["issue"]["number"]
-    await redis.set(keys.THREAD_LOCK_PREFIX + thread_key(REPO, number), "another-run", ex=600)
     assert _deliver(github, deliver, "issue_comment", payload, delivery_id="last-try") == 202
     options = worker_options(
-        settings.model_copy(update={"thread_poll_seconds": 0.05}),
+        settings,
         workspaces=ServerProvider("http://127.0.0.1:9", None, "/nonexistent"),
         scheduled=False,
     )

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.config import Settings
 from bot.errors import InvalidConfig
+from bot.jobs.worker import Clock
 from bot.repo_config import schema, store
 from bot.repo_config.schema import CONFIG_PATH, parse
 from tests.conftest import Deliverer, load_payload, run_worker
@@ -132,11 +133,14 @@ def push_payload(sha: str) -> dict[str, Any]:
     return payload
 
 
-async def push(deliver: Deliverer, settings: Settings, sha: str) -> None:
+async def push(
+    deliver: Deliverer, settings: Settings, sha: str, clock: Clock | None = None
+) -> None:
+    """Push `sha` to the default branch and let a worker read the config (at `clock`'s time)."""
     response = deliver.post("push", push_payload(sha))
     assert response.status_code == 202, response.text
     assert response.json()["task"] == "config"
-    await run_worker(settings)
+    await run_worker(settings, clock=clock)
 
 
 async def automation_names(redis: Redis) -> list[str]:

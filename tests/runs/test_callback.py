@@ -110,22 +110,36 @@ async def test_the_environment_variables_route_a_completed_run(
 async def test_a_failed_run_reports_failed_with_its_classified_error(
     receiver: CallbackReceiver, github: FakeGitHub, settings: Settings, redis: Redis
 ) -> None:
-    github.set_permission(REPO, "drive-by", "read")
-    payload = mention_from("drive-by")
+    github.set_permission(REPO, "octo-dev", "write")
+    payload = mention_from("octo-dev")
     github.add_from_webhook(payload)
 
+    # This test's workspace answers nowhere: the run fails, classified.
     run_id = await deliver_and_run(cb_settings(settings, receiver), "issue_comment", payload)
 
     (call,) = receiver.received
     assert set(call.body) == FIVE
     assert call.body["status"] == "FAILED"
     assert call.body["run_id"] == run_id
-    assert call.body["error"] == {"code": "not_allowed", "detail": "no write access"}
+    assert call.body["error"]["code"] == "workspace"
     assert "authorization" not in call.headers  # no key set, none sent
     record = await RunStore(redis, 3600).get(run_id)
     assert record is not None
     assert record.status is RunStatus.FAILED
     assert record.finished_at is not None
+
+
+async def test_a_request_by_someone_without_write_access_is_no_run_and_sends_nothing(
+    receiver: CallbackReceiver, github: FakeGitHub, settings: Settings, redis: Redis
+) -> None:
+    github.set_permission(REPO, "drive-by", "read")
+    payload = mention_from("drive-by")
+    github.add_from_webhook(payload)
+
+    run_id = await deliver_and_run(cb_settings(settings, receiver), "issue_comment", payload)
+
+    assert receiver.received == []
+    assert await RunStore(redis, 3600).get(run_id) is None
 
 
 async def test_5xx_is_retried_with_backoff_until_accepted(

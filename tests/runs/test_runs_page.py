@@ -116,8 +116,8 @@ async def test_a_delivered_run_shows_up_in_chromium_with_its_log(
 ) -> None:
     fake_github.add_repo(REPO)
     fake_github.add_installation(INSTALLATION, "Codertocat", [REPO])
-    fake_github.set_permission(REPO, "drive-by", "read")
-    mention = _mention_from("drive-by")
+    fake_github.set_permission(REPO, "octo-dev", "write")
+    mention = _mention_from("octo-dev")  # its run fails: this test's workspace answers nowhere
     fake_github.add_from_webhook(mention)
     browser = Browser(tmp_path / "profile")
     signed_in = f"http://viewer:{TOKEN}@127.0.0.1:{web.port}"  # Chromium answers the challenge
@@ -126,9 +126,9 @@ async def test_a_delivered_run_shows_up_in_chromium_with_its_log(
 
     with Deliverer(web.url) as deliver:
         review = deliver.post("pull_request", load_payload("pull_request/opened.json"))
-        denied = deliver.post("issue_comment", mention)
-    assert (review.status_code, denied.status_code) == (202, 202)
-    review_id, denied_id = review.json()["run_id"], denied.json()["run_id"]
+        failed = deliver.post("issue_comment", mention)
+    assert (review.status_code, failed.status_code) == (202, 202)
+    review_id, failed_id = review.json()["run_id"], failed.json()["run_id"]
     await run_worker(page_settings)
 
     listing = await browser.dom(f"{signed_in}/runs")
@@ -136,22 +136,22 @@ async def test_a_delivered_run_shows_up_in_chromium_with_its_log(
     assert REPO in row
     assert "COMPLETED" in row
     assert "pull_request" in row  # the trigger
-    row = _row(listing, denied_id)
+    row = _row(listing, failed_id)
     assert "FAILED" in row
     assert f'href="https://github.com/{REPO}/issues/1"' not in row  # links follow the API URL
     assert f'href="{fake_github.url}/{REPO}/issues/1"' in row
-    assert listing.index(denied_id) < listing.index(review_id)  # newest first
+    assert listing.index(failed_id) < listing.index(review_id)  # newest first
 
     page = await browser.dom(f"{signed_in}/runs/{review_id}")
     assert f"Run <code>{review_id}</code>" in page
     assert "started (review, pull_request)" in page
     assert "COMPLETED: skipped: automatic reviews are off" in page
-    denied_page = await browser.dom(f"{signed_in}/runs/{denied_id}")
-    assert "not_allowed: no write access" in denied_page
+    failed_page = await browser.dom(f"{signed_in}/runs/{failed_id}")
+    assert "workspace: " in failed_page
 
     for name, path in [
         ("runs-page-list.png", "/runs"),
-        ("runs-page-run.png", f"/runs/{denied_id}"),
+        ("runs-page-run.png", f"/runs/{failed_id}"),
     ]:
         _keep(await browser.screenshot(signed_in + path, tmp_path / name))
 
