@@ -154,3 +154,21 @@ async def test_a_run_in_flight_rides_out_a_redis_outage(
         assert record.status is RunStatus.COMPLETED
     finally:
         await client.aclose()
+
+
+async def test_the_web_answers_503_while_redis_is_away_and_queues_again_after(
+    world: FakeGitHub, run_settings: Settings, outage_redis: StoppableRedis
+) -> None:
+    settings = run_settings.model_copy(update={"redis_url": outage_redis.url})
+    web = ServerThread(create_app(settings), health_path="/healthz", lifespan="on")
+    with web, Deliverer(web.url) as deliver:
+        await asyncio.to_thread(outage_redis.stop)
+        payload = mention("@openhands fix this please")
+        refused = deliver.post("issue_comment", payload, delivery_id="during-the-outage")
+        assert refused.status_code == 503  # not acknowledged: GitHub delivers it again
+        assert deliver.client.get(web.url + "/readyz").status_code == 503
+        assert deliver.client.get(web.url + "/healthz").status_code == 200  # the process is up
+        await asyncio.to_thread(outage_redis.start)
+        again = deliver.post("issue_comment", payload, delivery_id="during-the-outage")
+        assert again.status_code == 202, again.text
+        assert deliver.client.get(web.url + "/readyz").status_code == 200
