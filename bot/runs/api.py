@@ -4,6 +4,7 @@ route needs `Authorization: Bearer $BOT_API_TOKEN`; without the setting the API 
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 from typing import Annotated, Any, Literal
@@ -19,11 +20,13 @@ from bot import installations
 from bot.config import Settings
 from bot.errors import QueueUnavailable
 from bot.queue.enqueue import Enqueuer
-from bot.queue.tasks import AutomationTask, RepoRef
+from bot.queue.tasks import MAX_ID, AutomationTask, RepoRef
 from bot.repo_config import store
 from bot.repo_config.schema import CONFIG_PATH
 from bot.runs import lifecycle, stop
-from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore
+from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore, UnreadableRecord
+
+log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -44,6 +47,11 @@ class ApiRefusal(Exception):
         self.body = {"error": message, **extra}
 
 
+def _invalid(exc: ValidationError) -> ApiRefusal:
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+    return ApiRefusal(422, "invalid run request", problems=problems)
+
+
 class RunRequest(BaseModel):
     """`POST /api/runs`: a named automation from the repo's config, or an ad-hoc prompt."""
 
@@ -53,7 +61,7 @@ class RunRequest(BaseModel):
     automation: str | None = None
     prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
     output: Literal["pr", "issue", "comment", "none"] | None = None
-    issue: int | None = Field(default=None, gt=0)
+    issue: int | None = Field(default=None, gt=0, le=MAX_ID)
     branch: str | None = None
     max_iterations: int | None = Field(default=None, gt=0, le=1000)
     callback_url: str | None = None
@@ -115,15 +123,15 @@ class RunApi:
         try:
             body = RunRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-            ]
-            raise ApiRefusal(422, "invalid run request", problems=problems) from exc
+            raise _invalid(exc) from exc
         redis: Redis = request.app.state.redis
         installation = await installations.get(redis, body.repo)
         if installation is None:
             raise ApiRefusal(404, f"the App is not installed on {body.repo} (as far as it knows)")
-        task = await self._task(redis, body, installation)
+        try:
+            task = await self._task(redis, body, installation)
+        except ValidationError as exc:  # the request with the automation's settings is no task
+            raise _invalid(exc) from exc
         runs = self.runs(request)
         record = RunRecord(
             run_id=task.run_id,
@@ -144,6 +152,9 @@ class RunApi:
         except QueueUnavailable as exc:
             await runs.delete(task.run_id)  # no run: the same request may be sent again
             raise ApiRefusal(503, "queue unavailable, try again") from exc
+        except BaseException:
+            await runs.delete(task.run_id)  # a run that was never queued must not stay PENDING
+            raise
         if stored == "duplicate":  # the id belongs to another job (e.g. a delivery's)
             await runs.delete(task.run_id)
             raise ApiRefusal(409, f"run id {task.run_id} is taken")
@@ -269,6 +280,13 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def refused(_request: Request, exc: ApiRefusal) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _json(exc.status, exc.body, headers)
+
+    @app.exception_handler(UnreadableRecord)
+    async def unreadable(request: Request, exc: UnreadableRecord) -> Response:
+        # Not a 500: the record is there but useless; the store logged what is wrong with it.
+        run_id = request.path_params.get("run_id", "")
+        log.warning("run %s has an unreadable record: %s", run_id, exc)
+        return _json(404, {"error": f"the record of run {run_id} cannot be read"})
 
     @app.exception_handler(RedisError)
     async def redis_down(_request: Request, exc: RedisError) -> Response:
