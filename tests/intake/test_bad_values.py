@@ -111,3 +111,10 @@ async def test_real_logins_still_pass(deliver: Deliverer, redis: Redis) -> None:
         response = deliver.post("issue_comment", body)
         assert response.status_code in (200, 202), response.text
         assert "values we refuse" not in response.text
+
+
+async def test_a_mention_inside_an_html_comment_starts_nothing(
+    deliver: Deliverer, redis: Redis
+) -> None:
+    body = _mention("Thanks!\n<!-- @openhands fix this -->")
+    assert await _assert_refused(deliver, redis, "issue_comment", body) == "no @openhands mention"
