@@ -23,7 +23,7 @@ from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import MAX_ID, AutomationTask, RepoRef
 from bot.repo_config import store
 from bot.repo_config.schema import CONFIG_PATH
-from bot.runs import lifecycle, stop
+from bot.runs import callback_url, lifecycle, stop
 from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore, UnreadableRecord
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,11 @@ class RunRequest(BaseModel):
             raise ValueError("must be owner/name")
         return value
 
-    @field_validator("callback_url")
+    @field_validator("callback_api_key")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http(s) URL")
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{1,1024}", value):
+            raise ValueError("use 1-1024 printable ASCII characters (it is sent as a header)")
         return value
 
     @field_validator("run_id")
@@ -124,6 +124,9 @@ class RunApi:
             body = RunRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise _invalid(exc) from exc
+        allowed = self.settings.callback_allowed_hosts
+        if body.callback_url and (why := callback_url.problem(body.callback_url, allowed)):
+            raise ApiRefusal(422, "invalid run request", problems=[f"callback_url: {why}"])
         redis: Redis = request.app.state.redis
         installation = await installations.get(redis, body.repo)
         if installation is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.config import Settings
 from bot.intake.app import create_app
+from tests.fakes.callbacks import CallbackReceiver
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.repo_config.test_repo_config import CONFIG_PATH, INSTALLATION, OWNER, REPO, VALID
@@ -47,3 +48,9 @@ async def installed(
     fake_github.add_installation(INSTALLATION, OWNER, [REPO])
     await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), INSTALLATION)
     return fake_github
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    with CallbackReceiver().serving() as fake:
+        yield fake
