@@ -123,11 +123,13 @@ class Settings(BaseSettings):
     callback_max_attempts: int = 5
     callback_retry_base_seconds: float = 2.0  # doubles per attempt
     callback_timeout_seconds: float = 10.0
+    # Hosts a callback URL may name although they are loopback, private or link-local.
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     state_dir: Path = Path(".openhands-bot")
     log_level: str = "INFO"
 
-    @field_validator("allowed_bots", mode="before")
+    @field_validator("allowed_bots", "callback_allowed_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

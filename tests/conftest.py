@@ -189,6 +189,7 @@ def make_settings(api_url: str, private_key: str, tmp_path: Path, **overrides: A
         "github_write_interval_seconds": 0.0,
         "github_retry_base_seconds": 0.01,
         "state_dir": tmp_path / "state",
+        "callback_allowed_hosts": ["127.0.0.1"],  # the fake callback receivers listen there
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

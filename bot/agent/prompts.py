@@ -8,10 +8,18 @@ import unicodedata
 from dataclasses import dataclass
 
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-# Zero-width and invisible characters, bidi embeddings/overrides/isolates, tag characters.
+# Link reference definitions used as comments (`[//]: # (hidden)`, `[comment]: <> "hidden"`):
+# Markdown renders nothing for them.
+_LINK_COMMENT = re.compile(
+    r"""^ {0,3}\[[^\]\n]*\]:[ \t]*(?:#|<>)(?:[ \t]+(?:\([^\n]*\)|"[^\n]*"|'[^\n]*'))?[ \t]*$\n?""",
+    re.MULTILINE,
+)
+# Zero-width and invisible characters, bidi embeddings/overrides/isolates, tag characters,
+# variation selectors (which can carry hidden bytes) and Hangul fillers.
 _INVISIBLE = re.compile(
     "[\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\u00ad\u034f\u061c\u180e"
-    "\U000e0000-\U000e007f]"
+    "\u180b-\u180d\u180f\ufe00-\ufe0f\u115f\u1160\u3164\uffa0"
+    "\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
 )
 MAX_COMMENT_CHARS = 8_000
 MAX_THREAD_CHARS = 60_000
@@ -21,11 +29,18 @@ def clean(text: str | None) -> str:
     """Untrusted Markdown with hidden content removed; visible text is kept as written."""
     if not text:
         return ""
+    text = _INVISIBLE.sub("", text)  # first, so none can split a comment's markers
     text = _HTML_COMMENT.sub("", text)
-    text = _INVISIBLE.sub("", text)
+    text = _LINK_COMMENT.sub("", text)
     # Other format characters (category Cf) are invisible too.
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
     return text.strip()
+
+
+def clean_name(text: str | None) -> str:
+    """A branch name or file path for a prompt: cleaned, on one line, and unable to close the
+    backticks it is shown in."""
+    return " ".join(clean(text).split()).replace("`", "'")[:500]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +113,8 @@ def agent_prompt(context: IssueContext, workdir: str) -> str:
             repo=context.repo,
             workdir=workdir,
             number=context.number,
-            head=context.head_branch or "?",
-            base=context.base_branch or "?",
+            head=clean_name(context.head_branch) or "?",
+            base=clean_name(context.base_branch) or "?",
         )
     else:
         task = ISSUE_TASK.format(repo=context.repo, workdir=workdir)
@@ -112,7 +127,9 @@ def agent_prompt(context: IssueContext, workdir: str) -> str:
     if context.comments:
         sections += ["# Discussion", _thread(context.comments)]
     if context.path:
-        location = f"{context.path}" + (f", line {context.line}" if context.line else "")
+        location = f"`{clean_name(context.path)}`" + (
+            f", line {context.line}" if context.line else ""
+        )
         sections += [
             f"# The review comment points at {location}",
             f"```diff\n{clean(context.diff_hunk)}\n```" if context.diff_hunk else "",

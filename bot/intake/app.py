@@ -233,6 +233,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
     app = FastAPI(
         title="OpenHands GitHub bot",
         lifespan=lifespan,
+        # No schema or docs pages: they would describe the token-guarded API to anyone asking.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from bot.queue.tasks import Id
+
+# A login as GitHub makes them (letters, digits, '-', '_' for managed users, '[bot]' for Apps):
+# never a NUL, a newline or 100k characters that would reach URLs, prompts and logs.
+Login = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}(\[bot\])?$")]
+RepoName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+FullName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
+]
+# A git ref or path: bounded, with no control characters (git and the prompts choke on them).
+RefText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,1024}$")]
+
+
+def _timestamp(value: str | None) -> str | None:
+    """An ISO 8601 time with its zone, as GitHub sends: the job compares it with GitHub's own."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError("an ISO 8601 time without its zone")
+    return value
+
+
+Timestamp = Annotated[str | None, AfterValidator(_timestamp)]
 
 
 class Lenient(BaseModel):
@@ -12,14 +41,14 @@ class Lenient(BaseModel):
 
 
 class Account(Lenient):
-    login: str
+    login: Login
     type: str = "User"
 
 
 class Repository(Lenient):
-    id: int | None = None
-    name: str
-    full_name: str | None = None
+    id: Id | None = None
+    name: RepoName
+    full_name: FullName | None = None
     owner: Account
     clone_url: str | None = None
     default_branch: str | None = None
@@ -27,17 +56,17 @@ class Repository(Lenient):
 
 
 class InstallationRef(Lenient):
-    id: int
+    id: Id
 
 
 class Comment(Lenient):
-    id: int
+    id: Id
     body: str | None = None
     user: Account
-    created_at: str | None = None
-    path: str | None = None
-    line: int | None = None
-    original_line: int | None = None
+    created_at: Timestamp = None
+    path: RefText | None = None
+    line: Id | None = None
+    original_line: Id | None = None
     diff_hunk: str | None = None
 
 
@@ -46,7 +75,7 @@ class Label(Lenient):
 
 
 class Issue(Lenient):
-    number: int
+    number: Id
     title: str | None = None
     body: str | None = None
     user: Account | None = None
@@ -54,13 +83,13 @@ class Issue(Lenient):
 
 
 class Ref(Lenient):
-    ref: str
+    ref: RefText
     sha: str
     repo: Repository | None = None
 
 
 class PullRequest(Lenient):
-    number: int
+    number: Id
     draft: bool = False
     state: str | None = None
     user: Account
@@ -109,11 +138,11 @@ class PushEvent(_Event):
 
 
 class InstallationRepo(Lenient):
-    full_name: str
+    full_name: FullName
 
 
 class InstallationBody(Lenient):
-    id: int
+    id: Id
     account: Account | None = None
 
 

@@ -1,4 +1,5 @@
-"""Find a live `@handle` mention in Markdown, ignoring quotes and code, and read its instruction."""
+"""Find a live `@handle` mention in Markdown, ignoring quotes, code and HTML comments (text no
+one sees rendered), and read its instruction."""
 
 from __future__ import annotations
 
@@ -57,13 +58,32 @@ def _strip_code_spans(line: str) -> str:
         pos = closing.end()
 
 
+def _strip_comments(line: str) -> tuple[str, bool]:
+    """The line without its HTML comments, and whether one is still open at its end (an
+    unclosed `<!--` hides the rest, as the renderer's HTML block does)."""
+    while (start := line.find("<!--")) >= 0:
+        end = line.find("-->", start + 2)  # `<!-->` and `<!--->` are whole (empty) comments
+        if end < 0:
+            return line[:start], True
+        line = line[:start] + " " + line[end + 3 :]
+    return line, False
+
+
 def live_text(body: str) -> str:
-    """The parts of a Markdown body that are the author's own words: no quotes, no code."""
+    """The parts of a Markdown body that are the author's own words: no quotes, no code, no
+    HTML comments."""
     kept: list[str] = []
     fence: str | None = None
     previous_blank = True
     in_indented = False
+    in_comment = False
     for raw in body.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if in_comment:
+            end = raw.find("-->")
+            if end < 0:
+                kept.append("")
+                continue
+            raw, in_comment = raw[end + 3 :], False
         if fence is not None:
             match = _FENCE.match(raw)
             if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence):
@@ -87,7 +107,8 @@ def live_text(body: str) -> str:
         if _QUOTE.match(raw):
             kept.append("")
             continue
-        kept.append(_strip_code_spans(raw))
+        line, in_comment = _strip_comments(_strip_code_spans(raw))
+        kept.append(line)
     return "\n".join(kept)
 
 

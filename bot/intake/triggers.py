@@ -317,5 +317,18 @@ def route(delivery: Delivery, config: RouteConfig) -> Route:
     try:
         return handler(delivery, config)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        return Ignored("payload lacks fields we need: " + ", ".join(fields[:5]))
+        return Ignored(_unusable(exc))
+
+
+def _unusable(exc: ValidationError) -> str:
+    """Why a payload cannot be used: the fields it lacks, or those whose values we refuse."""
+    missing: set[str] = set()
+    invalid: set[str] = set()
+    for err in exc.errors():
+        (missing if err["type"] == "missing" else invalid).add(".".join(str(p) for p in err["loc"]))
+    reasons = []
+    if missing:
+        reasons.append("payload lacks fields we need: " + ", ".join(sorted(missing)[:5]))
+    if invalid:
+        reasons.append("payload has values we refuse: " + ", ".join(sorted(invalid)[:5]))
+    return "; ".join(reasons)

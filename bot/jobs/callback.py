@@ -11,7 +11,7 @@ from arq import Retry
 
 from bot.errors import CallbackRejected, CallbackUnavailable, backoff
 from bot.jobs import context
-from bot.runs import callback
+from bot.runs import callback, callback_url
 from bot.runs.outcome import Done, RunOutcome
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ async def _deliver(deps: context.Deps, now: context.Attempt, run_id: str) -> Run
     to = callback.target(settings, record, await runs.callback_key(run_id))
     if to is None:
         return RunOutcome(run_id, Done.SKIPPED, reason="no callback")
+    if (why := callback_url.problem(to.url, settings.callback_allowed_hosts)) is not None:
+        # Stored before the rules, or set in the environment: refused, never sent or retried.
+        log.error("run %s: callback URL refused: %s", run_id, why, extra={"run_id": run_id})
+        await runs.update(run_id, callback_status=f"refused: the callback URL {why}")
+        return RunOutcome.failed(run_id, "callback", f"the callback URL {why}")
     try:
         code = await callback.send(deps.http, to, callback.payload(record, to.run_id))
     except CallbackRejected as exc:

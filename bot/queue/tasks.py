@@ -6,6 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+# GitHub's numbers and ids are positive and far below 2^63; a larger one cannot even be written
+# as the job's JSON (orjson stops at 64 bits), so a task refuses it instead of crashing the queue.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+
 
 class RepoRef(BaseModel):
     """The repository a task is about, as the delivery described it."""
@@ -14,7 +19,7 @@ class RepoRef(BaseModel):
 
     owner: str
     name: str
-    id: int | None = None
+    id: Id | None = None
     clone_url: str | None = None
     default_branch: str | None = None
     private: bool = False
@@ -30,7 +35,7 @@ class _TaskBase(BaseModel):
     run_id: str
     delivery_id: str
     event: str
-    installation_id: int | None = None
+    installation_id: Id | None = None
     repo: RepoRef
     sender: str
 
@@ -40,14 +45,14 @@ class MentionTask(_TaskBase):
 
     kind: Literal["mention"] = "mention"
     trigger: Literal["issue_comment", "review_comment", "label"]
-    number: int
+    number: Id
     is_pull_request: bool
     instruction: str
-    comment_id: int | None = None
+    comment_id: Id | None = None
     comment_created_at: str | None = None
     # Inline review comments carry the code they point at.
     path: str | None = None
-    line: int | None = None
+    line: Id | None = None
     diff_hunk: str | None = None
 
 
@@ -55,10 +60,10 @@ class ReviewTask(_TaskBase):
     """A pull request to review: opened, reopened, ready, pushed to, or `@handle review`."""
 
     kind: Literal["review"] = "review"
-    number: int
+    number: Id
     action: str
     head_sha: str | None = None  # None for a comment-requested review: the worker looks it up
-    comment_id: int | None = None
+    comment_id: Id | None = None
     rereview: bool = False
     trigger: Literal["issue_comment", "review_comment"] = "issue_comment"
 
@@ -67,9 +72,9 @@ class CancelTask(_TaskBase):
     """`@handle stop`: interrupt the run on this issue or pull request."""
 
     kind: Literal["cancel"] = "cancel"
-    number: int
+    number: Id
     is_pull_request: bool
-    comment_id: int | None = None
+    comment_id: Id | None = None
     trigger: Literal["issue_comment", "review_comment"] = "issue_comment"
 
 
@@ -91,9 +96,9 @@ class AutomationTask(_TaskBase):
     automation: str | None = None  # the config's automation name; None for an ad-hoc prompt
     prompt: str
     output: Literal["pr", "issue", "comment", "none"] = "none"
-    issue: int | None = None  # where a `comment` output goes
+    issue: Id | None = None  # where a `comment` output goes
     branch: str | None = None
-    max_iterations: int | None = None
+    max_iterations: Id | None = None
     slot: str | None = None  # the schedule slot this run is for (UTC, minute precision)
 
 

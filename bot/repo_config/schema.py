@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import InvalidConfig
-from bot.queue.tasks import AutomationTask
+from bot.queue.tasks import MAX_ID, AutomationTask
 from bot.repo_config.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Automation(_Strict):
     timezone: str = "UTC"
     prompt: str = Field(min_length=1, max_length=20_000)
     output: Literal["pr", "issue", "comment", "none"] = "pr"
-    issue: int | None = Field(default=None, gt=0)  # the issue a `comment` output goes to
+    issue: int | None = Field(default=None, gt=0, le=MAX_ID)  # the issue a `comment` output goes to
     branch: str | None = None  # default: the repository's default branch
     max_iterations: int | None = Field(default=None, gt=0, le=1000)
     enabled: bool = True

@@ -4,6 +4,7 @@ route needs `Authorization: Bearer $BOT_API_TOKEN`; without the setting the API 
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -20,11 +21,13 @@ from bot import installations
 from bot.config import Settings
 from bot.errors import QueueUnavailable
 from bot.queue.enqueue import Enqueuer
-from bot.queue.tasks import AutomationTask, RepoRef
+from bot.queue.tasks import MAX_ID, AutomationTask, RepoRef
 from bot.repo_config import store
 from bot.repo_config.schema import CONFIG_PATH
-from bot.runs import lifecycle, stop
-from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore
+from bot.runs import callback_url, lifecycle, stop
+from bot.runs.store import FINAL, RunError, RunRecord, RunStatus, RunStore, UnreadableRecord
+
+log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -45,6 +48,11 @@ class ApiRefusal(Exception):
         self.body = {"error": message, **extra}
 
 
+def _invalid(exc: ValidationError) -> ApiRefusal:
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+    return ApiRefusal(422, "invalid run request", problems=problems)
+
+
 class RunRequest(BaseModel):
     """`POST /api/runs`: a named automation from the repo's config, or an ad-hoc prompt."""
 
@@ -54,7 +62,7 @@ class RunRequest(BaseModel):
     automation: str | None = None
     prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
     output: Literal["pr", "issue", "comment", "none"] | None = None
-    issue: int | None = Field(default=None, gt=0)
+    issue: int | None = Field(default=None, gt=0, le=MAX_ID)
     branch: str | None = None
     max_iterations: int | None = Field(default=None, gt=0, le=1000)
     callback_url: str | None = None
@@ -68,11 +76,11 @@ class RunRequest(BaseModel):
             raise ValueError("must be owner/name")
         return value
 
-    @field_validator("callback_url")
+    @field_validator("callback_api_key")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http(s) URL")
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{1,1024}", value):
+            raise ValueError("use 1-1024 printable ASCII characters (it is sent as a header)")
         return value
 
     @field_validator("run_id")
@@ -116,15 +124,18 @@ class RunApi:
         try:
             body = RunRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-            ]
-            raise ApiRefusal(422, "invalid run request", problems=problems) from exc
+            raise _invalid(exc) from exc
+        allowed = self.settings.callback_allowed_hosts
+        if body.callback_url and (why := callback_url.problem(body.callback_url, allowed)):
+            raise ApiRefusal(422, "invalid run request", problems=[f"callback_url: {why}"])
         redis: Redis = request.app.state.redis
         installation = await installations.get(redis, body.repo)
         if installation is None:
             raise ApiRefusal(404, f"the App is not installed on {body.repo} (as far as it knows)")
-        task = await self._task(redis, body, installation)
+        try:
+            task = await self._task(redis, body, installation)
+        except ValidationError as exc:  # the request with the automation's settings is no task
+            raise _invalid(exc) from exc
         runs = self.runs(request)
         record = RunRecord(
             run_id=task.run_id,
@@ -145,6 +156,9 @@ class RunApi:
         except QueueUnavailable as exc:
             await runs.delete(task.run_id)  # no run: the same request may be sent again
             raise ApiRefusal(503, "queue unavailable, try again") from exc
+        except BaseException:
+            await runs.delete(task.run_id)  # a run that was never queued must not stay PENDING
+            raise
         if stored == "duplicate":  # the id belongs to another job (e.g. a delivery's)
             await runs.delete(task.run_id)
             raise ApiRefusal(409, f"run id {task.run_id} is taken")
@@ -281,6 +295,13 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def refused(_request: Request, exc: ApiRefusal) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _json(exc.status, exc.body, headers)
+
+    @app.exception_handler(UnreadableRecord)
+    async def unreadable(request: Request, exc: UnreadableRecord) -> Response:
+        # Not a 500: the record is there but useless; the store logged what is wrong with it.
+        run_id = request.path_params.get("run_id", "")
+        log.warning("run %s has an unreadable record: %s", run_id, exc)
+        return _json(404, {"error": f"the record of run {run_id} cannot be read"})
 
     @app.exception_handler(RedisError)
     async def redis_down(_request: Request, exc: RedisError) -> Response:

@@ -64,6 +64,8 @@ async def send(client: httpx.AsyncClient, to: Target, body: dict[str, Any]) -> i
         response = await client.post(to.url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise CallbackUnavailable(f"{type(exc).__name__} reaching the callback URL") from exc
+    except (httpx.InvalidURL, ValueError) as exc:  # a URL or key no request can carry
+        raise CallbackRejected(f"the callback request cannot be made: {exc}") from exc
     if response.status_code >= 500:
         raise CallbackUnavailable(f"the callback URL answered {response.status_code}")
     if response.status_code >= 400:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import time
 from html import escape
 from typing import Any
@@ -14,7 +15,9 @@ from urllib.parse import quote, urlencode
 from fastapi import FastAPI, Request, Response
 
 from bot.config import Settings
-from bot.runs.store import FINAL, RunRecord, RunStatus, RunStore
+from bot.runs.store import FINAL, RunRecord, RunStatus, RunStore, UnreadableRecord
+
+log = logging.getLogger(__name__)
 
 LIST_LIMIT = 100
 LIST_REFRESH_SECONDS = 15
@@ -241,7 +244,12 @@ def install(app: FastAPI, settings: Settings) -> None:
         if (refusal := refused(request)) is not None:
             return refusal
         store: RunStore = request.app.state.runs
-        record = await store.get_or_queued(run_id)
+        try:
+            record = await store.get_or_queued(run_id)
+        except UnreadableRecord as exc:
+            log.warning("run %s has an unreadable record: %s", run_id, exc)
+            text = "Its stored record cannot be read."
+            return _html(404, _page("Unreadable run", f"<h1>Run {escape(run_id)}</h1><p>{text}"))
         if record is None:
             page = _page("No such run", f"<h1>No run {escape(run_id)}</h1><p>It may have expired.")
             return _html(404, page)

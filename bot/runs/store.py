@@ -4,17 +4,20 @@ runs page and the completion callback all read it."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from enum import StrEnum
 from typing import Any, cast
 
 from arq.constants import job_key_prefix
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
 from bot import keys
 from bot.queue import codec
+
+log = logging.getLogger(__name__)
 
 MAX_LOG_LINES = 500
 HIDDEN = ("callback_api_key",)  # stored for the callback, never shown
@@ -29,6 +32,10 @@ class RunStatus(StrEnum):
 
 
 FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class UnreadableRecord(ValueError):
+    """A stored run hash that is not a record (hand-edited, truncated, or an older format)."""
 
 
 class RunError(BaseModel):
@@ -206,7 +213,7 @@ class RunStore:
         lines = await cast(
             Awaitable[list[bytes]], self._redis.lrange(keys.RUN_LOG_PREFIX + run_id, 0, -1)
         )
-        return [json.loads(line) for line in lines]
+        return [entry for line in lines if (entry := _log_line(line)) is not None]
 
     async def recent(
         self,
@@ -224,8 +231,12 @@ class RunStore:
                 for raw_id in ids[start : start + 100]:
                     pipe.hgetall(keys.RUN_PREFIX + raw_id.decode())
                 rows: list[dict[bytes, bytes]] = await pipe.execute()
-            for row in rows:
-                record = _decode(row)
+            for raw_id, row in zip(ids[start : start + 100], rows, strict=True):
+                try:
+                    record = _decode(row)
+                except UnreadableRecord as exc:  # one bad record must not hide all the others
+                    log.warning("skipped unreadable run record %r: %s", raw_id, exc)
+                    continue
                 if record is None:
                     continue  # expired: its index entry goes with the next prune
                 if repo and record.repo.lower() != repo.lower():
@@ -241,13 +252,33 @@ class RunStore:
 
 
 def _decode(raw: dict[bytes, bytes]) -> RunRecord | None:
-    """A run hash as stored (JSON-encoded fields, `status` plain) → its record; secrets left out."""
+    """A run hash as stored (JSON-encoded fields, `status` plain) → its record; secrets left out.
+    None when there is no record; UnreadableRecord when there is one that cannot be read."""
     if not raw or b"run_id" not in raw:
         return None
     data: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.decode()
-        if name in HIDDEN:
-            continue
-        data[name] = value.decode() if name == "status" else json.loads(value)
-    return RunRecord.model_validate(data)
+    try:
+        for key, value in raw.items():
+            name = key.decode()
+            if name in HIDDEN:
+                continue
+            data[name] = value.decode() if name == "status" else json.loads(value)
+        return RunRecord.model_validate(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as exc:
+        raise UnreadableRecord(str(exc).splitlines()[0][:200]) from exc
+
+
+def _log_line(raw: bytes) -> dict[str, Any] | None:
+    """One stored log line, or None (logged) when it is not one."""
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        entry = None
+    if (
+        isinstance(entry, dict)
+        and isinstance(entry.get("t"), int | float)
+        and isinstance(entry.get("m"), str)
+    ):
+        return entry
+    log.warning("skipped unreadable run log line %r", raw[:200])
+    return None

@@ -79,3 +79,37 @@ def test_commands(body: str, command: str, bare: bool) -> None:
     assert mention is not None
     assert mention.command == command
     assert mention.is_bare_command is bare
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<!-- @openhands fix -->",
+        "Thanks!\n<!--\n@openhands fix this\n-->",
+        "text <!-- @openhands fix",  # unclosed: hides the rest
+        "a <!-- one --> b <!-- @openhands two -->",
+        "<!-- start\n\n```\n@openhands in a fence inside the comment\n```\n-->",
+    ],
+)
+def test_mentions_inside_html_comments_do_not_count(body: str) -> None:
+    assert find_mention(body, "openhands") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "instruction"),
+    [
+        ("<!-- template note -->\n@openhands fix this", "fix this"),
+        ("<!--\nmulti\nline\n-->\n@openhands go", "go"),
+        ("@openhands fix <!-- not this --> that", "fix   that"),
+        ("<!---->@openhands now", "now"),
+        (
+            "`<!--` @openhands in code span does not open a comment",
+            "in code span does not open a comment",
+        ),
+        ("```\n<!--\n```\n@openhands after a fence", "after a fence"),
+    ],
+)
+def test_mentions_around_html_comments_still_count(body: str, instruction: str) -> None:
+    mention = find_mention(body, "openhands")
+    assert mention is not None
+    assert mention.instruction == instruction

@@ -199,6 +199,20 @@ def test_health_endpoints(web: ServerThread) -> None:
     assert ready.status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"])
+def test_no_schema_or_docs_pages_are_served(
+    path: str, rsa_keys: tuple[str, str], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        "http://127.0.0.1:9", rsa_keys[0], tmp_path, bot_api_token="api-token-7a1b"
+    )
+    with ServerThread(create_app(settings), health_path="/healthz", lifespan="on") as server:
+        for headers in ({}, {"Authorization": "Bearer api-token-7a1b"}):
+            response = httpx.get(server.url + path, headers=headers)
+            assert response.status_code == 404, (path, response.text[:200])
+            assert "openapi" not in response.text.lower()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -4,7 +4,6 @@ only, and the SDK's environment variables; sent after the run's record is final.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,6 @@ from tests.servers import ServerThread
 REPO = "Codertocat/Hello-World"
 INSTALLATION = 1  # as in the stored deliveries
 FIVE = {"status", "run_id", "conversation_id", "cost", "error"}
-
-
-@pytest.fixture
-def receiver() -> Iterator[CallbackReceiver]:
-    with CallbackReceiver().serving() as fake:
-        yield fake
 
 
 @pytest.fixture
