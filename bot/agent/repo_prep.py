@@ -1,5 +1,6 @@
 """Prepare a repository in a workspace: clone with a read-only token that never lingers, check out
-the right ref, run `.openhands/setup.sh`, and read the repo's hooks.
+the right ref, run `.openhands/setup.sh`, and read the repo's hooks. A fork's pull request gets its
+base branch's setup, hooks and skills, never its own.
 
 The token reaches the workspace only as a credentials file uploaded for the clone and deleted
 right after: it is in no command line, no remote URL, no event and no log line.
@@ -20,8 +21,20 @@ log = logging.getLogger(__name__)
 
 SETUP_SCRIPT = ".openhands/setup.sh"
 HOOKS_FILE = ".openhands/hooks.json"
+PR_HEAD = "openhands/pr-head"  # the local branch a pull request's head is checked out on
 GIT_EMAIL = "openhands@users.noreply.github.com"
 SETUP_OUTPUT_LIMIT = 20_000  # characters of setup output kept for the run's log
+# Everything the bot runs or the agent-server loads from a checkout besides its code: setup.sh,
+# hooks and skills under `.openhands/` and `.agents/`, and instruction files in any directory (the
+# names the SDK's `Skill.PATH_TO_THIRD_PARTY_SKILL_NAME` lists, matched without case).
+REPO_CONTEXT = (
+    ":(literal).openhands",
+    ":(literal).agents",
+    *(
+        f":(glob,icase)**/{name}"
+        for name in (".cursorrules", "agents.md", "agent.md", "claude.md", "gemini.md")
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +109,7 @@ async def clone(
             limit=limit,
         )
         if fetch_ref:
-            local = "openhands/pr-head"
+            local = PR_HEAD
             await _run(
                 ws,
                 f"cd {repo} && "
@@ -158,6 +171,27 @@ async def read_hooks(ws: Workspace) -> tuple[dict[str, object] | None, str | Non
         return None, f"{HOOKS_FILE} is invalid and was not used: {exc}"
 
 
+async def use_base_context(ws: Workspace, base: str) -> str:
+    """Replace the checkout's setup, hooks and skills with the base branch's, committed locally so
+    the agent's changes are measured without them; that commit's sha."""
+    repo = shlex.quote(ws.repo_dir)
+    specs = " ".join(shlex.quote(spec) for spec in REPO_CONTEXT)
+    source = shlex.quote(f"refs/remotes/origin/{base}")
+    index, listing = ".git/openhands-base-index", ".git/openhands-base-context"
+    message = f"openhands: {base}'s setup, hooks and skills in place of the fork's"
+    await _run(
+        ws,
+        f"cd {repo} && git rm -r -q --ignore-unmatch -- {specs} && "
+        f"GIT_INDEX_FILE={index} git read-tree {source} && "
+        f"GIT_INDEX_FILE={index} git ls-files -z -- {specs} > {listing} && rm -f {index} && "
+        f"if [ -s {listing} ]; then GIT_LITERAL_PATHSPECS=1 git restore --source={source} "
+        f"--staged --worktree --pathspec-from-file={listing} --pathspec-file-nul; fi && "
+        f"rm -f {listing} && git commit -q --no-verify --allow-empty -m {shlex.quote(message)}",
+        f"taking setup, hooks and skills from {base}",
+    )
+    return await _run(ws, f"cd {repo} && git rev-parse HEAD", "reading the checked-out commit")
+
+
 async def prepare(
     ws: Workspace,
     *,
@@ -169,15 +203,26 @@ async def prepare(
     setup_limit: int,
     setup_fatal: bool,
     trusted: bool = True,
+    context_from: str | None = None,
 ) -> PreparedRepo:
+    """Clone and set up; with `context_from` (a fork's base branch) setup runs on that branch's
+    checkout before the head is checked out, and hooks and skills come from it too."""
     head = await clone(
         ws, clone_url=clone_url, token=token, branch=branch, fetch_ref=fetch_ref, limit=clone_limit
     )
     if not trusted:  # never run or load anything from a checkout we are only asked to read
         skipped = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
         return PreparedRepo(ws.repo_dir, head, skipped, hook_config=None, hooks_error=None)
+    repo = shlex.quote(ws.repo_dir)
+    if context_from is not None:
+        base = shlex.quote(f"refs/remotes/origin/{context_from}")
+        await _run(ws, f"cd {repo} && git checkout -q --detach {base}", f"checking out {base}")
     try:
         setup = await run_setup(ws, limit=setup_limit)
+        if context_from is not None:  # back to the head, with the base's hooks and skills
+            back = PR_HEAD if fetch_ref else head
+            await _run(ws, f"cd {repo} && git checkout -q -f {back}", "checking out the head again")
+            head = await use_base_context(ws, context_from)
         hook_config, hooks_error = await read_hooks(ws)
     except AgentServerError as exc:
         raise WorkspaceError(f"preparing the repository failed: {exc}") from exc

@@ -44,6 +44,8 @@ class RunSpec:
     want_patch: bool = False
     # False for a pull request's head under review: no setup.sh, no hooks, no repo skills.
     trusted_checkout: bool = True
+    # A fork's pull request: setup, hooks and skills come from this base branch, not the head.
+    context_from: str | None = None
     workspace_id: str | None = None  # default: the run id
     keep_seconds: float = 0  # keep the workspace after the run, for a follow-up
     resume: Resume | None = None  # continue this earlier conversation when it is still there
@@ -195,6 +197,7 @@ async def run_agent(
                 setup_limit=settings.setup_timeout_seconds,
                 setup_fatal=settings.setup_failure_fatal,
                 trusted=spec.trusted_checkout,
+                context_from=spec.context_from,
             )
             if on_prepared is not None:
                 await on_prepared(prepared.head_sha)

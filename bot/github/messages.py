@@ -107,11 +107,18 @@ def stats(duration: float, cost: float, steps: int) -> str:
 
 
 SETUP_FAILED_NOTE = "⚠️ `.openhands/setup.sh` failed (exit {exit_code}); the agent worked anyway."
+FORK_CONTEXT_NOTE = (
+    "🔒 This pull request comes from a fork: its setup script, hooks and skills did not run; "
+    "the base branch's were used."
+)
 
 
-def run_notes(setup: SetupOutcome | None, hooks_error: str | None) -> list[str]:
-    """Warnings about the run that did not stop it: a failed setup script, invalid hooks."""
-    notes = []
+def run_notes(
+    setup: SetupOutcome | None, hooks_error: str | None, *, fork: bool = False
+) -> list[str]:
+    """What to know about the run that did not stop it: a fork's context not used, a failed setup
+    script, invalid hooks."""
+    notes = [FORK_CONTEXT_NOTE] if fork else []
     if setup is not None and setup.ran and not setup.ok:
         notes.append(SETUP_FAILED_NOTE.format(exit_code=setup.exit_code))
     if hooks_error:

@@ -228,6 +228,7 @@ class MentionRun:
             branch=None if pull else repo.default_branch,
             fetch_ref=f"refs/pull/{task.number}/head" if pull else None,
             want_patch=bool(pull and pull.is_fork),
+            context_from=pull.base_ref if pull and pull.is_fork else None,
             workspace_id=f"thread-{digest}" if self.keep else None,
             keep_seconds=self.keep,
             resume=resume,
@@ -254,7 +255,7 @@ class MentionRun:
         run = await agent.run(self.deps, spec, on_progress=progress)
         result = run.result
         stats = messages.stats(time.monotonic() - self.started, result.cost, result.steps)
-        notes = messages.run_notes(run.setup, run.hooks_error)
+        notes = messages.run_notes(run.setup, run.hooks_error, fork=spec.context_from is not None)
         if self.now.tries > 1:
             notes.append(messages.RESUMED_NOTE.format(tries=self.now.tries))
         if not result.succeeded:

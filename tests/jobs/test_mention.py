@@ -118,8 +118,10 @@ def assert_says(body: str, headline: str, details: list[str]) -> None:
         assert line in body
 
 
-def fix_script(llm: ScriptedLLM, workdir_marker: str = "") -> None:
+def fix_script(llm: ScriptedLLM, *before: steps.Reply) -> None:
+    """The agent fixes parse(), after the steps `before` (e.g. a look around the checkout)."""
     llm.script(
+        *before,
         steps.tool_call(
             "terminal",
             command="printf 'def parse(text):\\n    parts = text.split()\\n"
@@ -300,13 +302,22 @@ async def test_a_mention_on_a_same_repo_pull_request_commits_to_its_branch(
     run_settings: Settings,
     redis: Redis,
 ) -> None:
-    head = git_host.commit(REPO, {"feature.txt": "wip\n"}, branch="feature", message="wip")
+    # A same-repo head is trusted: its own setup script and AGENTS.md are used.
+    head_context = {
+        "feature.txt": "wip\n",
+        ".openhands/setup.sh": "echo HEAD-SETUP-4713 > .git/setup-ran\n",
+        "AGENTS.md": "HEAD-AGENTS-8264\n",
+    }
+    head = git_host.commit(REPO, head_context, branch="feature", message="wip")
     git_host.create_ref(REPO, "refs/pull/12/head", head)
     world.add_pull(REPO, 12, "feature", head, "main", WRITER, title="Feature")
-    fix_script(llm)
+    fix_script(llm, steps.tool_call("terminal", command="cat .git/setup-ran"))
     post(world, deliver, mention("@openhands handle empty input", number=12, pr=True))
 
     await run_worker(run_settings, workspaces=agent_server)
+
+    assert "HEAD-SETUP-4713" in llm.completions[1].text
+    assert "HEAD-AGENTS-8264" in llm.system_prompt(0)
 
     tip = git_host.rev_parse(REPO, "refs/heads/feature")
     assert tip != head
@@ -317,6 +328,7 @@ async def test_a_mention_on_a_same_repo_pull_request_commits_to_its_branch(
     assert world.created_pulls == []
     (comment,) = tracking_comments(world)
     assert PUSHED.format(sha=tip[:7], branch="feature") in comment["body"]
+    assert messages.FORK_CONTEXT_NOTE not in comment["body"]
 
 
 async def test_a_mention_on_a_fork_pull_request_posts_a_patch(
@@ -344,6 +356,66 @@ async def test_a_mention_on_a_fork_pull_request_posts_a_patch(
     assert "+    return parts[0] if parts else None" in patch["body"]
     assert FORK_PATCH_REASON in patch["body"]
     assert git_host.rev_parse(REPO, "refs/pull/13/head") == head
+
+
+async def test_a_fork_pull_request_runs_with_the_base_branchs_setup_hooks_and_skills(
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    run_settings: Settings,
+    redis: Redis,
+) -> None:
+    base_context = {
+        ".openhands/setup.sh": "echo BASE-SETUP-4411 > .git/setup-ran\n",
+        "AGENTS.md": "BASE-AGENTS-2718\n",
+    }
+    git_host.commit(REPO, base_context, message="base context")
+    fork_hook = {"PreToolUse": [{"matcher": "terminal", "hooks": [{"command": "sh hook.sh"}]}]}
+    fork_context = {
+        "fork.txt": "fork-only-line\n",
+        ".openhands/setup.sh": "echo FORK-SETUP-6620 > .git/setup-ran\necho FORK-SETUP-6620\n",
+        ".openhands/hooks.json": json.dumps(fork_hook),
+        "hook.sh": "echo FORK-HOOK-3307 >&2\nexit 2\n",
+        "AGENTS.md": "FORK-AGENTS-5150\n",
+        "docs/claude.md": "FORK-NESTED-7071\n",
+        ".agents/skills/evil/SKILL.md": (
+            "---\nname: evil\ndescription: FORK-SKILL-9090\n---\nFORK-SKILL-9090 body\n"
+        ),
+    }
+    head = git_host.commit(REPO, fork_context, branch="tmp-fork", message="fork")
+    git_host.create_ref(REPO, "refs/pull/14/head", head)
+    world.add_pull(
+        REPO, 14, "patch-2", head, "main", "outsider", fork_full_name="outsider/app", title="Fork"
+    )
+    look = "cat .git/setup-ran AGENTS.md fork.txt; ls .agents docs"
+    fix_script(llm, steps.tool_call("terminal", command=look))
+    post(world, deliver, mention("@openhands handle empty input", number=14, pr=True))
+
+    await run_worker(run_settings, workspaces=agent_server)
+
+    # The base's setup ran, on the base's checkout; the fork's did not, nor its hook.
+    seen = llm.completions[1].text
+    assert "BASE-SETUP-4411" in seen
+    assert "BASE-AGENTS-2718" in seen
+    assert "fork-only-line" in seen  # the agent works on the fork's code
+    sent = llm.all_text()
+    for fork_marker in ("FORK-SETUP-6620", "FORK-HOOK-3307", "FORK-AGENTS-5150"):
+        assert fork_marker not in sent
+    # The base's AGENTS.md is in the system prompt; none of the fork's skills are.
+    system = llm.system_prompt(0)
+    assert "BASE-AGENTS-2718" in system
+    for fork_marker in ("FORK-AGENTS-5150", "FORK-NESTED-7071", "FORK-SKILL-9090"):
+        assert fork_marker not in system
+    # The patch holds only the agent's change, not the swapped-in context.
+    (patch,) = [c for c in world.comments.values() if "```diff" in c["body"]]
+    assert "+    return parts[0] if parts else None" in patch["body"]
+    assert "AGENTS" not in patch["body"]
+    assert ".openhands" not in patch["body"]
+    (comment,) = tracking_comments(world)
+    assert messages.FORK_CONTEXT_NOTE in comment["body"]
+    assert git_host.rev_parse(REPO, "refs/pull/14/head") == head
 
 
 async def test_stop_interrupts_a_long_run(
