@@ -69,7 +69,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     if exposed_queue(settings):
         log.warning(
             "WORKSPACE_KIND=local runs the agent on this host, and REDIS_URL is a TCP Redis "
-            "without a password: the agent could reach the queue and add jobs. Use "
+            "without a password: the agent could reach the queue (the jobs it adds are refused, "
+            "but it could read, delay or delete others). Use "
             "WORKSPACE_KIND=runtime or server, or a Redis with a password (or leave REDIS_URL "
             "unset with nothing on :6379, for the private unix-socket Redis)."
         )

@@ -4,7 +4,9 @@ agent), so a queued job or a cached permission without a valid one is refused, n
 The keys are derived from the App's private key (with a fixed label per use), which both
 processes hold and the agent never sees: its server gets a scrubbed environment, and it cannot
 read the bot's `.env` or key file. Rotating the private key makes jobs still queued under the old
-one be refused (re-deliver them) and empties the permission cache.
+one be refused (re-deliver them) and empties the permission cache. A job's MAC covers its bytes,
+not its id: a job copied under a new id would run again (a replay of one the bot did queue, its
+sender checked again by the permission gate), never a job the bot did not make.
 """
 
 from __future__ import annotations
