@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.errors import QueueUnavailable
 from bot.intake import signature
 from bot.intake.triggers import Ignored, NotAnObject, RouteConfig, route_body
-from bot.queue import codec
+from bot.queue import codec, signing
 from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import job_function
 from bot.runs import api, metrics
@@ -206,6 +206,7 @@ class FastPath:
 def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
     """The FastAPI app; `settings` must already hold a webhook secret (see Settings.require_web)."""
     intake = Intake(settings)
+    queue_key = signing.keys_for(settings).queue  # every job it queues is signed with it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -213,7 +214,9 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> FastPath:
             settings.redis_url, socket_connect_timeout=2, socket_timeout=5
         )
         app.state.redis = client
-        app.state.enqueuer = Enqueuer(client, dedup_seconds=settings.delivery_dedup_seconds)
+        app.state.enqueuer = Enqueuer(
+            client, key=queue_key, dedup_seconds=settings.delivery_dedup_seconds
+        )
         app.state.runs = RunStore(client, settings.run_retention_seconds)
         intake.enqueuer = app.state.enqueuer
         # Start-up objects are permanent: keep them out of the collector's full passes, which

@@ -23,6 +23,7 @@ from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
 from bot.errors import TransientError, backoff
 from bot.github.client import GitHubApp
+from bot.queue import signing
 from bot.queue.enqueue import Enqueuer
 from bot.runs.outcome import RunOutcome
 from bot.runs.store import RunStore
@@ -50,6 +51,7 @@ class Deps:
     http: httpx.AsyncClient
     provider: WorkspaceProvider
     owns_provider: bool
+    keys: signing.Keys
     clock: Clock = utc_now
     starting: asyncio.Task[None] | None = field(default=None)
 

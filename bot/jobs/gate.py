@@ -68,6 +68,7 @@ async def _gate(deps: Deps, task: Gated) -> tuple[bool, GitHub[Any]]:
             task.repo,
             task.sender,
             cache_seconds=deps.settings.permission_cache_seconds,
+            key=deps.keys.permissions,
         )
     except GitHubException as exc:
         raise failures.classify(exc, f"checking {task.sender}'s permission") from exc

@@ -202,6 +202,7 @@ class ReviewRun:
                 task.repo,
                 pr.author,
                 cache_seconds=settings.permission_cache_seconds,
+                key=self.deps.keys.permissions,
             )
             read_only = role not in {"admin", "maintain", "write"}
         files = await reads.pull_files(gh, task)

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot import logs
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
 from bot.github.client import GitHubApp
@@ -32,7 +33,7 @@ from bot.jobs.installation import sync_installation
 from bot.jobs.mention import run_mention
 from bot.jobs.review import run_review
 from bot.jobs.scheduler import automation_tick
-from bot.queue import codec
+from bot.queue import codec, signing
 from bot.queue.enqueue import Enqueuer
 from bot.runs.store import RunStore
 
@@ -48,12 +49,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]  # arq's own connection
     injected: WorkspaceProvider | None = ctx.get(INJECTED_PROVIDER)
     provider = injected or make_provider(settings)
+    keys = signing.keys_for(settings)
     made = Deps(
         settings=settings,
         redis=redis,
         github=GitHubApp(settings, redis),
         runs=RunStore(redis, settings.run_retention_seconds),
-        enqueuer=Enqueuer(redis, dedup_seconds=settings.delivery_dedup_seconds),
+        enqueuer=Enqueuer(redis, key=keys.queue, dedup_seconds=settings.delivery_dedup_seconds),
+        keys=keys,
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds),
         provider=provider,
         owns_provider=injected is None,
@@ -66,7 +69,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     if exposed_queue(settings):
         log.warning(
             "WORKSPACE_KIND=local runs the agent on this host, and REDIS_URL is a TCP Redis "
-            "without a password: the agent could reach the queue and add jobs. Use "
+            "without a password: the agent could reach the queue (the jobs it adds are refused, "
+            "but it could read, delay or delete others). Use "
             "WORKSPACE_KIND=runtime or server, or a Redis with a password (or leave REDIS_URL "
             "unset with nothing on :6379, for the private unix-socket Redis)."
         )
@@ -138,6 +142,7 @@ def worker_options(
     }
     if workspaces is not None:
         ctx[INJECTED_PROVIDER] = workspaces
+    signed = codec.Signed(signing.keys_for(settings).queue)
     if clock is not None:
         ctx[INJECTED_CLOCK] = clock
     return {
@@ -154,8 +159,10 @@ def worker_options(
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": redis_settings(settings),
-        "job_serializer": codec.dumps,
-        "job_deserializer": codec.loads,
+        # Signed both ways: a job planted in Redis fails to load, and arq fails it unrun. The
+        # cron jobs arq queues itself go through the same serializer, so they are signed too.
+        "job_serializer": signed.dumps,
+        "job_deserializer": signed.loads,
         "ctx": ctx,
         "max_jobs": settings.max_jobs,
         "job_timeout": settings.job_timeout_seconds,
@@ -188,6 +195,12 @@ class LeasedWorker(Worker):
         if self._redis_down:
             log.info("Redis is back")
             self._redis_down = False
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run_job (a task of its own per job) with the job id on every line it logs, the
+        codec's refusal of an unsigned job among them."""
+        with logs.bound(job_id=job_id):
+            await super().run_job(job_id, score)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Never start a job this worker is already running (its claim may have lapsed while

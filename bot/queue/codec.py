@@ -1,14 +1,22 @@
-"""Jobs and results on the queue as JSON, never pickle: whatever can write to Redis (in `local`
-mode that may include the agent's own host) must not be able to make a worker run code."""
+"""Jobs and results on the queue as JSON, never pickle, and signed: whatever can write to Redis (in
+`local` mode that may include the agent's own host) must not be able to make a worker run code,
+nor run a job the bot did not queue."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import orjson
 from arq.jobs import serialize_job
+
+from bot import logs
+from bot.queue import signing
+
+log = logging.getLogger(__name__)
+REFUSED = "refused a job that is not signed by this bot"
 
 _EXCEPTION = "__exception__"
 
@@ -32,8 +40,9 @@ def _exception(data: dict[str, Any]) -> BaseException:
 
 
 def loads(raw: bytes) -> Any:
-    """arq's deserializer: plain data only, exceptions come back as safe stand-ins."""
-    data = orjson.loads(raw)
+    """Plain data only, exceptions come back as safe stand-ins. A signed value is read without
+    checking its signature: for showing a job or a result, never for deciding what runs."""
+    data = orjson.loads(signing.strip(raw))
     if isinstance(data, dict):
         result = data.get("r")
         if isinstance(result, dict) and _EXCEPTION in result:
@@ -44,3 +53,24 @@ def loads(raw: bytes) -> Any:
 def job(function: str, *args: Any) -> bytes:
     """A serialized arq job, ready for `Enqueuer.enqueue_raw`."""
     return serialize_job(function, args, {}, None, int(time.time() * 1000), serializer=dumps)
+
+
+class Signed:
+    """The worker's codec (arq's `job_serializer` / `job_deserializer`): everything arq writes is
+    signed (results, and the cron jobs it queues itself), and a job whose signature is missing or
+    wrong fails to load, so arq fails it without looking up, let alone running, its function."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def dumps(self, value: Any) -> bytes:
+        return signing.sign(self._key, dumps(value))
+
+    def loads(self, raw: bytes) -> Any:
+        try:
+            payload = signing.verified(self._key, raw)
+        except signing.Unsigned:
+            # arq runs each job in a task of its own, with the job id bound (LeasedWorker).
+            log.error("%s (job %s)", REFUSED, logs.context().get("job_id", "?"))
+            raise
+        return loads(payload)

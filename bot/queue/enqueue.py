@@ -2,6 +2,7 @@
 
 A delivery is acknowledged only after Redis has executed the script that stored its job, so a 202
 always means "queued". Batching keeps that promise while paying one round trip for many requests.
+Every job is signed on its way in (`signing`): the worker refuses any it cannot verify.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.exceptions import RedisError
 
 from bot import keys
 from bot.errors import QueueUnavailable
-from bot.queue import codec
+from bot.queue import codec, signing
 from bot.queue.tasks import Task, job_function
 
 EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropped
@@ -67,12 +68,14 @@ class Enqueuer:
         self,
         redis: Redis,
         *,
+        key: bytes,
         queue_name: str = default_queue_name,
         dedup_seconds: int = 7 * 24 * 3600,
         timeout: float = 5.0,
         max_batch: int = 256,
     ) -> None:
         self._redis = redis
+        self._key = key  # signing.Keys.queue
         self._queue = queue_name
         self._dedup = dedup_seconds
         self._timeout = timeout
@@ -93,7 +96,8 @@ class Enqueuer:
         )
 
     async def enqueue_raw(self, job_id: str, payload: bytes) -> Outcome:
-        """Queue a serialized job; resolves once Redis ran the script holding it.
+        """Queue a serialized job (`codec.job`), signed here; resolves once Redis ran the script
+        holding it.
 
         No timer per request: the flusher bounds every script call, so each waiter is answered
         (stored, duplicate, or QueueUnavailable) within the queue's timeout per batch ahead.
@@ -101,7 +105,7 @@ class Enqueuer:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_forever(), name="enqueue-flusher")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(job_id, payload, future))
+        self._pending.append(_Pending(job_id, signing.sign(self._key, payload), future))
         self._wakeup.set()
         return await future
 

@@ -20,10 +20,10 @@ from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
-from bot.config import MiB
+from bot.config import MiB, Settings
 from bot.intake import signature
 from bot.intake.app import create_app
-from bot.queue import codec
+from bot.queue import codec, signing
 from tests.conftest import (
     PAYLOADS,
     WEBHOOK_SECRET,
@@ -63,13 +63,17 @@ async def test_every_real_delivery_gets_a_2xx(path: Path, deliver: Deliverer, re
         assert queued == []
 
 
-async def test_a_mention_is_queued_as_an_arq_job(deliver: Deliverer, redis: Redis) -> None:
+async def test_a_mention_is_queued_as_an_arq_job(
+    deliver: Deliverer, redis: Redis, settings: Settings
+) -> None:
     delivery_id = str(uuid.uuid4())
     response = deliver.post("issue_comment", _mention_payload(), delivery_id=delivery_id)
     assert response.status_code == 202
     assert response.json() == {"status": "queued", "run_id": delivery_id, "task": "mention"}
     raw = await redis.get(job_key_prefix + delivery_id)
-    assert raw.startswith(b"{")  # JSON, never pickle
+    # Signed by the bot, so a worker can tell it from a planted job; JSON, never pickle.
+    payload = signing.verified(signing.keys_for(settings).queue, raw)
+    assert payload.startswith(b"{")
     job = deserialize_job(raw, deserializer=codec.loads)
     assert job.function == "run_mention"
     (task,) = job.args
