@@ -23,7 +23,7 @@ from githubkit.exception import RequestFailed
 
 from bot.agent.results import ChangedFile
 from bot.errors import BranchMoved, PublishError
-from bot.github import once
+from bot.github import once, outbound
 from bot.queue.tasks import RepoRef
 
 # The only token that may write code: minted for publishing, for the one repository.
@@ -159,7 +159,8 @@ async def fast_forward(
 def pr_body(
     *, number: int, summary: str, template: str | None, run_url: str | None, run_id: str
 ) -> str:
-    """`Fixes #N`, what was done, the repo's template, and the run link."""
+    """`Fixes #N`, what was done, the repo's template, and the run link. `summary` is the
+    agent's, already cleaned (`outbound`): the bot's own `Fixes #N` is the only closing keyword."""
     parts = [f"Fixes #{number}", "", "## What was done", summary.strip() or "(no summary)"]
     if template:
         parts += ["", template.strip()]
@@ -211,16 +212,18 @@ async def ensure_pull_request(
 
 
 def patch_comment(patch: str, *, reason: str) -> str:
-    """A comment carrying the change as a patch, cut to fit, with its full size stated."""
+    """A comment carrying the change as a patch, cut to fit, with its full size stated, in a fence
+    no line of the patch can close."""
     size = len(patch.encode())
-    shown = patch
+    shown = outbound.clean_code(patch)
     note = ""
-    if len(patch) > PATCH_COMMENT_LIMIT:
-        shown = patch[:PATCH_COMMENT_LIMIT].rsplit("\n", 1)[0]
+    if len(shown) > PATCH_COMMENT_LIMIT:
+        shown = shown[:PATCH_COMMENT_LIMIT].rsplit("\n", 1)[0]
         note = f"\n\n_The patch is {size:,} bytes; the first {len(shown.encode()):,} are shown._"
+    fence = outbound.fence_for(shown)
     return (
         f"{reason}\n\nApply it with `git apply`:\n\n<details><summary>Patch ({size:,} bytes)"
-        f"</summary>\n\n```diff\n{shown}\n```\n</details>{note}"
+        f"</summary>\n\n{fence}diff\n{shown}\n{fence}\n</details>{note}"
     )
 
 

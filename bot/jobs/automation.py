@@ -13,7 +13,7 @@ from bot.agent.prompts import automation_prompt
 from bot.agent.run import AgentRun, RunSpec
 from bot.config import Settings
 from bot.errors import BotError, PublishError
-from bot.github import failures, messages, publish
+from bot.github import failures, messages, outbound, publish
 from bot.github.auth import READ_ONLY
 from bot.jobs import agent
 from bot.jobs.context import Attempt, Deps, job
@@ -133,7 +133,9 @@ async def _publish(
     deps: Deps, task: AutomationTask, run: AgentRun, base: str, spent: RunOutcome
 ) -> RunOutcome:
     settings = deps.settings
-    summary = run.result.final_response.strip() or "(the agent left no summary)"
+    cleaner = outbound.for_api(settings.github_api_url)  # the agent's text, safe to post
+    said = run.result.final_response.strip()[:60_000] or "(the agent left no summary)"
+    summary = cleaner.clean(said)
     if task.output == "none":
         return spent
     if task.output == "pr" and not run.result.changes:
@@ -143,7 +145,7 @@ async def _publish(
         repositories=[task.repo.name],
         permissions=publish.PUBLISH_PERMISSIONS,
     )
-    body = f"{summary[:60_000]}\n\n{_footer(settings, task)}"
+    body = f"{summary}\n\n{_footer(settings, task)}"
     stamp = _when(task).strftime("%Y-%m-%d %H:%M UTC")
     if task.output == "issue":
         title = f"{_title(task)}: {stamp}"[:200]
@@ -158,7 +160,7 @@ async def _publish(
         )
         return spent.but(status=Done.COMMENTED, links={"comment": url})
     assert run.head_sha is not None
-    title = f"{_title(task)}: {summary.splitlines()[0]}"[:120]
+    title = f"{_title(task)}: {cleaner.clean(said.splitlines()[0], mid_line=True)}"[:120]
     branch = f"openhands/{publish.slug(_title(task), 30)}-{_when(task).strftime('%Y%m%d-%H%M')}"
     if not task.slot:
         branch += f"-{task.run_id[-8:]}"
@@ -167,7 +169,7 @@ async def _publish(
         task.repo,
         base_sha=run.head_sha,
         changes=run.result.changes,
-        message=f"{title}\n\n{summary[:2000]}",
+        message=f"{title}\n\n{cleaner.clean(said[:2000])}",
         when=_when(task),
         branch=branch,
         base=base,

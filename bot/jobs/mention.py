@@ -20,7 +20,7 @@ from bot.agent.prompts import agent_prompt, follow_up_prompt
 from bot.agent.results import Progress
 from bot.agent.run import AgentRun, Resume, RunSpec
 from bot.errors import PublishError
-from bot.github import failures, messages, publish, reads
+from bot.github import failures, messages, outbound, publish, reads
 from bot.github.reads import PullInfo
 from bot.github.tracking import TrackingComment
 from bot.jobs import agent, threads
@@ -153,6 +153,7 @@ class MentionRun:
         self.writer: GitHub[Any] = gh
         self.published_base: str | None = None
         self.keep = 0.0
+        self.cleaner = outbound.for_api(settings.github_api_url)  # for all the agent writes
 
     async def execute(self) -> RunOutcome:
         task = self.task
@@ -248,9 +249,8 @@ class MentionRun:
         spec, pull, title, default_branch = prepared
 
         async def progress(p: Progress) -> None:
-            self.tracking.show(
-                "working", f"step {p.steps}" + (f": `{p.last_action}`" if p.last_action else "")
-            )
+            action = self.cleaner.inline_code(p.last_action) if p.last_action else ""
+            self.tracking.show("working", f"step {p.steps}" + (f": {action}" if action else ""))
 
         run = await agent.run(self.deps, spec, on_progress=progress)
         result = run.result
@@ -271,9 +271,10 @@ class MentionRun:
             kept = threads.kept_from(run, task.run_id, self.now.label, run.head_sha, None)
             await threads.keep(self.redis, self.thread, kept, self.keep)
         if not result.changes:
-            answer = result.final_response.strip() or NO_CHANGES
-            await self._reply_in_thread(answer[:60_000])
-            await self.tracking.finalize("💬 " + answer, [*notes, stats])
+            answer = result.final_response.strip()[:60_000] or NO_CHANGES
+            await self._reply_in_thread(self.cleaner.clean(answer))
+            said = self.cleaner.clean(answer, mid_line=True)
+            await self.tracking.finalize("💬 " + said, [*notes, stats])
             return RunOutcome(
                 task.run_id, Done.ANSWERED, cost=result.cost, conversation_id=result.conversation_id
             )
@@ -296,7 +297,8 @@ class MentionRun:
             log.warning(
                 "publishing failed: %s", failures.describe(exc), extra={"run_id": task.run_id}
             )
-            summary = f"**Agent's summary:** {result.final_response.strip()[:2000]}"
+            said = self.cleaner.clean(result.final_response.strip()[:2000], mid_line=True)
+            summary = f"**Agent's summary:** {said}"
             return await self._fail(
                 "publish",
                 failures.describe(exc),
@@ -326,6 +328,7 @@ class MentionRun:
         task = self.task
         assert run.head_sha is not None
         summary = run.result.final_response.strip()
+        clean = self.cleaner.clean
         pr_title = f"Fix #{task.number}: {title}"[:120]
         template = await reads.first_file(self.writer, task.repo, publish.TEMPLATE_PATHS, base)
         number, url = await publish.propose(
@@ -333,14 +336,14 @@ class MentionRun:
             task.repo,
             base_sha=run.head_sha,
             changes=run.result.changes,
-            message=f"{pr_title}\n\n{summary[:2000]}\n\nFixes #{task.number}",
+            message=f"{pr_title}\n\n{clean(summary[:2000])}\n\nFixes #{task.number}",
             when=self._commit_time(),
             branch=publish.issue_branch(task.number, title),
             base=base,
             title=pr_title,
             body=publish.pr_body(
                 number=task.number,
-                summary=summary,
+                summary=clean(summary),
                 template=template,
                 run_url=self.tracking.run_url,
                 run_id=task.run_id,
@@ -351,12 +354,12 @@ class MentionRun:
         files = len(run.result.changes)
         plural = "s" if files != 1 else ""
         opened = OPENED.format(number=number, url=url, files=files, plural=plural)
-        return f"{opened}\n\n{summary[:3000]}"
+        return f"{opened}\n\n{clean(summary[:3000])}"
 
     async def _push_to_pull(self, run: AgentRun, pull: PullInfo) -> str:
         task = self.task
         assert run.head_sha is not None
-        summary = run.result.final_response.strip()
+        said = self.cleaner.clean(run.result.final_response.strip()[:3000])
         # A follow-up's changes count from the first run's checkout, on top of what it pushed.
         parent = self.published_base or run.head_sha
         sha = await publish.push(
@@ -365,7 +368,7 @@ class MentionRun:
             branch=pull.head_ref,
             parent=parent,
             changes=run.result.changes,
-            message=f"{(task.instruction or 'Apply requested changes')[:72]}\n\n{summary[:2000]}",
+            message=f"{(task.instruction or 'Apply requested changes')[:72]}\n\n{said[:2000]}",
             when=self._commit_time(),
             handle=self.handle,
         )
@@ -373,8 +376,8 @@ class MentionRun:
             kept = threads.kept_from(run, task.run_id, self.now.label, run.head_sha, sha)
             await threads.keep(self.redis, self.thread, kept, self.keep)
         pushed = PUSHED.format(sha=sha[:7], branch=pull.head_ref)
-        await self._reply_in_thread(f"{pushed}\n\n{summary[:3000]}")
-        return f"✅ {pushed}\n\n{summary[:3000]}"
+        await self._reply_in_thread(f"{pushed}\n\n{said}")
+        return f"✅ {pushed}\n\n{said}"
 
     async def _post_patch(self, run: AgentRun) -> str:
         task = self.task
@@ -386,7 +389,7 @@ class MentionRun:
             reason=FORK_PATCH_REASON,
             key=f"{task.run_id}:patch",
         )
-        summary = run.result.final_response.strip()[:3000]
+        summary = self.cleaner.clean(run.result.final_response.strip()[:3000])
         return f"{PATCH_POSTED}\n\n{summary}"
 
     async def _reply_in_thread(self, body: str) -> None:

@@ -18,7 +18,7 @@ from bot.agent.prompts import clean
 from bot.agent.results import AgentResult
 from bot.agent.run import RunSpec
 from bot.errors import InvalidReview
-from bot.github import failures, publish, reads
+from bot.github import failures, outbound, publish, reads
 from bot.github import review_format as fmt
 from bot.github.messages import failure
 from bot.github.permissions import role_of
@@ -258,7 +258,7 @@ class ReviewRun:
                 cost=run.result.cost,
                 conversation_id=run.result.conversation_id,
             )
-        review = parsed[-1]
+        review = _cleaned(parsed[-1], outbound.for_api(settings.github_api_url))
         await self._post(
             gh, pr, review, files, skipped, run.result.cost, FORK_NOTE if read_only else None
         )
@@ -320,6 +320,25 @@ class ReviewRun:
                 extra={"run_id": task.run_id},
             )
             await send([], list(review.comments))
+
+
+def _cleaned(review: fmt.Review, cleaner: outbound.Cleaner) -> fmt.Review:
+    """The agent's review with every text it wrote safe to post (`outbound`); a path keeps its
+    name (GitHub places comments by it) unless it could leave the code span it is shown in."""
+    comments = [
+        comment.model_copy(
+            update={
+                "body": cleaner.clean(comment.body),
+                "suggestion": None
+                if comment.suggestion is None
+                else outbound.clean_code(comment.suggestion),
+                "path": " ".join(outbound.clean_code(comment.path).replace("`", "'").split()),
+            }
+        )
+        for comment in review.comments
+    ]
+    summary = cleaner.clean(review.summary)
+    return review.model_copy(update={"summary": summary, "comments": comments})
 
 
 @job
