@@ -174,11 +174,13 @@ async def test_ten_mentions_on_one_thread_leave_the_worker_to_another_repository
     redis: Redis,
 ) -> None:
     github = other_repo
-    small = run_settings.model_copy(update={"max_jobs": 3})
+    # The first run's answer takes long enough for the nine to be started, gated and told to
+    # wait through three worker slots on a busy machine (its LLM timeout allows for it).
+    small = run_settings.model_copy(update={"max_jobs": 3, "llm_timeout_seconds": 120.0})
     llm.script(steps.finish("The API is now documented."), match="[[other]]")
     # Every run on the thread asks the default script, in turn: the first takes its time.
     llm.script(
-        steps.sleep(8, steps.finish("answer 1")),
+        steps.sleep(45, steps.finish("answer 1")),
         *(steps.finish(f"answer {n}") for n in range(2, 11)),
     )
     ten = [
