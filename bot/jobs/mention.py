@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 FORK_PATCH_REASON = (
     "This pull request comes from a fork, where the bot cannot push. Here is the change as a patch."
 )
-WAITING_FOR_RUN = "waiting for run `{run_id}` to finish"
 NO_CHANGES = "The agent finished without changes."
 OPENED = "✅ Opened #{number}: {url} ({files} file{plural} changed)"
 PUSHED = "Pushed {sha} to `{branch}`."

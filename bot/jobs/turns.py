@@ -24,6 +24,8 @@ from bot.queue.tasks import RepoRef
 
 log = logging.getLogger(__name__)
 
+WAITING_FOR_RUN = "waiting for run `{run_id}` to finish"
+
 WAITING_SECONDS = 24 * 3600  # how long what a run waits for is remembered
 HOLD_MARGIN_SECONDS = 300  # a place outlives JOB_TIMEOUT_SECONDS by this, then frees itself
 STALE_MIN_SECONDS = 60.0  # a waiter unseen this long (or 6 polls) is passed over
@@ -138,7 +140,7 @@ def _why(gate: Turnstile, holding: list[str]) -> str:
     """What the run waits for, as its tracking comment and log say it."""
     if gate.name.startswith("thread:"):
         if holding:
-            return f"waiting for run `{holding[0]}` to finish"
+            return WAITING_FOR_RUN.format(run_id=holding[0])
         return "waiting for the runs queued before it on this thread"
     # Not the count of runs in progress: the comment would be edited at every change of it.
     return f"waiting for a free run slot (this installation runs {gate.capacity} at a time)"

@@ -23,7 +23,8 @@ from bot.config import Settings
 from bot.github import messages, outbound
 from bot.github.once import output_marker
 from bot.github.tracking import marker
-from bot.jobs.mention import FORK_PATCH_REASON, OPENED, PUSHED, WAITING_FOR_RUN
+from bot.jobs.mention import FORK_PATCH_REASON, OPENED, PUSHED
+from bot.jobs.turns import WAITING_FOR_RUN
 from bot.jobs.worker import worker_options
 from bot.runs.store import RunStatus, RunStore
 from tests.conftest import BOT_SECRETS, Deliverer, load_payload, run_worker
