@@ -16,6 +16,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
+from bot.agent.hooks import has_stop_hooks
 from bot.agent.request import AgentRequest, conversation_id_for, create_request
 from bot.agent.results import (
     ERROR_CODES,
@@ -178,7 +179,7 @@ class Conversation:
         """Start a run, follow it within the wall-clock limit, and collect its result."""
         started = time.monotonic()
         result = AgentResult(conversation_id=conversation_id, status="error")
-        stop_hooks = bool(request.hook_config and request.hook_config.get("stop"))
+        stop_hooks = has_stop_hooks(request.hook_config)
         limit = self._settings.run_timeout_seconds
         try:
             await start()

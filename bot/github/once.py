@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from githubkit import GitHub
+from githubkit import GitHub, Response
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 
 from bot.github.client import RetryPolicy
@@ -100,52 +100,49 @@ async def post_marked(
     return await create_once(gh, key, lambda: create(marked(body, key)), lambda: find(mark))
 
 
-async def find_comment(gh: GitHub[Any], repo: RepoRef, number: int, text: str) -> Any | None:
-    """The first comment on an issue or pull request whose body contains `text`."""
+async def _first_with(
+    list_page: Callable[[int], Awaitable[Response[Any]]], text: str
+) -> Any | None:
+    """The first item, page by page, whose body contains `text`."""
     page = 1
     while True:
-        response = await gh.rest.issues.async_list_comments(
-            repo.owner, repo.name, number, per_page=PAGE, page=page
-        )
-        comments: list[Any] = list(response.parsed_data)
-        for comment in comments:
-            if text in (comment.body or ""):
-                return comment
-        if len(comments) < PAGE:
+        items: list[Any] = list((await list_page(page)).parsed_data)
+        for item in items:
+            if text in (item.body or ""):
+                return item
+        if len(items) < PAGE:
             return None
         page += 1
+
+
+async def find_comment(gh: GitHub[Any], repo: RepoRef, number: int, text: str) -> Any | None:
+    """The first comment on an issue or pull request whose body contains `text`."""
+    return await _first_with(
+        lambda page: gh.rest.issues.async_list_comments(
+            repo.owner, repo.name, number, per_page=PAGE, page=page
+        ),
+        text,
+    )
 
 
 async def find_review_comment(gh: GitHub[Any], repo: RepoRef, number: int, text: str) -> Any | None:
     """The first review (diff) comment on a pull request whose body contains `text`."""
-    page = 1
-    while True:
-        response = await gh.rest.pulls.async_list_review_comments(
+    return await _first_with(
+        lambda page: gh.rest.pulls.async_list_review_comments(
             repo.owner, repo.name, number, per_page=PAGE, page=page
-        )
-        comments: list[Any] = list(response.parsed_data)
-        for comment in comments:
-            if text in (comment.body or ""):
-                return comment
-        if len(comments) < PAGE:
-            return None
-        page += 1
+        ),
+        text,
+    )
 
 
 async def find_review(gh: GitHub[Any], repo: RepoRef, number: int, text: str) -> Any | None:
     """The first review of a pull request whose body contains `text`."""
-    page = 1
-    while True:
-        response = await gh.rest.pulls.async_list_reviews(
+    return await _first_with(
+        lambda page: gh.rest.pulls.async_list_reviews(
             repo.owner, repo.name, number, per_page=PAGE, page=page
-        )
-        reviews: list[Any] = list(response.parsed_data)
-        for review in reviews:
-            if text in (review.body or ""):
-                return review
-        if len(reviews) < PAGE:
-            return None
-        page += 1
+        ),
+        text,
+    )
 
 
 async def find_issue(gh: GitHub[Any], repo: RepoRef, text: str) -> Any | None:

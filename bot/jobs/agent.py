@@ -37,7 +37,7 @@ async def run(
         return AgentRun(failed(spec, "github", "could not get a read-only token to clone"))
     provider = await deps.workspaces()
     key = keys.RUN_TRY_PREFIX + spec.run_id
-    interrupted = await _interrupted_try(deps, key, spec.attempt)
+    interrupted = await _interrupted_try(deps, key, spec)
     if interrupted is not None:
         spec = dataclasses.replace(spec, continue_from=interrupted)
 
@@ -57,12 +57,12 @@ async def run(
     )
 
 
-async def _interrupted_try(deps: Deps, key: str, attempt: str) -> Resume | None:
+async def _interrupted_try(deps: Deps, key: str, spec: RunSpec) -> Resume | None:
     """The earlier try of this run whose conversation a restart interrupted, if any."""
     raw = await deps.redis.get(key)
     if raw is None:
         return None
     record = json.loads(raw)
-    if record.get("try") == attempt:
+    if record.get("try") == spec.attempt:
         return None
-    return Resume(key.removeprefix(keys.RUN_TRY_PREFIX), str(record["base"]), str(record["try"]))
+    return Resume(spec.run_id, str(record["base"]), str(record["try"]))
