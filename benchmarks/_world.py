@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,71 +20,35 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
-from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
 from bot.intake.app import create_app
+from tests import redis_server
 from tests.conftest import APP_ID, WEBHOOK_SECRET, Deliverer
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import Script, ScriptedLLM, Step
-from tests.helpers import free_port, rsa_key_pair
+from tests.helpers import rsa_key_pair
 from tests.jobs.test_mention import INSTALLATION, OWNER, REPO, WRITER, mention
 from tests.jobs.test_resume import settings_env
 from tests.paths import ROOT
 from tests.servers import ServerThread
 
 LLM_KEY = "sk-bench-fake-3b7e"
-# Looked up before any fork: the child only calls it.
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-
-
-def _die_with_us() -> None:
-    """In a child before exec: SIGTERM when the benchmark dies, even by SIGKILL."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def stop(process: subprocess.Popen[bytes], grace: float = 30) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
+def redis_server_in(directory: Path) -> Iterator[str]:
     """A redis-server of our own on a free loopback port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
-    port = free_port()
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    args += ["--dir", str(directory), "--logfile", str(directory / "redis.log")]
-    process = subprocess.Popen([binary, *args], stdin=subprocess.DEVNULL, preexec_fn=_die_with_us)
     try:
-        deadline = time.monotonic() + 10
-        while not _served_by(port, process.pid):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start; see {directory / 'redis.log'}")
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
+        process, url = redis_server.start(directory)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
+    try:
+        yield url
     finally:
-        stop(process)
-
-
-def _served_by(port: int, pid: int) -> bool:
-    with (
-        contextlib.suppress(RedisError, OSError),
-        SyncRedis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5) as client,
-    ):
-        return bool(client.info("server")["process_id"] == pid)
-    return False
+        redis_server.stop(process)
 
 
 @contextlib.contextmanager
@@ -142,7 +104,7 @@ class World:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_us,
+                preexec_fn=redis_server.die_with_parent,
             )
         worker = WorkerProcess(process, started, home / "worker.log")
         self.workers.append(worker)
@@ -193,7 +155,7 @@ def world(lease: float) -> Iterator[World]:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-")))
         print("starting the agent-server (15-45 s)...", file=sys.stderr, flush=True)
         agent = stack.enter_context(agent_server())
-        redis_url = stack.enter_context(redis_server(home))
+        redis_url = stack.enter_context(redis_server_in(home))
         private_key, public_key = rsa_key_pair()
         github = stack.enter_context(FakeGitHub(APP_ID, public_key).serving())
         git = stack.enter_context(FakeGitHost(github, home / "git").serving())
@@ -225,4 +187,4 @@ def world(lease: float) -> Iterator[World]:
             yield made
         finally:
             for worker in made.workers:
-                stop(worker.process, grace=10)
+                redis_server.stop(worker.process, grace=10)

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,9 +17,7 @@ import httpx
 import pytest
 from arq.worker import Worker
 from pydantic import SecretStr
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.agent.workspace.local import LocalProvider
@@ -33,10 +26,11 @@ from bot.config import Settings
 from bot.intake import signature
 from bot.intake.app import create_app
 from bot.jobs.worker import Clock, make_worker
+from tests import redis_server
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM
-from tests.helpers import free_port, rsa_key_pair
+from tests.helpers import rsa_key_pair
 from tests.paths import PAYLOADS
 from tests.servers import ServerThread
 
@@ -71,76 +65,6 @@ def fake_github(rsa_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
     fake.assert_no_unexpected()
 
 
-# Looked up before any fork: the child only calls it.
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-
-
-def _die_with_pytest() -> None:
-    """In the child before exec: SIGTERM when pytest dies, even by SIGKILL (no teardown ran)."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _served_by(port: int, pid: int) -> bool:
-    """Whether the redis-server with process id `pid` answers on `port` (not another's)."""
-    with (
-        contextlib.suppress(RedisError, OSError),
-        SyncRedis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5) as client,
-    ):
-        return bool(client.info("server")["process_id"] == pid)
-    return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _start_redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server of this session's own on a free loopback port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.exit("redis-server is not on PATH (.ci/run installs it); or set TEST_REDIS_URL", 2)
-    log_file = directory / "redis.log"
-    for _ in range(5):  # another process may take the free port before redis-server binds it
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-                "--daemonize",
-                "no",
-                "--logfile",
-                str(log_file),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_pytest,
-        )
-        deadline = time.monotonic() + 10
-        while process.poll() is None and time.monotonic() < deadline:
-            if _served_by(port, process.pid):
-                return process, f"redis://127.0.0.1:{port}/0"
-            time.sleep(0.02)
-        _stop(process)
-    log = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-    pytest.exit(f"the test redis-server did not start; its log:\n{log}", 2)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def redis_url() -> Iterator[str]:
     """This session's Redis: its own redis-server (so concurrent test runs on one host never
@@ -153,8 +77,11 @@ def redis_url() -> Iterator[str]:
             url = override
         else:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="test-redis-")))
-            process, url = _start_redis_server(directory)
-            stack.callback(_stop, process)
+            try:
+                process, url = redis_server.start(directory)
+            except RuntimeError as exc:
+                pytest.exit(f"the test redis-server did not start: {exc}; or set TEST_REDIS_URL", 2)
+            stack.callback(redis_server.stop, process)
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         patch.setenv("REDIS_URL", url)
         REDIS_URL = url

@@ -68,17 +68,24 @@ _comment_ids = iter(range(70_000, 80_000))
 
 
 def mention(
-    body: str, *, number: int = ISSUE, login: str = WRITER, pr: bool = False
+    body: str,
+    *,
+    number: int = ISSUE,
+    login: str = WRITER,
+    pr: bool = False,
+    repo: str = REPO,
+    installation: int = INSTALLATION,
 ) -> dict[str, Any]:
+    owner, name = repo.split("/")
     payload = copy.deepcopy(load_payload("issue_comment/created.with-installation.json"))
-    payload["repository"].update({"name": NAME, "full_name": REPO})
-    payload["repository"]["owner"]["login"] = OWNER
-    payload["installation"]["id"] = INSTALLATION
+    payload["repository"].update({"name": name, "full_name": repo})
+    payload["repository"]["owner"]["login"] = owner
+    payload["installation"]["id"] = installation
     payload["issue"]["number"] = number
     payload["issue"].pop("pull_request", None)
     if pr:
         payload["issue"]["pull_request"] = {
-            "url": f"https://api.github.com/repos/{REPO}/pulls/{number}"
+            "url": f"https://api.github.com/repos/{repo}/pulls/{number}"
         }
     payload["comment"].update({"id": next(_comment_ids), "body": body})
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -88,9 +95,10 @@ def mention(
     return payload
 
 
-def post(github: FakeGitHub, deliver: Deliverer, payload: dict[str, Any]) -> None:
+def post(github: FakeGitHub, deliver: Deliverer, payload: dict[str, Any]) -> str:
+    """Post the mention as GitHub would (the comment exists, then the delivery); its run id."""
     github.add_comment(
-        REPO,
+        payload["repository"]["full_name"],
         payload["issue"]["number"],
         payload["comment"]["body"],
         payload["sender"]["login"],
@@ -98,6 +106,8 @@ def post(github: FakeGitHub, deliver: Deliverer, payload: dict[str, Any]) -> Non
     )
     response = deliver.post("issue_comment", payload)
     assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
 
 
 async def llm_called(llm: ScriptedLLM) -> None:

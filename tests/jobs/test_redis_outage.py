@@ -7,12 +7,10 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as sync_redis
 from redis.asyncio import Redis
 
 from bot.agent.workspace.local import LocalProvider
@@ -20,6 +18,7 @@ from bot.config import Settings
 from bot.intake.app import create_app
 from bot.jobs.worker import make_worker
 from bot.runs.store import RunStatus, RunStore
+from tests import redis_server
 from tests.conftest import Deliverer
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
@@ -42,8 +41,8 @@ OUTAGE_SECONDS = 12.0  # longer than the lease below: claims lapse while Redis i
 
 
 class StoppableRedis:
-    """A redis-server of this test's own that keeps its data across a stop (append-only file,
-    fsync on every write) and comes back on the same port."""
+    """A redis-server of this test's own that keeps its data across a stop and comes back on
+    the same port."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -55,32 +54,11 @@ class StoppableRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = sync_redis.Redis(port=self.port)
-        for _ in range(100):
-            with contextlib.suppress(sync_redis.ConnectionError):
-                if client.ping():
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        self.process, _ = redis_server.start(self.directory, port=self.port, persistent=True)
 
     def stop(self) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)  # a clean shutdown: the file is complete
-        self.process.wait(30)
+        redis_server.stop(self.process, grace=30)
 
 
 @pytest.fixture

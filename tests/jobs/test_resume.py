@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from bot.agent.prompts import CONTINUE_AFTER_RESTART
 from bot.agent.request import conversation_id_for
 from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace.factory import make_provider
 from bot.agent.workspace.local import LocalProvider
-from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.github import messages
 from bot.jobs.worker import make_worker
@@ -88,16 +88,6 @@ def script_with_a_hang_first(llm: ScriptedLLM) -> None:
     )
 
 
-def provider(settings: Settings) -> ServerProvider:
-    assert settings.agent_server_url is not None
-    key = settings.agent_server_api_key
-    return ServerProvider(
-        settings.agent_server_url,
-        key.get_secret_value() if key else None,
-        settings.agent_server_workspace_root,
-    )
-
-
 async def second_call(llm: ScriptedLLM, since: float) -> float:
     """Seconds from `since` until the re-run's conversation asked the LLM (its second call)."""
     for _ in range(1800):
@@ -110,7 +100,7 @@ async def second_call(llm: ScriptedLLM, since: float) -> float:
 async def finish_in_burst(settings: Settings) -> None:
     worker = make_worker(
         settings,
-        workspaces=provider(settings),
+        workspaces=make_provider(settings),
         scheduled=False,
         burst=True,
         poll_delay=0.1,
@@ -175,7 +165,7 @@ async def test_a_run_stopped_by_sigterm_is_resumed_by_the_next_worker(
     post(world, deliver, mention("@openhands fix this please"))
     first = make_worker(
         resume_settings,
-        workspaces=provider(resume_settings),
+        workspaces=make_provider(resume_settings),
         scheduled=False,
         poll_delay=0.1,
         handle_signals=False,

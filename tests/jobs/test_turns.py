@@ -6,11 +6,9 @@ workers, the real agent-server with a scripted LLM."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,7 +25,7 @@ from bot.jobs import turnstile
 from bot.jobs.threads import key as thread_key
 from bot.jobs.turnstile import Turnstile
 from bot.runs.store import RunRecord, RunStatus, RunStore
-from tests.conftest import Deliverer, load_payload, run_worker
+from tests.conftest import Deliverer, run_worker
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -38,6 +36,8 @@ from tests.jobs.test_mention import (
     REPO,
     WRITER,
     llm_called,
+    mention,
+    post,
     run_settings,
     tracking_comments,
     world,
@@ -50,38 +50,6 @@ OTHER = "acme/lib"
 OTHER_INSTALLATION = 32
 OTHER_ISSUE = 3
 TOKEN = "api-token-for-turn-tests"
-_comment_ids = iter(range(90_000, 99_000))
-
-
-def mention_on(repo: str, installation: int, number: int, body: str) -> dict[str, Any]:
-    owner, name = repo.split("/")
-    payload = copy.deepcopy(load_payload("issue_comment/created.with-installation.json"))
-    payload["repository"].update({"name": name, "full_name": repo})
-    payload["repository"]["owner"]["login"] = owner
-    payload["installation"]["id"] = installation
-    payload["issue"]["number"] = number
-    payload["issue"].pop("pull_request", None)
-    payload["comment"].update({"id": next(_comment_ids), "body": body})
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    payload["comment"]["created_at"] = payload["comment"]["updated_at"] = now
-    payload["comment"]["user"]["login"] = payload["sender"]["login"] = WRITER
-    return payload
-
-
-def post_on(github: FakeGitHub, deliver: Deliverer, payload: dict[str, Any]) -> str:
-    """Post the mention as GitHub would (the comment exists, then the delivery); its run id."""
-    repo = payload["repository"]["full_name"]
-    github.add_comment(
-        repo,
-        payload["issue"]["number"],
-        payload["comment"]["body"],
-        WRITER,
-        comment_id=payload["comment"]["id"],
-    )
-    response = deliver.post("issue_comment", payload)
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
 
 
 def comment_of(github: FakeGitHub, run_id: str) -> dict[str, Any]:
@@ -183,10 +151,7 @@ async def test_ten_mentions_on_one_thread_leave_the_worker_to_another_repository
         steps.sleep(45, steps.finish("answer 1")),
         *(steps.finish(f"answer {n}") for n in range(2, 11)),
     )
-    ten = [
-        post_on(github, deliver, mention_on(REPO, INSTALLATION, ISSUE, f"@openhands step {n}"))
-        for n in range(1, 11)
-    ]
+    ten = [post(github, deliver, mention(f"@openhands step {n}")) for n in range(1, 11)]
     worker = asyncio.create_task(run_worker(small, workspaces=agent_server))
     await llm_called(llm)
 
@@ -199,8 +164,13 @@ async def test_ten_mentions_on_one_thread_leave_the_worker_to_another_repository
     await until(all_waiting)
     # Nine runs wait for the thread, holding none of the three worker slots: another
     # repository's mention starts at once, while the first run still works.
-    asking = mention_on(OTHER, OTHER_INSTALLATION, OTHER_ISSUE, "@openhands document [[other]]")
-    other = post_on(github, deliver, asking)
+    asking = mention(
+        "@openhands document [[other]]",
+        repo=OTHER,
+        installation=OTHER_INSTALLATION,
+        number=OTHER_ISSUE,
+    )
+    other = post(github, deliver, asking)
     await asyncio.wait_for(worker, 240)
 
     first, *_ = await records(redis, ten)
@@ -241,8 +211,8 @@ async def test_an_installation_runs_at_most_its_share_at_once(
     capped = run_settings.model_copy(update={"max_runs_per_installation": 1})
     llm.script(steps.sleep(3, steps.finish("Parsing is fixed.")), match="[[seven]]")
     llm.script(steps.finish("Startup is faster."), match="[[eight]]")
-    seven = post_on(world, deliver, mention_on(REPO, INSTALLATION, ISSUE, "@openhands [[seven]]"))
-    eight = post_on(world, deliver, mention_on(REPO, INSTALLATION, 8, "@openhands [[eight]]"))
+    seven = post(world, deliver, mention("@openhands [[seven]]"))
+    eight = post(world, deliver, mention("@openhands [[eight]]", number=8))
 
     await run_worker(capped, workspaces=agent_server)
 
@@ -281,7 +251,7 @@ async def test_a_waiting_run_uses_no_tries_and_cancelled_says_so_and_leaves_the_
     assert (
         await turnstile.enter(redis, thread, "another-run", "j", arrival_ms=1, now_ms=now) is None
     )
-    run_id = post_on(fake_github, deliver, mention_on(REPO, INSTALLATION, ISSUE, "@openhands hi"))
+    run_id = post(fake_github, deliver, mention("@openhands hi"))
     quick = settings.model_copy(update={"wait_poll_seconds": 0.05, "max_jobs": 1})
     worker = asyncio.create_task(run_worker(quick))
 
