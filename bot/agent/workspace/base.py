@@ -16,6 +16,10 @@ class Workspace:
     client: AgentServerClient
     root: str
     kind: str
+    # Where this workspace's agent-server reaches the bot's LLM gateway, when the workspace
+    # provides its own path to it (a local sandbox relays a unix socket); None: the gateway's
+    # configured URL.
+    llm_gateway_url: str | None = None
 
     @property
     def repo_dir(self) -> str:
