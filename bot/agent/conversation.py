@@ -1,6 +1,6 @@
 """Hold one agent conversation on an agent-server: create it retry-safely, follow its events
 (WebSocket, polling when the socket drops), enforce the wall-clock and cost limits, and turn the
-end state into a classified result with the changed files.
+end state into a classified result (the run reads the changed files: `changes`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from bot.agent.results import (
     ERROR_CODES,
     AgentError,
     AgentResult,
-    ChangedFile,
     Progress,
     ProgressCallback,
     Status,
@@ -145,7 +144,7 @@ class Conversation:
         self._reader: asyncio.Task[None] | None = None
         self._poll_interval = poll_interval
 
-    async def run(self, request: AgentRequest, *, base_ref: str | None = None) -> AgentResult:
+    async def run(self, request: AgentRequest) -> AgentResult:
         """Create the conversation (its first message starts the run) and follow it to its end."""
         conversation_id = conversation_id_for(request.run_id, request.attempt)
 
@@ -154,11 +153,9 @@ class Conversation:
                 create_request(self._settings, request, conversation_id)
             )
 
-        return await self._drive(request, conversation_id, start, base_ref)
+        return await self._drive(request, conversation_id, start)
 
-    async def follow_up(
-        self, request: AgentRequest, text: str, *, base_ref: str | None = None
-    ) -> AgentResult:
+    async def follow_up(self, request: AgentRequest, text: str) -> AgentResult:
         """Send one more user message into the same conversation and follow it to its end."""
         conversation_id = conversation_id_for(request.run_id, request.attempt)
         self._follower.expect_message(text)
@@ -167,14 +164,13 @@ class Conversation:
         async def start() -> None:
             await self._client.send_message(conversation_id, text, run=True)
 
-        return await self._drive(request, conversation_id, start, base_ref)
+        return await self._drive(request, conversation_id, start)
 
     async def _drive(
         self,
         request: AgentRequest,
         conversation_id: str,
         start: Callable[[], Awaitable[None]],
-        base_ref: str | None,
     ) -> AgentResult:
         """Start a run, follow it within the wall-clock limit, and collect its result."""
         started = time.monotonic()
@@ -194,7 +190,7 @@ class Conversation:
             await asyncio.shield(self._interrupt(conversation_id))
             raise
         result.duration = time.monotonic() - started
-        await self._collect(result, request, base_ref)
+        await self._collect(result)
         return result
 
     async def _interrupt(self, conversation_id: str) -> None:
@@ -289,9 +285,7 @@ class Conversation:
             await asyncio.sleep(0.5)
         # Three drops: the caller polls from here on.
 
-    async def _collect(
-        self, result: AgentResult, request: AgentRequest, base_ref: str | None
-    ) -> None:
+    async def _collect(self, result: AgentResult) -> None:
         follower = self._follower
         cid = result.conversation_id
         result.steps = follower.progress.steps
@@ -313,18 +307,4 @@ class Conversation:
             result.cost, result.prompt_tokens, result.completion_tokens = _cost_and_tokens(info)
         with contextlib.suppress(AgentServerError):
             result.final_response = await self._client.final_response(cid)
-        if base_ref is not None:
-            result.changes = await changed_files(self._client, request.working_dir, base_ref)
         await follower._report(force=True)
-
-
-async def changed_files(client: AgentServerClient, repo: str, base_ref: str) -> list[ChangedFile]:
-    """Every file the run added, modified or deleted against `base_ref`, with new contents."""
-    statuses = {"ADDED": "added", "UPDATED": "modified", "DELETED": "deleted"}
-    out: list[ChangedFile] = []
-    for change in await client.git_changes(repo, base_ref):
-        path = change["path"]
-        status = statuses.get(change.get("status", ""), "modified")
-        content = None if status == "deleted" else await client.download(f"{repo}/{path}")
-        out.append(ChangedFile(path=path, status=status, content=content))  # type: ignore[arg-type]
-    return sorted(out, key=lambda c: c.path)

@@ -41,7 +41,19 @@ class Progress:
 class ChangedFile:
     path: str
     status: Literal["added", "modified", "deleted"]
-    content: bytes | None  # None for deletions
+    # None for deletions and refused files; read once into one buffer, never copied whole
+    content: bytes | bytearray | None
+    mode: str = "100644"  # git's: 100644, 100755 (executable), 120000 (symlink: its target)
+    size: int = 0
+    refused: str | None = None  # why it cannot be published (too big, a link leaving the repo)
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """The change as a git patch: `size` bytes in all, of which `text` may be only the head."""
+
+    text: str
+    size: int
 
 
 @dataclass(slots=True)

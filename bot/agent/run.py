@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.agent.changes import changed_files
 from bot.agent.conversation import Conversation
 from bot.agent.prompts import CONTINUE_AFTER_RESTART
 from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
 from bot.agent.request import AgentRequest, conversation_id_for
-from bot.agent.results import AgentError, AgentResult, ProgressCallback
+from bot.agent.results import AgentError, AgentResult, Patch, ProgressCallback
 from bot.agent.workspace.base import Workspace, WorkspaceProvider
 from bot.config import Settings
 from bot.errors import AgentServerError, SetupFailed, WorkspaceError
@@ -74,18 +75,33 @@ class AgentRun:
     setup: SetupOutcome | None = None
     hooks_error: str | None = None
     head_sha: str | None = None
-    patch: str | None = None  # the change as a git patch, when the spec asked for one
+    patch: Patch | None = None  # the change as a git patch, when the spec asked for one
     resumed: Resume | None = None  # the earlier conversation this one continued
 
 
-async def git_patch(ws: Workspace, base: str) -> str:
-    """The working tree's changes against `base` as a patch `git apply` accepts."""
-    repo = shlex.quote(ws.repo_dir)
+# More of a patch than a comment can show is never read: its size is, its head is.
+PATCH_READ_LIMIT = 256 * 1024
+
+
+async def git_patch(ws: Workspace, base: str) -> Patch:
+    """The working tree's changes against `base` as a patch `git apply` accepts: its size, and
+    its first `PATCH_READ_LIMIT` bytes."""
+    repo, ref = shlex.quote(ws.repo_dir), shlex.quote(base)
     result = await ws.client.bash(
-        f"cd {repo} && git add -A --intent-to-add && git diff --binary {shlex.quote(base)}",
+        f'cd {repo} && p="$(mktemp)" && git add -A --intent-to-add && git diff --binary {ref}'
+        f' >"$p"; s=$?; wc -c <"$p"; head -c {PATCH_READ_LIMIT} "$p"; rm -f "$p"; exit $s',
         limit_seconds=120,
     )
-    return result.stdout
+    if not result.ok:
+        raise AgentServerError(f"making the patch failed: {result.stderr.strip()[:200]}")
+    size, _, text = result.stdout.partition("\n")
+    return Patch(text=text, size=int(size.strip() or 0))
+
+
+async def _with_changes(ws: Workspace, result: AgentResult, base: str) -> AgentResult:
+    """The result with the files the run changed against `base`, as git sees them."""
+    result.changes = await changed_files(ws.client, ws.repo_dir, base)
+    return result
 
 
 async def _stop_earlier_attempts(ws: Workspace, spec: RunSpec) -> None:
@@ -128,7 +144,8 @@ async def _continue(
         load_project_skills=spec.trusted_checkout,
     )
     conversation = Conversation(ws.client, settings, on_progress=on_progress)
-    result = await conversation.follow_up(request, spec.follow_up_prompt, base_ref=resume.base_sha)
+    result = await conversation.follow_up(request, spec.follow_up_prompt)
+    result = await _with_changes(ws, result, resume.base_sha)
     return await _outcome(
         ws,
         spec,
@@ -142,9 +159,10 @@ async def _continue(
 async def _outcome(
     ws: Workspace, spec: RunSpec, result: AgentResult, base_sha: str, **fields: Any
 ) -> AgentRun:
-    """The run's result, with the change as a patch when the spec asks for one."""
+    """The run's result, with the change as a patch when the spec asks for one (and none of its
+    files is refused: publishing says why)."""
     patch = None
-    if spec.want_patch and result.changes:
+    if spec.want_patch and result.changes and not any(c.refused for c in result.changes):
         patch = await git_patch(ws, base_sha)
     return AgentRun(result=result, head_sha=base_sha, patch=patch, **fields)
 
@@ -212,13 +230,12 @@ async def run_agent(
                 load_project_skills=spec.trusted_checkout,
             )
             conversation = Conversation(ws.client, settings, on_progress=on_progress)
-            result = await conversation.run(request, base_ref=prepared.head_sha)
+            result = await _with_changes(ws, await conversation.run(request), prepared.head_sha)
             if check is not None and result.succeeded:
                 correction = await check(result)
                 if correction is not None:  # one corrective message, then the caller decides
-                    result = await conversation.follow_up(
-                        request, correction, base_ref=prepared.head_sha
-                    )
+                    result = await conversation.follow_up(request, correction)
+                    result = await _with_changes(ws, result, prepared.head_sha)
             return await _outcome(
                 ws,
                 spec,

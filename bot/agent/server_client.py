@@ -102,12 +102,32 @@ class AgentServerClient:
         response = await self._request("GET", "/api/file/download", params={"path": path})
         return response.content
 
-    async def git_changes(self, repo_path: str, ref: str) -> list[dict[str, str]]:
-        response = await self._request(
-            "GET", "/api/git/changes", params={"path": repo_path, "ref": ref}
-        )
-        changes: list[dict[str, str]] = response.json()
-        return changes
+    async def download_exact(self, path: str, size: int) -> bytearray:
+        """A file of known size, streamed into one buffer (a big file is in memory once)."""
+        content = bytearray(size)
+        view = memoryview(content)
+        got = 0
+        try:
+            async with self._http.stream(
+                "GET", "/api/file/download", params={"path": path}, timeout=300
+            ) as response:
+                if response.status_code != 200:
+                    raise AgentServerError(
+                        f"agent-server answered {response.status_code} to a download",
+                        status=response.status_code,
+                    )
+                async for chunk in response.aiter_bytes(1 << 20):
+                    if got + len(chunk) > size:
+                        raise AgentServerError(f"{path} grew while it was read")
+                    view[got : got + len(chunk)] = chunk
+                    got += len(chunk)
+        except httpx.HTTPError as exc:
+            raise AgentServerError(f"agent-server download failed ({type(exc).__name__})") from exc
+        finally:
+            view.release()
+        if got != size:
+            raise AgentServerError(f"{path} changed while it was read")
+        return content
 
     async def create_conversation(self, request: dict[str, Any]) -> dict[str, Any]:
         """Create (201) or, for a known id, return (200) the conversation: a retry-safe create."""

@@ -8,22 +8,24 @@ or pull request whose creation answered 5xx, timed out or was refused as existin
 its name; comments (patches too), replies, reviews and issues carry a marker naming the run's
 output and are found by it. Blobs, trees and commits need no finding (they are content-addressed)
 nor do reactions (GitHub answers a repeated one with the first): the client sends them again.
+Commits themselves (blobs, a tree, a commit, with git's modes) are made in `commits`.
 Docs: https://docs.github.com/rest/git
 """
 
 from __future__ import annotations
 
-import base64
 import re
-from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
 
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
-from bot.agent.results import ChangedFile
+from bot.agent.results import ChangedFile, Patch
 from bot.errors import BranchMoved, PublishError
 from bot.github import once, outbound
+from bot.github.commits import create_commit, refuse_unpublishable
 from bot.queue.tasks import RepoRef
 
 # The only token that may write code: minted for publishing, for the one repository.
@@ -33,8 +35,6 @@ PUBLISH_PERMISSIONS = {
     "issues": "write",
     "metadata": "read",
 }
-BOT_NAME = "openhands-bot"
-BOT_EMAIL = "openhands-bot@users.noreply.github.com"
 PATCH_COMMENT_LIMIT = 60_000  # GitHub comments hold 65,536 characters
 TEMPLATE_PATHS = (
     ".github/pull_request_template.md",
@@ -51,46 +51,6 @@ def slug(title: str, limit: int = 40) -> str:
 
 def issue_branch(number: int, title: str) -> str:
     return f"openhands/issue-{number}-{slug(title)}"
-
-
-async def create_commit(
-    gh: GitHub[Any],
-    repo: RepoRef,
-    *,
-    base_sha: str,
-    changes: list[ChangedFile],
-    message: str,
-    when: datetime,
-) -> str:
-    """A commit of `changes` on top of `base_sha`; the same inputs give the same sha."""
-    owner, name = repo.owner, repo.name
-    base = await gh.rest.git.async_get_commit(owner, name, base_sha)
-    entries: list[dict[str, Any]] = []
-    for change in changes:
-        if change.status == "deleted" or change.content is None:
-            entries.append({"path": change.path, "mode": "100644", "type": "blob", "sha": None})
-            continue
-        blob = await gh.rest.git.async_create_blob(
-            owner, name, content=base64.b64encode(change.content).decode(), encoding="base64"
-        )
-        entries.append(
-            {"path": change.path, "mode": "100644", "type": "blob", "sha": blob.parsed_data.sha}
-        )
-    tree = await gh.rest.git.async_create_tree(
-        owner, name, base_tree=base.parsed_data.tree.sha, tree=cast(Any, entries)
-    )
-    stamp = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    person = {"name": BOT_NAME, "email": BOT_EMAIL, "date": stamp}
-    commit = await gh.rest.git.async_create_commit(
-        owner,
-        name,
-        message=message,
-        tree=tree.parsed_data.sha,
-        parents=[base_sha],
-        author=cast(Any, person),
-        committer=cast(Any, person),
-    )
-    return str(commit.parsed_data.sha)
 
 
 async def _ref_sha(gh: GitHub[Any], repo: RepoRef, branch: str) -> str | None:
@@ -211,10 +171,10 @@ async def ensure_pull_request(
     )
 
 
-def patch_comment(patch: str, *, reason: str) -> str:
-    """A comment carrying the change as a patch, cut to fit, with its full size stated, in a fence
-    no line of the patch can close."""
-    size = len(patch.encode())
+def patch_comment(patch: str, *, reason: str, size: int | None = None) -> str:
+    """A comment carrying the change as a patch, cut to fit, with its full size (`size`, when
+    `patch` is only its head) stated, in a fence no line of the patch can close."""
+    size = len(patch.encode()) if size is None else size
     shown = outbound.clean_code(patch)
     note = ""
     if len(shown) > PATCH_COMMENT_LIMIT:
@@ -290,10 +250,22 @@ async def comment(gh: GitHub[Any], repo: RepoRef, number: int, body: str, *, key
 
 
 async def post_patch(
-    writer: GitHub[Any], repo: RepoRef, number: int, patch: str, *, reason: str, key: str
+    writer: GitHub[Any],
+    repo: RepoRef,
+    number: int,
+    patch: Patch | None,
+    changes: Sequence[ChangedFile],
+    *,
+    reason: str,
+    key: str,
 ) -> str:
-    """The change as a patch in a comment (a fork the bot cannot push to); its URL."""
-    return await comment(writer, repo, number, patch_comment(patch, reason=reason), key=key)
+    """The change as a patch in a comment (a fork the bot cannot push to); its URL. The files a
+    commit could not hold are refused here too."""
+    refuse_unpublishable(changes)
+    if patch is None:
+        raise PublishError("The change could not be made into a patch.")
+    body = patch_comment(patch.text, reason=reason, size=patch.size)
+    return await comment(writer, repo, number, body, key=key)
 
 
 async def reply_in_thread(

@@ -379,14 +379,14 @@ class MentionRun:
         return f"✅ {pushed}\n\n{said}"
 
     async def _post_patch(self, run: AgentRun) -> str:
-        task = self.task
         await publish.post_patch(
             self.writer,
-            task.repo,
-            task.number,
-            run.patch or "",
+            self.task.repo,
+            self.task.number,
+            run.patch,
+            run.result.changes,
             reason=FORK_PATCH_REASON,
-            key=f"{task.run_id}:patch",
+            key=f"{self.task.run_id}:patch",
         )
         summary = self.cleaner.clean(run.result.final_response.strip()[:3000])
         return f"{PATCH_POSTED}\n\n{summary}"
