@@ -16,6 +16,7 @@ BotError                    code        what happens next
     ├── SetupFailed         setup       `.openhands/setup.sh` failed and that is fatal
     ├── InvalidConfig       config      `.openhands/config.yml` is invalid: reported on GitHub
     ├── InvalidHooks        hooks       `.openhands/hooks.json` is invalid: a note, not fatal
+    ├── RefusedJob          refused     a replayed job, or one GitHub contradicts: logged, unrun
     └── InvalidReview       invalid_review  the agent's review JSON is unusable
 
 GitHub client errors are sorted into this tree by `bot.github.failures.classify`.
@@ -120,6 +121,13 @@ class InvalidHooks(PermanentError):
     """`.openhands/hooks.json` does not match the agent-server's schema."""
 
     code = "hooks"
+
+
+class RefusedJob(PermanentError):
+    """A validly signed job that must not run: a copy of one that already ran under another job
+    id, or one whose installation or sender GitHub contradicts. Logged; nothing runs."""
+
+    code = "refused"
 
 
 class InvalidReview(PermanentError):

@@ -6,6 +6,8 @@ NS = "openhands-bot:"
 
 # --- intake and queue
 DELIVERY_PREFIX = NS + "delivery:"  # delivery id → seen (a redelivery is a no-op for days)
+# A signed job's MAC → the job id it first ran as: a copy queued under another id is refused.
+CONSUMED_JOB_PREFIX = NS + "consumed-job:"
 
 # --- installations
 REPO_INSTALLATION = NS + "repo-installation"  # hash: "owner/name" → installation id

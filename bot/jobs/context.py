@@ -18,12 +18,12 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot import logs
+from bot import keys, logs
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
-from bot.errors import TransientError, backoff
+from bot.errors import RefusedJob, TransientError, backoff
 from bot.github.client import GitHubApp
-from bot.queue import signing
+from bot.queue import codec, signing
 from bot.queue.enqueue import Enqueuer
 from bot.runs.outcome import RunOutcome
 from bot.runs.store import RunStore
@@ -153,6 +153,26 @@ async def claim_renewed(ctx: dict[str, Any]) -> AsyncIterator[None]:
             await beat
 
 
+REPLAYED = "refused a replayed job: job {job_id} is a copy of job {first}, which already ran"
+
+
+async def refuse_replay(ctx: dict[str, Any]) -> None:
+    """A signed job runs under one job id only: the first to load it claims its MAC for as long
+    as a job can live; a copy queued under another id raises RefusedJob, with a log line. (arq's
+    own retries and deferrals keep the job id, so they go on.)"""
+    mac, job_id = codec.loaded_mac.get(), ctx.get("job_id")
+    if mac is None or not job_id:
+        return
+    redis: Redis = ctx["redis"]
+    key = keys.CONSUMED_JOB_PREFIX + mac
+    if await redis.set(key, job_id, nx=True, ex=codec.REPLAY_WINDOW_SECONDS):
+        return
+    first = await redis.get(key)
+    if first is not None and first.decode() != job_id:
+        log.error(REPLAYED.format(job_id=job_id, first=first.decode()))
+        raise RefusedJob("a copy of a job that already ran")
+
+
 def leased[**P, R](function: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """A job (ctx first) whose claim is renewed while it runs: cron jobs and the callback."""
 
@@ -160,6 +180,7 @@ def leased[**P, R](function: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         ctx = args[0]
         assert isinstance(ctx, dict)
+        await refuse_replay(ctx)
         async with claim_renewed(ctx):
             return await function(*args, **kwargs)
 
@@ -187,6 +208,7 @@ def job(body: TypedJob) -> JobFunction:
         ):
             now = attempt(ctx)
             try:
+                await refuse_replay(ctx)
                 async with claim_renewed(ctx):
                     outcome = await body(deps(ctx), now, data)
             except RedisError as exc:  # Redis stayed away past the outage window: try later

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -17,6 +18,13 @@ from bot.queue import signing
 
 log = logging.getLogger(__name__)
 REFUSED = "refused a job that is not signed by this bot"
+EXPIRED = "refused a signed job queued too long ago to be a live one"
+# The MAC of the job this task loaded (arq loads and runs each job in one task of its own): the
+# job remembers it as used, so a copy under another job id is refused (`jobs.context`).
+loaded_mac: ContextVar[str | None] = ContextVar("loaded_mac", default=None)
+# A job older than this is no live one (arq drops unstarted jobs after a day; retries and turns
+# keep a job for hours at most): its MAC need not be remembered longer.
+REPLAY_WINDOW_SECONDS = 7 * 24 * 3600
 
 _EXCEPTION = "__exception__"
 
@@ -67,10 +75,19 @@ class Signed:
         return signing.sign(self._key, dumps(value))
 
     def loads(self, raw: bytes) -> Any:
+        job_id = logs.context().get("job_id", "?")
         try:
             payload = signing.verified(self._key, raw)
         except signing.Unsigned:
             # arq runs each job in a task of its own, with the job id bound (LeasedWorker).
-            log.error("%s (job %s)", REFUSED, logs.context().get("job_id", "?"))
+            log.error("%s (job %s)", REFUSED, job_id)
             raise
-        return loads(payload)
+        data = loads(payload)
+        if isinstance(data, dict) and "f" in data and "et" in data:  # a job, not a result
+            queued = data.get("et")
+            age = time.time() - (queued / 1000 if isinstance(queued, int) else 0)
+            if age > REPLAY_WINDOW_SECONDS:
+                log.error("%s (job %s)", EXPIRED, job_id)
+                raise signing.Unsigned("queued too long ago")
+            loaded_mac.set(signing.strip_mac(raw))
+        return data

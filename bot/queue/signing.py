@@ -5,8 +5,8 @@ The keys are derived from the App's private key (with a fixed label per use), wh
 processes hold and the agent never sees: its server gets a scrubbed environment, and it cannot
 read the bot's `.env` or key file. Rotating the private key makes jobs still queued under the old
 one be refused (re-deliver them) and empties the permission cache. A job's MAC covers its bytes,
-not its id: a job copied under a new id would run again (a replay of one the bot did queue, its
-sender checked again by the permission gate), never a job the bot did not make.
+not its id: a job copied under a new id is caught by its MAC, which the worker remembers as used
+for as long as a job can live (`jobs.context`), and one older than that is refused outright.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def verified(key: bytes, raw: bytes) -> bytes:
     if not hmac.compare_digest(raw[len(MAGIC) : _HEAD], mac(key, payload).encode()):
         raise Unsigned("signed, but not by this bot")
     return payload
+
+
+def strip_mac(raw: bytes) -> str:
+    """The HMAC of a signed value, as hex (its identity: copies of one value share it)."""
+    return raw[len(MAGIC) : _HEAD].decode()
 
 
 def strip(raw: bytes) -> bytes:

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 from arq.constants import default_queue_name, job_key_prefix
+from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from bot import keys
 from bot.config import Settings
+from bot.jobs import context
 from bot.queue import codec, signing
 from bot.queue.tasks import AutomationTask, MentionTask, RepoRef
 from bot.runs.store import RunStore
@@ -183,3 +185,55 @@ async def test_a_cached_role_the_bot_signed_is_used(
         assert deliver.post("issue_comment", payload, delivery_id=f"d{n}").status_code == 202
         await run_worker(settings)
     assert len(_asked(github)) == 1
+
+
+async def test_a_signed_job_copied_under_a_new_job_id_does_not_run_again(
+    github: FakeGitHub,
+    deliver: Deliverer,
+    settings: Settings,
+    redis: Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    github.set_permission(REPO, "octo-dev", "write")
+    payload = _comment("@openhands fix this")
+    github.add_from_webhook(payload)
+    assert deliver.post("issue_comment", payload, delivery_id="genuine").status_code == 202
+    # What an agent with `redis-cli` can read while the job waits: its signed bytes.
+    signed = await redis.get(job_key_prefix + "genuine")
+    assert signed is not None
+    assert signed.startswith(signing.MAGIC)
+    await run_worker(settings)
+    writes, tokens = len(_writes(github)), len(github.token_log)
+    store = RunStore(redis, 3600)
+    ran = await store.get("genuine")
+    assert ran is not None
+
+    await redis.set(job_key_prefix + "replayed", signed)
+    await redis.zadd(default_queue_name, {"replayed": 1})
+    with caplog.at_level(logging.INFO):
+        await run_worker(settings)
+
+    # Nothing more happened on GitHub, the run is as it was, and the worker said why.
+    assert len(_writes(github)) == writes
+    assert len(github.token_log) == tokens
+    assert await store.get("genuine") == ran
+    replayed = context.REPLAYED.format(job_id="replayed", first="genuine")
+    assert replayed in [r.getMessage() for r in caplog.records]
+    assert await redis.zcard(default_queue_name) == 0
+
+
+async def test_a_job_queued_longer_ago_than_any_live_job_is_refused(
+    github: FakeGitHub, settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Signed by the bot (a key leaked once, or a job captured long ago), queued in 2001.
+    stale = serialize_job(
+        "run_mention", ({"run_id": "old"},), {}, None, 10**12, serializer=codec.dumps
+    )
+    await redis.set(job_key_prefix + "old", signing.sign(signing.keys_for(settings).queue, stale))
+    await redis.zadd(default_queue_name, {"old": 1})
+
+    with caplog.at_level(logging.INFO):
+        await run_worker(settings)
+
+    assert f"{codec.EXPIRED} (job old)" in [r.getMessage() for r in caplog.records]
+    assert not _writes(github)
