@@ -210,6 +210,7 @@ class GitHubApp:
             max_wait=settings.github_max_retry_wait_seconds,
             base_delay=settings.github_retry_base_seconds,
         )
+        self._login: str | None = None
 
     def _client(
         self,
@@ -301,6 +302,17 @@ class GitHubApp:
         return self._client(
             InstallationTokenStrategy(token), spacer, installation=str(installation_id)
         )
+
+    async def app_login(self) -> str:
+        """The App's own login (`<slug>[bot]`), asked of GitHub (`GET /app`) once per process:
+        the bot-loop guard must not depend on GITHUB_APP_SLUG being set, or set right."""
+        if self._login is None:
+            client = self.app_client()  # githubkit namespaces hold only a weak reference to it
+            app = (await client.rest.apps.async_get_authenticated()).parsed_data
+            if app is None or not app.slug:
+                raise RequestError(ValueError("GET /app named no slug"))
+            self._login = f"{app.slug}[bot]"
+        return self._login
 
     async def find_installation(self, owner: str, repo: str) -> int:
         """The installation id covering a repository, asked of GitHub as the App."""

@@ -25,6 +25,7 @@ Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated
 
 # The bot's own token for gating and acknowledging: one repository, no code access.
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
+OWN_COMMENT = "run {run_id}: {sender} is this App itself; its own comments never trigger a run"
 
 
 async def installation_for(deps: Deps, repo: RepoRef, known: int | None) -> int:
@@ -75,6 +76,15 @@ async def _gate(deps: Deps, task: Gated) -> tuple[bool, GitHub[Any]]:
     return allowed, gh
 
 
+async def _by_this_app(deps: Deps, task: Gated) -> bool:
+    """Whether the sender is the App itself, by the login GitHub gives it (`GET /app`)."""
+    try:
+        login = await deps.github.app_login()
+    except GitHubException as exc:
+        raise failures.classify(exc, "looking up the App's own login") from exc
+    return task.sender.lower() == login.lower()
+
+
 async def _acknowledge(gh: GitHub[Any], task: Gated) -> None:
     try:
         await publish.react(
@@ -96,6 +106,9 @@ async def admit(deps: Deps, now: Attempt, task: Gated) -> GitHub[Any] | RunOutco
     GitHub failure after the last retry). A denial is logged and counted, nothing more."""
     extra = {"run_id": task.run_id, "repo": task.repo.full_name, "delivery_id": task.delivery_id}
     try:
+        if await _by_this_app(deps, task):
+            log.info(OWN_COMMENT.format(run_id=task.run_id, sender=task.sender), extra=extra)
+            return RunOutcome.denied(task.run_id)
         allowed, gh = await _gate(deps, task)
         if not allowed:
             log.info(

@@ -204,7 +204,7 @@ class MentionRun:
         task, settings = self.task, self.settings
         try:
             repo = (await self.gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
-            bot_login = f"{settings.github_app_slug}[bot]" if settings.github_app_slug else None
+            bot_login = await self.deps.github.app_login()
             context, pull = await reads.load_context(self.gh, task, bot_login)
         except GitHubException as exc:
             return await self._fail("github", failures.describe(exc))

@@ -15,12 +15,14 @@ from redis.asyncio import Redis
 
 from bot import keys
 from bot.config import Settings
-from bot.jobs import context
+from bot.intake.app import create_app
+from bot.jobs import context, gate
 from bot.queue import codec, signing
 from bot.queue.tasks import AutomationTask, MentionTask, RepoRef
 from bot.runs.store import RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
 from tests.fakes.github import FakeGitHub
+from tests.servers import ServerThread
 
 REPO = "Codertocat/Hello-World"
 PRIVATE = "Codertocat/Private"
@@ -237,3 +239,31 @@ async def test_a_job_queued_longer_ago_than_any_live_job_is_refused(
 
     assert f"{codec.EXPIRED} (job old)" in [r.getMessage() for r in caplog.records]
     assert not _writes(github)
+
+
+async def test_the_apps_own_comment_never_triggers_a_run_without_its_slug_set(
+    github: FakeGitHub,
+    settings: Settings,
+    redis: Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No GITHUB_APP_SLUG, and the App's own login allow-listed as a bot: the web lets it through.
+    own = github.bot_login
+    unset = settings.model_copy(update={"github_app_slug": None, "allowed_bots": [own]})
+    github.set_permission(REPO, own, "write")
+    payload = _comment("@openhands fix this", login=own)
+    payload["comment"]["user"]["type"] = payload["sender"]["type"] = "Bot"
+    github.add_from_webhook(payload)
+    with ServerThread(create_app(unset), health_path="/healthz", lifespan="on") as web:
+        with Deliverer(web.url) as deliver:
+            assert deliver.post("issue_comment", payload, delivery_id="own").status_code == 202
+
+    with caplog.at_level(logging.INFO):
+        await run_worker(unset)
+
+    assert len(github.requests_to("GET", r"/app$")) == 1  # the worker asked GitHub who it is
+    assert not github.reactions
+    assert not _writes(github)
+    assert await RunStore(redis, 3600).get("own") is None
+    said = gate.OWN_COMMENT.format(run_id="own", sender=own)
+    assert said in [r.getMessage() for r in caplog.records]
