@@ -17,7 +17,7 @@ from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_c
 from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.ops import cli, doctor
+from bot.ops import cli, doctor, doctor_agent
 from tests.conftest import APP_ID, BOT_SECRETS, WEBHOOK_SECRET
 from tests.fakes.github import FakeGitHub
 from tests.fakes.llm import ScriptedLLM, error, text
@@ -111,18 +111,21 @@ async def test_each_failure_says_what_to_fix(
         "GitHub App JWT": "FAIL",
         "Redis": "FAIL",
         "workspace": "FAIL",
+        "trust domain": "warn",  # a `server` workspace: every run shares it
         "LLM": "FAIL",
     }
+    assert rows["trust domain"].detail == doctor_agent.SHARED_SERVER
+    assert f"fix: {doctor_agent.SHARED_SERVER_FIX}" in doctor.render(checks)
     assert rows["GitHub App JWT"].detail.startswith("GET /app answered 401")
     assert rows["GitHub App JWT"].fix == doctor.JWT_REFUSED_FIX
     assert fake_github.jwt_rejections  # GitHub's side really refused the JWT
     assert f"127.0.0.1:{closed_port}" in rows["Redis"].detail
     assert rows["Redis"].fix == doctor.REDIS_DOWN_FIX
-    assert rows["workspace"].fix == doctor.AGENT_SERVER_DOWN_FIX
+    assert rows["workspace"].fix == doctor_agent.AGENT_SERVER_DOWN_FIX
     assert rows["LLM"].fix == "set a valid LLM_API_KEY"
     report = doctor.render(checks)
     assert report.endswith("4 check(s) failed")
-    assert report.count("fix: ") == 4
+    assert report.count("fix: ") == 5  # four failures and the warning
     for secret in (BOT_SECRETS["LLM_API_KEY"], "hunter2"):
         assert secret not in report
     assert doctor.failed(checks)
