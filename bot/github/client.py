@@ -39,6 +39,7 @@ from bot.runs.metrics import RateLimitRecorder
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+INSTALLATION_MEMORY_SECONDS = 60.0
 
 # Atomically take the next free write slot for an installation: max(now, last + interval).
 _SLOT_LUA = """
@@ -211,6 +212,7 @@ class GitHubApp:
             base_delay=settings.github_retry_base_seconds,
         )
         self._login: str | None = None
+        self._covering: dict[str, tuple[int, float]] = {}  # repo → (installation, asked at)
 
     def _client(
         self,
@@ -315,7 +317,13 @@ class GitHubApp:
         return self._login
 
     async def find_installation(self, owner: str, repo: str) -> int:
-        """The installation id covering a repository, asked of GitHub as the App."""
+        """The installation id covering a repository, asked of GitHub as the App (kept in this
+        process for a minute: a job's claim or Redis's map is never the answer)."""
+        name = f"{owner}/{repo}".lower()
+        known = self._covering.get(name)
+        if known is not None and time.monotonic() - known[1] < INSTALLATION_MEMORY_SECONDS:
+            return known[0]
         client = self.app_client()
         response = await client.rest.apps.async_get_repo_installation(owner, repo)
+        self._covering[name] = (response.parsed_data.id, time.monotonic())
         return response.parsed_data.id

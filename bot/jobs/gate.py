@@ -10,7 +10,7 @@ from githubkit import GitHub
 from githubkit.exception import GitHubException
 
 from bot import installations
-from bot.errors import BotError, PermanentError, TransientError
+from bot.errors import BotError, PermanentError, RefusedJob, TransientError
 from bot.github import failures, messages, publish
 from bot.github.permissions import can_write
 from bot.jobs.context import Attempt, Deps, retry_transient
@@ -26,28 +26,31 @@ Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated
 # The bot's own token for gating and acknowledging: one repository, no code access.
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
 OWN_COMMENT = "run {run_id}: {sender} is this App itself; its own comments never trigger a run"
+WRONG_INSTALLATION = (
+    "refused a job for {repo} naming installation {claimed}; GitHub says {found} covers it"
+)
 
 
-async def installation_for(deps: Deps, repo: RepoRef, known: int | None) -> int:
-    """The installation covering `repo`: from the delivery, our records, or GitHub."""
-    if known is not None:
-        return known
-    recorded = await installations.get(deps.redis, repo.full_name)
-    if recorded is not None:
-        return recorded
+async def installation_for(deps: Deps, repo: RepoRef, claimed: int | None) -> int:
+    """The installation covering `repo`, as GitHub says (`GET /repos/{o}/{r}/installation`):
+    neither the job's word nor Redis's map is taken. A job claiming another one is refused."""
     try:
-        installation_id = await deps.github.find_installation(repo.owner, repo.name)
+        found = await deps.github.find_installation(repo.owner, repo.name)
     except GitHubException as exc:
         raise failures.classify(exc, f"looking up the installation for {repo.full_name}") from exc
-    await installations.record(deps.redis, installation_id, [repo.full_name])
-    return installation_id
+    if claimed is not None and claimed != found:
+        said = WRONG_INSTALLATION.format(repo=repo.full_name, claimed=claimed, found=found)
+        log.error(said, extra={"repo": repo.full_name})
+        raise RefusedJob(said)
+    if claimed is None:  # the map serves the turnstiles' counting, never a decision
+        await installations.record(deps.redis, found, [repo.full_name])
+    return found
 
 
 async def with_installation[T: (MentionTask, ReviewTask, AutomationTask)](deps: Deps, task: T) -> T:
-    """The task with its installation id filled in (plain repository webhooks lack it)."""
-    if task.installation_id is not None:
-        return task
-    found = await installation_for(deps, task.repo, None)
+    """The task with GitHub's installation for its repository (plain repository webhooks lack
+    one; a job claiming another one is refused)."""
+    found = await installation_for(deps, task.repo, task.installation_id)
     return task.model_copy(update={"installation_id": found})
 
 
@@ -121,6 +124,8 @@ async def admit(deps: Deps, now: Attempt, task: Gated) -> GitHub[Any] | RunOutco
             await metrics.count_denied(deps.redis, task.kind)
             return RunOutcome.denied(task.run_id)
         await _acknowledge(gh, task)
+    except RefusedJob:  # logged where it was found: a forged claim gets no run, no comment
+        return RunOutcome.denied(task.run_id)
     except (TransientError, PermanentError) as exc:
         if isinstance(exc, TransientError):
             retry_transient(now, exc, task.run_id)

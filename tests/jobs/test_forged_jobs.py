@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.intake.app import create_app
 from bot.jobs import context, gate
 from bot.queue import codec, signing
+from bot.queue.enqueue import Enqueuer
 from bot.queue.tasks import AutomationTask, MentionTask, RepoRef
 from bot.runs.store import RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
@@ -267,3 +268,39 @@ async def test_the_apps_own_comment_never_triggers_a_run_without_its_slug_set(
     assert await RunStore(redis, 3600).get("own") is None
     said = gate.OWN_COMMENT.format(run_id="own", sender=own)
     assert said in [r.getMessage() for r in caplog.records]
+
+
+async def test_a_signed_job_claiming_another_installation_is_refused(
+    github: FakeGitHub, settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A job the bot signed but whose installation came from somewhere it should not trust (a
+    # planted installation map laundered through the scheduler): GitHub's answer decides.
+    github.set_permission(REPO, "octo-dev", "write")
+    await redis.hset(keys.REPO_INSTALLATION, REPO, "2")
+    owner, name = REPO.split("/")
+    task = MentionTask(
+        run_id="claimed",
+        delivery_id="claimed",
+        installation_id=2,
+        sender="octo-dev",
+        event="issue_comment",
+        repo=RepoRef(owner=owner, name=name),
+        trigger="issue_comment",
+        number=1,
+        is_pull_request=False,
+        instruction="fix it",
+        comment_id=77,
+    )
+    enqueuer = Enqueuer(redis, key=signing.keys_for(settings).queue)
+    assert await enqueuer.enqueue(task) == "queued"
+    await enqueuer.close()
+
+    with caplog.at_level(logging.INFO):
+        await run_worker(settings)
+
+    said = gate.WRONG_INSTALLATION.format(repo=REPO, claimed=2, found=1)
+    assert said in [r.getMessage() for r in caplog.records]
+    assert github.requests_to("GET", rf"/repos/{REPO}/installation$")  # GitHub was asked
+    assert not github.requests_to("POST", r"/app/installations/2/access_tokens$")
+    assert not _writes(github)
+    assert await RunStore(redis, 3600).get("claimed") is None
