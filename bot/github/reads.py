@@ -145,6 +145,16 @@ async def pull_files(gh: GitHub[Any], task: ReviewTask) -> list[tuple[str, str |
         page += 1
 
 
+async def comment_author(gh: GitHub[Any], repo: RepoRef, comment_id: int, *, review: bool) -> str:
+    """Who wrote a comment (an inline review comment with `review`), as GitHub says now."""
+    if review:
+        found: Any = await gh.rest.pulls.async_get_review_comment(repo.owner, repo.name, comment_id)
+    else:
+        found = await gh.rest.issues.async_get_comment(repo.owner, repo.name, comment_id)
+    user = found.parsed_data.user
+    return str(user.login) if user is not None else ""
+
+
 async def first_file(
     gh: GitHub[Any], repo: RepoRef, paths: tuple[str, ...], ref: str | None
 ) -> str | None:

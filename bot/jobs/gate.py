@@ -7,11 +7,11 @@ import logging
 from typing import Any
 
 from githubkit import GitHub
-from githubkit.exception import GitHubException
+from githubkit.exception import GitHubException, RequestFailed
 
 from bot import installations
 from bot.errors import BotError, PermanentError, RefusedJob, TransientError
-from bot.github import failures, messages, publish
+from bot.github import failures, messages, publish, reads
 from bot.github.permissions import can_write
 from bot.jobs.context import Attempt, Deps, retry_transient
 from bot.queue.tasks import AutomationTask, CancelTask, MentionTask, RepoRef, ReviewTask
@@ -26,6 +26,7 @@ Gated = MentionTask | CancelTask | ReviewTask  # tasks a person asked for: gated
 # The bot's own token for gating and acknowledging: one repository, no code access.
 ACK_PERMISSIONS = {"issues": "write", "pull_requests": "write", "metadata": "read"}
 OWN_COMMENT = "run {run_id}: {sender} is this App itself; its own comments never trigger a run"
+WRONG_SENDER = "refused a job naming {sender} as the author of comment {comment_id}, by {author}"
 WRONG_INSTALLATION = (
     "refused a job for {repo} naming installation {claimed}; GitHub says {found} covers it"
 )
@@ -66,6 +67,7 @@ async def _gate(deps: Deps, task: Gated) -> tuple[bool, GitHub[Any]]:
     """Check the sender may write; return (allowed, installation client)."""
     try:
         gh = await ack_client(deps, task)
+        await _check_sender(gh, task)
         allowed = await can_write(
             gh,
             deps.redis,
@@ -77,6 +79,23 @@ async def _gate(deps: Deps, task: Gated) -> tuple[bool, GitHub[Any]]:
     except GitHubException as exc:
         raise failures.classify(exc, f"checking {task.sender}'s permission") from exc
     return allowed, gh
+
+
+async def _check_sender(gh: GitHub[Any], task: Gated) -> None:
+    """The job's sender is the triggering comment's author, as GitHub says; RefusedJob if not."""
+    if task.comment_id is None or task.trigger not in ("issue_comment", "review_comment"):
+        return  # a label, or the run API: no comment to ask about
+    review = task.trigger == "review_comment"
+    try:
+        author = await reads.comment_author(gh, task.repo, task.comment_id, review=review)
+    except RequestFailed as exc:
+        if exc.response.status_code != 404:
+            raise
+        author = "nobody (it does not exist)"
+    if author.lower() != task.sender.lower():
+        said = WRONG_SENDER.format(sender=task.sender, comment_id=task.comment_id, author=author)
+        log.error(said, extra={"run_id": task.run_id, "repo": task.repo.full_name})
+        raise RefusedJob(said)
 
 
 async def _by_this_app(deps: Deps, task: Gated) -> bool:

@@ -304,3 +304,41 @@ async def test_a_signed_job_claiming_another_installation_is_refused(
     assert not github.requests_to("POST", r"/app/installations/2/access_tokens$")
     assert not _writes(github)
     assert await RunStore(redis, 3600).get("claimed") is None
+
+
+async def test_a_signed_job_naming_someone_else_as_the_comments_author_is_refused(
+    github: FakeGitHub, settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The comment exists, by a reader; the job names the repository's admin as its sender.
+    github.set_permission(REPO, "octo-dev", "read")
+    github.set_permission(REPO, ADMIN, "admin")
+    payload = _comment("@openhands fix this", login="octo-dev")
+    github.add_from_webhook(payload)
+    owner, name = REPO.split("/")
+    task = MentionTask(
+        run_id="borrowed",
+        delivery_id="borrowed",
+        installation_id=1,
+        sender=ADMIN,
+        event="issue_comment",
+        repo=RepoRef(owner=owner, name=name),
+        trigger="issue_comment",
+        number=payload["issue"]["number"],
+        is_pull_request=False,
+        instruction="fix it",
+        comment_id=payload["comment"]["id"],
+    )
+    enqueuer = Enqueuer(redis, key=signing.keys_for(settings).queue)
+    assert await enqueuer.enqueue(task) == "queued"
+    await enqueuer.close()
+
+    with caplog.at_level(logging.INFO):
+        await run_worker(settings)
+
+    comment_id = payload["comment"]["id"]
+    said = gate.WRONG_SENDER.format(sender=ADMIN, comment_id=comment_id, author="octo-dev")
+    assert said in [r.getMessage() for r in caplog.records]
+    assert github.requests_to("GET", rf"/issues/comments/{comment_id}$")  # GitHub was asked
+    assert not github.requests_to("GET", rf"/collaborators/{ADMIN}/permission$")
+    assert not github.reactions
+    assert await RunStore(redis, 3600).get("borrowed") is None

@@ -163,6 +163,14 @@ class ReviewsMixin(PullsMixin):
         )
         return self._paginate(call, [self._review_comment_json(c, call.api_base) for c in comments])
 
+    def _get_review_comment(self, call: _Call) -> _Reply:
+        """One review (diff) comment: GET /repos/{owner}/{repo}/pulls/comments/{comment_id}."""
+        repo, _ = self._token_for_repo(call)
+        comment = self._review_comments.get(call.int_param("id"))
+        if comment is None or comment["repo"] != repo.full_name:
+            raise _not_found()
+        return _Reply(200, self._review_comment_json(comment, call.api_base))
+
     # ------------------------------------------------------------------ renderers
 
     def _review_json(self, review: dict[str, Any], api_base: str) -> dict[str, Any]:

@@ -112,6 +112,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                 ("POST", rf"{_R}/issues/comments/(?P<id>\d+)/reactions", self._react_comment),
                 ("POST", rf"{_R}/issues/(?P<n>\d+)/reactions", self._react_issue),
                 ("POST", rf"{_R}/pulls/comments/(?P<id>\d+)/reactions", self._react_review_comment),
+                ("GET", rf"{_R}/pulls/comments/(?P<id>\d+)", self._get_review_comment),
                 ("GET", rf"{_R}/pulls/(?P<n>\d+)", self._get_pull),
                 ("GET", rf"{_R}/pulls/(?P<n>\d+)/files", self._list_pull_files),
                 ("GET", rf"{_R}/pulls", self._list_pulls),
