@@ -386,6 +386,11 @@ def test_lists_that_find_the_bot_s_own_writes(fake: FakeGitHub, keys: tuple[str,
         ("why?", None),
         ("because", asked),
     ]
+    one = gh.rest.pulls.get_review_comment("acme", "widgets", asked).parsed_data
+    assert (one.id, one.body, one.user.login if one.user else None) == (asked, "why?", "alice")
+    with pytest.raises(RequestFailed) as excinfo:
+        gh.rest.pulls.get_review_comment("acme", "gadgets", asked)  # another repo's id
+    assert excinfo.value.response.status_code == 404
     with pytest.raises(RequestFailed) as excinfo:
         gh.rest.pulls.list_reviews("acme", "widgets", 99)
     assert excinfo.value.response.status_code == 404
