@@ -247,7 +247,9 @@ async def test_synchronize_is_skipped_when_reviews_on_push_are_off(
     assert record is not None
     assert record.outcome == "skipped: reviews on push are off"
     assert world.reviews == []
-    assert world.requests == []  # decided from settings and stored config: no GitHub call
+    # Decided from settings and stored config: GitHub is asked only which installation covers
+    # the repository (the job's word is not taken).
+    assert [r.path for r in world.requests] == ["/repos/octo/app/installation"]
 
 
 async def test_the_repos_config_turns_reviews_on_push_on_and_adds_its_instructions(
