@@ -31,7 +31,9 @@ SUMMARY_PREFIX = NS + "thread-summary:"  # thread → the last run's summary, fo
 THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a follow-up continues
 
 # --- GitHub
-WRITE_SLOT_PREFIX = NS + "write-slot:"  # installation → the next time a write may go out
+WRITE_LOG_PREFIX = NS + "write-log:"  # sorted set per installation: its recent writes (ms)
+WRITE_LOCK_PREFIX = NS + "write-lock:"  # installation → the token of the write in flight
+WRITE_BLOCK_PREFIX = NS + "write-block:"  # installation → no writes until then (ms, Redis clock)
 PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly
 TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id
 REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once

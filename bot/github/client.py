@@ -1,18 +1,15 @@
 """One factory for GitHub clients: App or installation auth, retries that honour rate limits, and
-content writes spaced per installation as GitHub's secondary limits ask.
+content writes paced per installation as GitHub's secondary limits ask (`bot.github.pacing`).
 
 Docs: https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
-import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -31,24 +28,12 @@ from githubkit.throttling import BaseThrottler
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from bot import keys
 from bot.config import Settings
 from bot.github.auth import AppJwt, InstallationToken, TokenCache, parse_expiry
+from bot.github.pacing import RateLimitBlocker, WritePacer
 from bot.runs.metrics import RateLimitRecorder
 
 log = logging.getLogger(__name__)
-
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
-
-# Atomically take the next free write slot for an installation: max(now, last + interval).
-_SLOT_LUA = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(now, last + interval)
-redis.call('SET', KEYS[1], slot, 'PX', math.floor(interval * 1000) + 60000)
-return tostring(slot)
-"""
 
 
 class _Bearer(httpx.Auth):
@@ -168,34 +153,6 @@ class RetryPolicy:
         return timedelta(seconds=delay * (0.5 + random.random() / 2))
 
 
-class WriteSpacer(BaseThrottler):
-    """Spaces content-creating requests of one installation across every process, via Redis."""
-
-    def __init__(self, redis: Redis, installation_id: int, interval: float) -> None:
-        self._redis = redis
-        self._key = f"{keys.WRITE_SLOT_PREFIX}{installation_id}"
-        self._interval = interval
-        self._script = redis.register_script(_SLOT_LUA)
-
-    async def wait(self) -> None:
-        if self._interval <= 0:
-            return
-        now = time.time()
-        slot = float(await self._script(keys=[self._key], args=[now, self._interval]))
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    @contextmanager
-    def acquire(self, request: httpx.Request) -> Generator[None, Any, Any]:
-        yield  # the bot only uses the async client
-
-    @asynccontextmanager
-    async def async_acquire(self, request: httpx.Request) -> AsyncGenerator[None, Any]:
-        if request.method in WRITE_METHODS:
-            await self.wait()
-        yield
-
-
 class GitHubApp:
     """Makes GitHub clients for the App and its installations from one Settings object."""
 
@@ -217,6 +174,7 @@ class GitHubApp:
         throttler: BaseThrottler | None = None,
         *,
         installation: str = "app",
+        hooks: Sequence[Callable[[httpx.Response], Awaitable[None]]] = (),
     ) -> GitHub[Any]:
         # Every response's x-ratelimit-* headers are kept in Redis for /metrics.
         recorder = RateLimitRecorder(self._redis, installation)
@@ -228,7 +186,7 @@ class GitHubApp:
             auto_retry=self.retry,
             throttler=throttler,
             http_cache=False,
-            async_event_hooks={"response": [recorder]},
+            async_event_hooks={"response": [recorder, *hooks]},
         )
 
     def app_client(self) -> GitHub[Any]:
@@ -291,15 +249,22 @@ class GitHubApp:
         repositories: list[str] | None = None,
         permissions: Mapping[str, str] | None = None,
     ) -> GitHub[Any]:
-        """A client acting as an installation, its writes spaced per installation."""
+        """A client acting as an installation, its writes paced per installation."""
         token = await self.installation_token(
             installation_id, repositories=repositories, permissions=permissions
         )
-        spacer = WriteSpacer(
-            self._redis, installation_id, self.settings.github_write_interval_seconds
+        pacer = WritePacer(
+            self._redis,
+            installation_id,
+            self.settings.github_write_limits,
+            max_wait=self.settings.github_max_retry_wait_seconds,
+            lock_seconds=self.settings.github_timeout_seconds + 5,
         )
         return self._client(
-            InstallationTokenStrategy(token), spacer, installation=str(installation_id)
+            InstallationTokenStrategy(token),
+            pacer,
+            installation=str(installation_id),
+            hooks=[RateLimitBlocker(self._redis, installation_id)],
         )
 
     async def find_installation(self, owner: str, repo: str) -> int:
