@@ -33,6 +33,7 @@ THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a fol
 # --- GitHub
 WRITE_LOG_PREFIX = NS + "write-log:"  # sorted set per installation: its recent writes (ms)
 WRITE_LOCK_PREFIX = NS + "write-lock:"  # installation → the token of the write in flight
+WRITE_WAKE_PREFIX = NS + "write-wake:"  # list per installation: a released lock wakes a waiter
 WRITE_BLOCK_PREFIX = NS + "write-block:"  # installation → no writes until then (ms, Redis clock)
 PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly
 TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -43,6 +44,24 @@ class _Bearer(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token()}"
         yield request
+
+
+class SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool under every client the App makes: TLS is set up once and connections
+    to GitHub are kept alive (githubkit makes a new httpx client, and so a new pool and SSL
+    context, for each request otherwise). A client's own close leaves it open."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._pool = httpx.AsyncHTTPTransport(verify=ssl_context)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Called by every client at its end: the pool outlives them (`close` ends it)."""
+
+    async def close(self) -> None:
+        await self._pool.aclose()
 
 
 class AppJwtStrategy(BaseAuthStrategy):
@@ -156,13 +175,18 @@ class RetryPolicy:
 class GitHubApp:
     """Makes GitHub clients for the App and its installations from one Settings object."""
 
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, redis: Redis, *, pooled: bool = False) -> None:
+        """`pooled`: every client shares one connection pool, kept alive until `close` (the
+        worker's); otherwise each request has its own connection. Either way the SSL context
+        (tens of ms to build) is made once."""
         settings.require_app()
         assert settings.github_app_id is not None
         self.settings = settings
         self._redis = redis
         self._jwt = AppJwt(settings.github_app_id, settings.private_key_pem())
         self.tokens = TokenCache(self._mint)
+        self._ssl = httpx.create_ssl_context()
+        self.transport = SharedTransport(self._ssl) if pooled else None
         self.retry = RetryPolicy(
             max_wait=settings.github_max_retry_wait_seconds,
             base_delay=settings.github_retry_base_seconds,
@@ -186,8 +210,15 @@ class GitHubApp:
             auto_retry=self.retry,
             throttler=throttler,
             http_cache=False,
+            ssl_verify=self._ssl,
+            async_transport=self.transport,
             async_event_hooks={"response": [recorder, *hooks]},
         )
+
+    async def close(self) -> None:
+        """Close the connections every client shared."""
+        if self.transport is not None:
+            await self.transport.close()
 
     def app_client(self) -> GitHub[Any]:
         """A client authenticated as the App (JWT): installations and tokens."""

@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 LOCKED = -1  # the script's answer while another write of the installation is in flight
-# Polling a held lock: from 5 ms, doubling, to 100 ms (only while another write is in flight).
-_POLL_FIRST, _POLL_MAX = 0.005, 0.1
+# A write waiting for the lock blocks on the installation's wake-up list, which each release
+# pushes to (Redis hands it to the longest waiter first); it looks again after this long anyway,
+# in case the holder died and its lock ran out instead.
+LOCK_RECHECK_SECONDS = 0.25
 
 # KEYS: the installation's write log (sorted set, ms), its lock, its "blocked until" (ms).
 # ARGV: a unique token, the lock's life (ms), then (limit, window ms) pairs.
@@ -68,10 +70,14 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 0
 """
 
-# Release the lock only if this write still holds it (its life may have run out meanwhile).
+# Release the lock only if this write still holds it (its life may have run out meanwhile), and
+# leave one wake-up (never a pile of them) for the next waiting write.
 _RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 
 # Push "blocked until" later, never earlier: now + ARGV[1] ms, by Redis's clock.
@@ -113,6 +119,7 @@ class WritePacer(BaseThrottler):
             f"{keys.WRITE_LOCK_PREFIX}{installation_id}",
             f"{keys.WRITE_BLOCK_PREFIX}{installation_id}",
         ]
+        self._wake = f"{keys.WRITE_WAKE_PREFIX}{installation_id}"
         self._limits = [v for count, window in limits for v in (count, int(window * 1000))]
         self._max_wait = max_wait
         self._lock_ms = int(lock_seconds * 1000)
@@ -122,7 +129,6 @@ class WritePacer(BaseThrottler):
     async def turn(self, request: httpx.Request) -> str:
         """Wait until this write may go out, holding the installation's write lock; its token."""
         token = uuid.uuid4().hex
-        poll = _POLL_FIRST
         waited = 0.0
         while True:
             answer = int(
@@ -131,17 +137,18 @@ class WritePacer(BaseThrottler):
             if answer == 0:
                 return token
             if answer == LOCKED:
-                delay, poll = poll, min(poll * 2, _POLL_MAX)
-            else:
-                delay = answer / 1000
-                if waited + delay > self._max_wait:
-                    raise WritePaced(request, delay)
+                # Redis takes a fractional timeout since 6.0; redis-py's stubs say int.
+                await self._redis.blpop([self._wake], LOCK_RECHECK_SECONDS)  # type: ignore[arg-type,misc]
+                continue
+            delay = answer / 1000
+            if waited + delay > self._max_wait:
+                raise WritePaced(request, delay)
             await asyncio.sleep(delay)
             waited += delay
 
     async def done(self, token: str) -> None:
         try:
-            await self._release(keys=self._keys[1:2], args=[token])
+            await self._release(keys=[self._keys[1], self._wake], args=[token, self._lock_ms])
         except (RedisError, OSError) as exc:  # the lock runs out on its own
             log.warning("could not release the write lock: %s", type(exc).__name__)
 

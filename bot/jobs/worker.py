@@ -53,7 +53,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     made = Deps(
         settings=settings,
         redis=redis,
-        github=GitHubApp(settings, redis),
+        github=GitHubApp(settings, redis, pooled=True),
         runs=RunStore(redis, settings.run_retention_seconds),
         enqueuer=Enqueuer(redis, key=keys.queue, dedup_seconds=settings.delivery_dedup_seconds),
         keys=keys,
@@ -93,6 +93,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await made.enqueuer.close()
     with contextlib.suppress(Exception):
         await made.http.aclose()
+    with contextlib.suppress(Exception):
+        await made.github.close()
     if made.owns_provider:
         if made.starting is not None and not made.starting.done():
             made.starting.cancel()
