@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     github_timeout_seconds: float = 30.0
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
     max_jobs: int = 10  # jobs at once per worker process
+    # A queued job wakes a worker at once (pub/sub); this is how often it looks anyway.
+    queue_poll_seconds: float = Field(default=5.0, gt=0)
     # Runs of one installation at a time, across every worker: the others wait in line, holding
     # no worker slot, so one busy installation cannot starve the rest.
     max_runs_per_installation: int = Field(default=5, ge=1)

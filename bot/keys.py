@@ -6,6 +6,7 @@ NS = "openhands-bot:"
 
 # --- intake and queue
 DELIVERY_PREFIX = NS + "delivery:"  # delivery id → seen (a redelivery is a no-op for days)
+QUEUE_WAKE = NS + "queue-wake"  # pub/sub channel: a job was queued or moved up, look now
 
 # --- installations
 REPO_INSTALLATION = NS + "repo-installation"  # hash: "owner/name" → installation id
