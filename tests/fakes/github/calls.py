@@ -27,6 +27,7 @@ class RecordedRequest:
     # were in flight together exactly when each arrived before the other's answer.
     arrived: int = 0
     answered: int = 0
+    at: float = 0.0  # time.time() at arrival, for benchmarks' phases (tests assert no times)
 
     def overlaps(self, other: RecordedRequest) -> bool:
         return self.arrived < other.answered and other.arrived < self.answered

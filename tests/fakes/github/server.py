@@ -211,6 +211,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
             query=dict(request.query_params),
             headers=dict(request.headers),
             json=None,
+            at=time.time(),
         )
         with self._lock:
             record.arrived = next(self._events)
