@@ -196,8 +196,8 @@ def print_settings(lease: float, runs: int, settings: Any) -> None:
     print(
         "workers: `python -m bot.ops.cli worker` processes, settings from the environment, "
         "WORKSPACE_KIND=server on one local agent-server; a scripted LLM answering at once; "
-        f"otherwise product defaults (GITHUB_WRITE_INTERVAL_SECONDS="
-        f"{settings.github_write_interval_seconds:g}, TRACKING_INTERVAL_SECONDS="
+        f"otherwise product defaults (GITHUB_WRITE_LIMITS="
+        f"{settings.github_write_limits}, TRACKING_INTERVAL_SECONDS="
         f"{settings.tracking_interval_seconds:g})"
     )
     print(

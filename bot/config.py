@@ -11,6 +11,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MiB = 1024 * 1024
 
 
+def parse_limits(text: str) -> list[tuple[int, float]]:
+    """`"80/60,500/3600"` → [(80, 60.0), (500, 3600.0)]: at most N writes in any S seconds."""
+    limits = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        count, _, seconds = part.partition("/")
+        limit = (int(count), float(seconds))
+        if limit[0] < 1 or limit[1] <= 0:
+            raise ValueError(f"a write limit needs a positive count and window: {part!r}")
+        limits.append(limit)
+    return limits
+
+
 class MissingSetting(Exception):
     """A setting the process cannot start without; the message names the variable."""
 
@@ -54,11 +68,17 @@ class Settings(BaseSettings):
 
     # Worker and GitHub client behaviour.
     permission_cache_seconds: int = 300
-    github_write_interval_seconds: float = 1.0  # spacing of content writes per installation
+    # Content writes per installation, across every worker: at most N in any S seconds, for
+    # each "N/S" (GitHub's secondary limits: 80 a minute, 500 an hour), one at a time.
+    github_write_limits: Annotated[list[tuple[int, float]], NoDecode] = Field(
+        default_factory=lambda: [(80, 60.0), (500, 3600.0)]
+    )
     github_max_retry_wait_seconds: float = 60.0  # longer rate-limit waits fail instead
     github_timeout_seconds: float = 30.0
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
     max_jobs: int = 10  # jobs at once per worker process
+    # A queued job wakes a worker at once (pub/sub); this is how often it looks anyway.
+    queue_poll_seconds: float = Field(default=5.0, gt=0)
     # Runs of one installation at a time, across every worker: the others wait in line, holding
     # no worker slot, so one busy installation cannot starve the rest.
     max_runs_per_installation: int = Field(default=5, ge=1)
@@ -134,6 +154,13 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("github_write_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_limits(value)
         return value
 
     @field_validator("bot_handle")

@@ -8,6 +8,7 @@ NS = "openhands-bot:"
 DELIVERY_PREFIX = NS + "delivery:"  # delivery id → seen (a redelivery is a no-op for days)
 # A signed job's MAC → the job id it first ran as: a copy queued under another id is refused.
 CONSUMED_JOB_PREFIX = NS + "consumed-job:"
+QUEUE_WAKE = NS + "queue-wake"  # pub/sub channel: a job was queued or moved up, look now
 
 # --- installations
 REPO_INSTALLATION = NS + "repo-installation"  # hash: "owner/name" → installation id
@@ -33,7 +34,10 @@ SUMMARY_PREFIX = NS + "thread-summary:"  # thread → the last run's summary, fo
 THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a follow-up continues
 
 # --- GitHub
-WRITE_SLOT_PREFIX = NS + "write-slot:"  # installation → the next time a write may go out
+WRITE_LOG_PREFIX = NS + "write-log:"  # sorted set per installation: its recent writes (ms)
+WRITE_LOCK_PREFIX = NS + "write-lock:"  # installation → the token of the write in flight
+WRITE_WAKE_PREFIX = NS + "write-wake:"  # list per installation: a released lock wakes a waiter
+WRITE_BLOCK_PREFIX = NS + "write-block:"  # installation → no writes until then (ms, Redis clock)
 PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly
 TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id
 REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once

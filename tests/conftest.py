@@ -113,7 +113,6 @@ def make_settings(api_url: str, private_key: str, tmp_path: Path, **overrides: A
         "github_api_url": api_url,
         "github_app_slug": "openhands-test",
         "redis_url": REDIS_URL,
-        "github_write_interval_seconds": 0.0,
         "github_retry_base_seconds": 0.01,
         "state_dir": tmp_path / "state",
         "callback_allowed_hosts": ["127.0.0.1"],  # the fake callback receivers listen there

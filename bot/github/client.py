@@ -1,18 +1,16 @@
 """One factory for GitHub clients: App or installation auth, retries that honour rate limits, and
-content writes spaced per installation as GitHub's secondary limits ask.
+content writes paced per installation as GitHub's secondary limits ask (`bot.github.pacing`).
 
 Docs: https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
-import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+import ssl
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -31,25 +29,14 @@ from githubkit.throttling import BaseThrottler
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from bot import keys
 from bot.config import Settings
 from bot.github.auth import AppJwt, InstallationToken, TokenCache, parse_expiry
+from bot.github.pacing import RateLimitBlocker, WritePacer
 from bot.runs.metrics import RateLimitRecorder
 
 log = logging.getLogger(__name__)
 
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 INSTALLATION_MEMORY_SECONDS = 60.0
-
-# Atomically take the next free write slot for an installation: max(now, last + interval).
-_SLOT_LUA = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(now, last + interval)
-redis.call('SET', KEYS[1], slot, 'PX', math.floor(interval * 1000) + 60000)
-return tostring(slot)
-"""
 
 
 class _Bearer(httpx.Auth):
@@ -59,6 +46,24 @@ class _Bearer(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token()}"
         yield request
+
+
+class SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool under every client the App makes: TLS is set up once and connections
+    to GitHub are kept alive (githubkit makes a new httpx client, and so a new pool and SSL
+    context, for each request otherwise). A client's own close leaves it open."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._pool = httpx.AsyncHTTPTransport(verify=ssl_context)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Called by every client at its end: the pool outlives them (`close` ends it)."""
+
+    async def close(self) -> None:
+        await self._pool.aclose()
 
 
 class AppJwtStrategy(BaseAuthStrategy):
@@ -169,44 +174,21 @@ class RetryPolicy:
         return timedelta(seconds=delay * (0.5 + random.random() / 2))
 
 
-class WriteSpacer(BaseThrottler):
-    """Spaces content-creating requests of one installation across every process, via Redis."""
-
-    def __init__(self, redis: Redis, installation_id: int, interval: float) -> None:
-        self._redis = redis
-        self._key = f"{keys.WRITE_SLOT_PREFIX}{installation_id}"
-        self._interval = interval
-        self._script = redis.register_script(_SLOT_LUA)
-
-    async def wait(self) -> None:
-        if self._interval <= 0:
-            return
-        now = time.time()
-        slot = float(await self._script(keys=[self._key], args=[now, self._interval]))
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    @contextmanager
-    def acquire(self, request: httpx.Request) -> Generator[None, Any, Any]:
-        yield  # the bot only uses the async client
-
-    @asynccontextmanager
-    async def async_acquire(self, request: httpx.Request) -> AsyncGenerator[None, Any]:
-        if request.method in WRITE_METHODS:
-            await self.wait()
-        yield
-
-
 class GitHubApp:
     """Makes GitHub clients for the App and its installations from one Settings object."""
 
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, redis: Redis, *, pooled: bool = False) -> None:
+        """`pooled`: every client shares one connection pool, kept alive until `close` (the
+        worker's); otherwise each request has its own connection. Either way the SSL context
+        (tens of ms to build) is made once."""
         settings.require_app()
         assert settings.github_app_id is not None
         self.settings = settings
         self._redis = redis
         self._jwt = AppJwt(settings.github_app_id, settings.private_key_pem())
         self.tokens = TokenCache(self._mint)
+        self._ssl = httpx.create_ssl_context()
+        self.transport = SharedTransport(self._ssl) if pooled else None
         self.retry = RetryPolicy(
             max_wait=settings.github_max_retry_wait_seconds,
             base_delay=settings.github_retry_base_seconds,
@@ -220,6 +202,7 @@ class GitHubApp:
         throttler: BaseThrottler | None = None,
         *,
         installation: str = "app",
+        hooks: Sequence[Callable[[httpx.Response], Awaitable[None]]] = (),
     ) -> GitHub[Any]:
         # Every response's x-ratelimit-* headers are kept in Redis for /metrics.
         recorder = RateLimitRecorder(self._redis, installation)
@@ -231,8 +214,15 @@ class GitHubApp:
             auto_retry=self.retry,
             throttler=throttler,
             http_cache=False,
-            async_event_hooks={"response": [recorder]},
+            ssl_verify=self._ssl,
+            async_transport=self.transport,
+            async_event_hooks={"response": [recorder, *hooks]},
         )
+
+    async def close(self) -> None:
+        """Close the connections every client shared."""
+        if self.transport is not None:
+            await self.transport.close()
 
     def app_client(self) -> GitHub[Any]:
         """A client authenticated as the App (JWT): installations and tokens."""
@@ -294,15 +284,22 @@ class GitHubApp:
         repositories: list[str] | None = None,
         permissions: Mapping[str, str] | None = None,
     ) -> GitHub[Any]:
-        """A client acting as an installation, its writes spaced per installation."""
+        """A client acting as an installation, its writes paced per installation."""
         token = await self.installation_token(
             installation_id, repositories=repositories, permissions=permissions
         )
-        spacer = WriteSpacer(
-            self._redis, installation_id, self.settings.github_write_interval_seconds
+        pacer = WritePacer(
+            self._redis,
+            installation_id,
+            self.settings.github_write_limits,
+            max_wait=self.settings.github_max_retry_wait_seconds,
+            lock_seconds=self.settings.github_timeout_seconds + 5,
         )
         return self._client(
-            InstallationTokenStrategy(token), spacer, installation=str(installation_id)
+            InstallationTokenStrategy(token),
+            pacer,
+            installation=str(installation_id),
+            hooks=[RateLimitBlocker(self._redis, installation_id)],
         )
 
     async def app_login(self) -> str:

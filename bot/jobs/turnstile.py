@@ -84,6 +84,7 @@ for _, other in ipairs(redis.call('ZRANGE', line, 0, -1)) do
     woken = woken + 1
   end
 end
+if woken > 0 then redis.call('PUBLISH', ARGV[5], '1') end
 return woken
 """
 
@@ -131,7 +132,7 @@ async def leave(
 ) -> int:
     """Give up the place (or the place in line); wake the waiters now first. Returns how many."""
     script = redis.register_script(_LEAVE_LUA)
-    args: list[str | int] = [run_id, gate.capacity, now_ms, gate.stale_ms]
+    args: list[str | int] = [run_id, gate.capacity, now_ms, gate.stale_ms, keys.QUEUE_WAKE]
     woken = await script(keys=[*gate.keys(), queue], args=args)
     return int(woken)
 

@@ -33,6 +33,7 @@ from bot.jobs.installation import sync_installation
 from bot.jobs.mention import run_mention
 from bot.jobs.review import run_review
 from bot.jobs.scheduler import automation_tick
+from bot.jobs.wakeup import WakeUp, next_due
 from bot.queue import codec, signing
 from bot.queue.enqueue import Enqueuer
 from bot.runs.store import RunStore
@@ -53,7 +54,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     made = Deps(
         settings=settings,
         redis=redis,
-        github=GitHubApp(settings, redis),
+        github=GitHubApp(settings, redis, pooled=True),
         runs=RunStore(redis, settings.run_retention_seconds),
         enqueuer=Enqueuer(redis, key=keys.queue, dedup_seconds=settings.delivery_dedup_seconds),
         keys=keys,
@@ -93,6 +94,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await made.enqueuer.close()
     with contextlib.suppress(Exception):
         await made.http.aclose()
+    with contextlib.suppress(Exception):
+        await made.github.close()
     if made.owns_provider:
         if made.starting is not None and not made.starting.done():
             made.starting.cancel()
@@ -181,11 +184,18 @@ class LeasedWorker(Worker):
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = lease_seconds
         self._redis_down = False
+        # Between polls the worker waits for a wake-up (`bot.jobs.wakeup`) instead of arq's
+        # fixed sleep: `poll_delay` becomes the longest wait. A burst worker (tests) keeps arq's.
+        self._fallback = self.poll_delay_s
+        self._wakeup: WakeUp | None = None
+        if not self.burst and self._fallback > 0:
+            self.poll_delay_s = 0
 
     async def _poll_iteration(self) -> None:
         """arq's poll, surviving Redis: an error leaves the loop alive to poll again later."""
         try:
             await super()._poll_iteration()
+            await self._wait_for_work()
         except (RedisError, OSError) as exc:
             if not self._redis_down:
                 log.warning("Redis unavailable (%s); waiting for it", type(exc).__name__)
@@ -195,6 +205,35 @@ class LeasedWorker(Worker):
         if self._redis_down:
             log.info("Redis is back")
             self._redis_down = False
+
+    async def _wait_for_work(self) -> None:
+        """Until a job may be due: a wake-up, a job of ours ending, the queue's earliest deferred
+        job or cron job coming due, or the fallback poll, whichever is first."""
+        if self.poll_delay_s or self.burst:  # arq sleeps its own way
+            return
+        if self._wakeup is None:
+            self._wakeup = WakeUp(self.pool)
+            self._wakeup.start()
+        wait = self._fallback
+        if self.job_counter < self.max_jobs and self.allow_pick_jobs:
+            due = await next_due(self.pool, self.queue_name)
+            if due is not None:
+                wait = min(wait, due)
+        now = utc_now()
+        for job in self.cron_jobs:
+            if job.next_run is not None:
+                wait = min(wait, max((job.next_run - now).total_seconds() - 1.0, 0.0))
+        await self._wakeup.wait(wait)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        if self._wakeup is not None:
+            self._wakeup.poke()  # a slot is free: take the next queued job now
+
+    async def close(self) -> None:
+        if self._wakeup is not None:
+            await self._wakeup.close()
+        await super().close()
 
     async def run_job(self, job_id: str, score: int) -> None:
         """arq's run_job (a task of its own per job) with the job id on every line it logs, the
@@ -218,4 +257,7 @@ def make_worker(
 ) -> LeasedWorker:
     """The worker the CLI, replay and tests run: `worker_options` plus arq's own options."""
     options = worker_options(settings, workspaces=workspaces, clock=clock, scheduled=scheduled)
-    return LeasedWorker(**options, **arq_options, lease_seconds=settings.worker_lease_seconds)
+    # The longest wait between polls: wake-ups start queued jobs sooner (`LeasedWorker`).
+    options["poll_delay"] = settings.queue_poll_seconds
+    options.update(arq_options)
+    return LeasedWorker(**options, lease_seconds=settings.worker_lease_seconds)

@@ -24,7 +24,8 @@ from bot.queue.tasks import Task, job_function
 
 EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropped
 
-# KEYS: the queue. ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key
+# KEYS: the queue, and the workers' wake-up channel (published to, not a key).
+# ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key
 # prefixes, then (job id, serialized job) per job. The per-job keys are built here rather than
 # passed: fewer arguments to encode and send for every delivery (one Redis, not a cluster).
 # Mirrors arq's enqueue_job (skip when the job or its result exists) plus a long-lived delivery
@@ -35,6 +36,7 @@ local expires = tonumber(ARGV[2])
 local dedup = tonumber(ARGV[3])
 local job_prefix, result_prefix, delivery_prefix = ARGV[4], ARGV[5], ARGV[6]
 local out = {}
+local queued = false
 local n = (#ARGV - 6) / 2
 for i = 1, n do
   local id, job = ARGV[2 * i + 5], ARGV[2 * i + 6]
@@ -46,8 +48,10 @@ for i = 1, n do
     redis.call('PSETEX', jk, expires, job)
     redis.call('ZADD', KEYS[1], now, id)
     out[i] = 1
+    queued = true
   end
 end
+if queued then redis.call('PUBLISH', KEYS[2], '1') end
 return out
 """
 
@@ -119,7 +123,7 @@ class Enqueuer:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
-        script_keys = [self._queue]
+        script_keys = [self._queue, keys.QUEUE_WAKE]
         args: list[Any] = [
             int(time.time() * 1000),
             EXPIRES_MS,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot import installations
+from bot import installations, keys
 from bot.config import Settings
 from bot.errors import QueueUnavailable
 from bot.queue.enqueue import Enqueuer
@@ -251,6 +251,7 @@ class RunApi:
         cancelled = await end({RunStatus.PENDING})
         if cancelled:
             await redis.zadd(default_queue_name, {job_id: int(time.time() * 1000)}, xx=True)
+            await redis.publish(keys.QUEUE_WAKE, "1")  # a worker takes it now
         else:
             if await redis.exists(in_progress_key_prefix + job_id):
                 # Running: arq cancels it, and the run finalizes what the user sees and reports

@@ -23,6 +23,14 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     status: int = 0
+    # When it arrived and when its answer was made, on one counter of such events: two requests
+    # were in flight together exactly when each arrived before the other's answer.
+    arrived: int = 0
+    answered: int = 0
+    at: float = 0.0  # time.time() at arrival, for benchmarks' phases (tests assert no times)
+
+    def overlaps(self, other: RecordedRequest) -> bool:
+        return self.arrived < other.answered and other.arrived < self.answered
 
 
 @dataclass

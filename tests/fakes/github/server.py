@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import re
 import time
@@ -86,6 +87,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
         self._requests: list[RecordedRequest] = []
         self._failures: list[_Failure] = []
         self._delays: list[_Delay] = []
+        self._events = itertools.count(1)  # arrivals and answers, in order
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (method, re.compile(pattern), handler)
             for method, pattern, handler in [
@@ -210,8 +212,10 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
             query=dict(request.query_params),
             headers=dict(request.headers),
             json=None,
+            at=time.time(),
         )
         with self._lock:
+            record.arrived = next(self._events)
             self._requests.append(record)
         api_base = f"{request.url.scheme}://{request.url.netloc}"
         if (seconds := self._take_delay(record)) is not None:
@@ -219,6 +223,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
         reply = self._dispatch(record, raw, api_base)
         with self._lock:
             record.status = reply.status
+            record.answered = next(self._events)
         headers = {**self._standard_headers(), **reply.headers}
         if reply.body is None:
             return Response(status_code=reply.status, headers=headers)
