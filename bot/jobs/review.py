@@ -166,7 +166,8 @@ class ReviewRun:
             )
             return skipped.but(reason="too large")
         try:
-            return (await self._review(gh, pr)).but(facts={"head_sha": pr.head_sha})
+            outcome = await self._review(gh, pr)
+            return outcome.but(facts={**outcome.facts, "head_sha": pr.head_sha})
         except BaseException:
             await self.redis.delete(key)  # let a later trigger try again
             raise
@@ -274,8 +275,7 @@ class ReviewRun:
         )
 
     async def _plan(self, gh: GitHub[Any], pr: PullFacts) -> pr_files.Plan:
-        """The changed files (per-file API) in passes; `.gitattributes` from the base branch, so
-        a pull request cannot mark its own code generated to keep it from review."""
+        """The changed files in passes; `.gitattributes` from the base: a PR cannot hide code."""
         files = await pr_files.list_files(gh, self.task.repo, self.task.number)
         attributes = await reads.first_file(gh, self.task.repo, (".gitattributes",), pr.base_ref)
         return pr_files.plan(
@@ -382,7 +382,9 @@ async def _review(deps: Deps, now: Attempt, task: ReviewTask) -> RunOutcome:
         task.number,
         details_url=deps.settings.run_url(task.run_id),
     )
-    return await review_check.settled(deps, now, check, lambda: _execute(deps, now, task, check))
+    return await review_check.settled(
+        deps.settings, deps.redis, now, check, lambda: _execute(deps, now, task, check)
+    )
 
 
 async def _execute(deps: Deps, now: Attempt, task: ReviewTask, check: ReviewCheck) -> RunOutcome:

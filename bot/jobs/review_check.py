@@ -12,11 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.config import Settings
 from bot.github.checks import Conclusion, ReviewCheck
 from bot.github.messages import FAILURES
-from bot.jobs.context import Attempt, Deps
+from bot.jobs.context import Attempt
 from bot.runs import stop
 from bot.runs.outcome import Done, RunOutcome
 
@@ -83,7 +85,8 @@ def verdict(outcome: RunOutcome, handle: str) -> tuple[Conclusion, str, str]:
 
 
 async def settled(
-    deps: Deps,
+    settings: Settings,
+    redis: Redis,
     now: Attempt,
     check: ReviewCheck,
     body: Callable[[], Awaitable[RunOutcome]],
@@ -91,12 +94,12 @@ async def settled(
     """Run the review `body`, then complete its check from the outcome. An exception completes
     it as failed; a stop as cancelled; a worker shutdown leaves it to the job's next try (which
     finds the same check) unless this was the last one."""
-    handle = deps.settings.bot_handle
+    handle = settings.bot_handle
     started = time.monotonic()
     try:
         outcome = await body()
     except asyncio.CancelledError:
-        await asyncio.shield(_interrupted(deps, now, check, started))
+        await asyncio.shield(_interrupted(settings, redis, now, check, started))
         raise
     except RedisError:  # the job runs again once Redis is back, and completes the same check
         raise
@@ -115,13 +118,15 @@ async def _complete(check: ReviewCheck, conclusion: Conclusion, title: str, summ
         log.exception("run %s: could not complete its check run", check.run_id)
 
 
-async def _interrupted(deps: Deps, now: Attempt, check: ReviewCheck, started: float) -> None:
+async def _interrupted(
+    settings: Settings, redis: Redis, now: Attempt, check: ReviewCheck, started: float
+) -> None:
     by: str | None = None
     with contextlib.suppress(Exception):
-        by = await stop.requested_by(deps.redis, check.run_id)
+        by = await stop.requested_by(redis, check.run_id)
     elapsed = time.monotonic() - started
-    timed_out = elapsed >= deps.settings.job_timeout_seconds - 1
-    summary = INTERRUPTED_SUMMARY.format(handle=deps.settings.bot_handle)
+    timed_out = elapsed >= settings.job_timeout_seconds - 1
+    summary = INTERRUPTED_SUMMARY.format(handle=settings.bot_handle)
     if by is not None:
         await _complete(check, "cancelled", STOPPED.format(by=_who(by)), summary)
     elif timed_out:
