@@ -92,6 +92,11 @@ class Plan:
             gaps=("; " + ", ".join(gaps) + listed) if gaps else "",
         )
 
+    def left_out(self) -> list[str]:
+        """The files over budget, as the agent's prompt names them (the first 50)."""
+        more = len(self.over_budget) - MAX_LISTED_NAMES
+        return self.over_budget[:MAX_LISTED_NAMES] + ([f"… and {more:,} more"] if more > 0 else [])
+
     def section(self) -> str:
         """The coverage line and, folded, the files that were not reviewed."""
         parts = [self.coverage()]

@@ -224,7 +224,7 @@ class ReviewRun:
                 installation_id=task.installation_id or 0,
                 repo=task.repo,
                 clone_url=repo.clone_url,
-                prompt=review_prompt(task, pr, diff, plan.over_budget, guide, part),
+                prompt=review_prompt(task, pr, diff, plan.left_out(), guide, part),
                 branch=pr.base_ref,
                 fetch_ref=f"refs/pull/{task.number}/head",
                 tools=READ_ONLY_TOOLS if read_only else None,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from arq import Retry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -101,7 +102,7 @@ async def settled(
     except asyncio.CancelledError:
         await asyncio.shield(_interrupted(settings, redis, now, check, started))
         raise
-    except RedisError:  # the job runs again once Redis is back, and completes the same check
+    except (RedisError, Retry):  # the job runs again, and completes the same check
         raise
     except Exception:
         failed = RunOutcome.failed(check.run_id, "internal")

@@ -83,3 +83,10 @@ def test_the_lists_are_folded_and_capped() -> None:
     assert "<details><summary>Not reviewed: generated or vendored (60)</summary>" in section
     assert "- `vendor/x0.go`" in section
     assert "- … and 10 more" in section
+
+
+def test_the_prompt_names_at_most_50_files_left_out() -> None:
+    files = [_file(f"src/m{n:03}.py", 1) for n in range(80)]
+    result = plan(files, total=80, budget_chars=len(files[0].section()), max_passes=1, rules=[])
+    assert len(result.over_budget) == 79
+    assert result.left_out() == [f"src/m{n:03}.py" for n in range(1, 51)] + ["… and 29 more"]
