@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import PurePosixPath
 from typing import Any
 
 from githubkit import GitHub
@@ -178,15 +177,18 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(body + "(?:/.*)?" if anchored else f"(?:.*/)?{body}(?:/.*)?")
 
 
-def is_generated(path: str, rules: list[tuple[re.Pattern[str], bool]]) -> bool:
-    """Lock files, minified and vendored files, and paths `.gitattributes` marks generated."""
+def is_generated(
+    path: str, rules: list[tuple[re.Pattern[str], bool]], rank: int | None = None
+) -> bool:
+    """Lock files, minified and vendored files, and paths `.gitattributes` marks generated
+    (`rank`: the path's `file_rank`, when known already)."""
     marked: bool | None = None
     for pattern, generated in rules:
         if pattern.fullmatch(path):
             marked = generated
     if marked is not None:
         return marked
-    return file_rank(path) >= GENERATED_RANK
+    return (file_rank(path) if rank is None else rank) >= GENERATED_RANK
 
 
 def plan(
@@ -202,11 +204,10 @@ def plan(
     result = Plan(total=max(total, len(files)))
     loads: list[int] = []
     members: list[list[ChangedFile]] = []
-    ordered = sorted(
-        files, key=lambda f: (file_rank(f.path), str(PurePosixPath(f.path).parent), f.path)
-    )
+    ranks = {f.path: file_rank(f.path) for f in files}
+    ordered = sorted(files, key=lambda f: (ranks[f.path], f.path.rpartition("/")[0], f.path))
     for item in ordered:
-        if is_generated(item.path, rules):
+        if is_generated(item.path, rules, ranks[item.path]):
             result.generated.append(item.path)
             continue
         size = len(item.section())
