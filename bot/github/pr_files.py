@@ -109,7 +109,10 @@ class Plan:
 
 
 def _folded(title: str, names: list[str]) -> str:
-    shown = "\n".join(f"- `{name}`" for name in names[:MAX_LISTED_NAMES])
+    # A file name is the PR author's text: it must not leave its code span (a mention, a link).
+    shown = "\n".join(
+        f"- `{' '.join(name.replace('`', chr(39)).split())}`" for name in names[:MAX_LISTED_NAMES]
+    )
     if len(names) > MAX_LISTED_NAMES:
         shown += "\n" + AND_MORE.format(count=len(names) - MAX_LISTED_NAMES)
     return f"<details><summary>{title}</summary>\n\n{shown}\n\n</details>"

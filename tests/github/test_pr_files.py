@@ -90,3 +90,11 @@ def test_the_prompt_names_at_most_50_files_left_out() -> None:
     result = plan(files, total=80, budget_chars=len(files[0].section()), max_passes=1, rules=[])
     assert len(result.over_budget) == 79
     assert result.left_out() == [f"src/m{n:03}.py" for n in range(1, 51)] + ["… and 29 more"]
+
+
+def test_a_file_name_cannot_leave_its_code_span() -> None:
+    hostile = "vendor/a` @octo/admins [x](https://evil.example) `\nb.go"
+    section = plan(
+        [_file(hostile, 1)], total=1, budget_chars=10_000, max_passes=1, rules=[]
+    ).section()
+    assert "- `vendor/a' @octo/admins [x](https://evil.example) ' b.go`" in section
