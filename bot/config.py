@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     review_max_changed_lines: int = 5000  # larger PRs get a short note instead of a review
     review_max_files: int = 300
     review_diff_budget_chars: int = 60_000  # diff text given to the reviewer, important first
+    review_max_passes: int = Field(default=4, ge=1, le=20)  # a larger PR's rest is listed
     review_allow_request_changes: bool = False  # otherwise reviews are COMMENT, never APPROVE
 
     # Publishing and the tracking comment.

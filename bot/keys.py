@@ -41,6 +41,7 @@ WRITE_BLOCK_PREFIX = NS + "write-block:"  # installation → no writes until the
 PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly
 TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id
 REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once
+CHECK_PREFIX = NS + "check-run:"  # run id → the id of its review check run
 
 # --- repository config and automations
 CONFIG_PREFIX = NS + "repo-config:"  # repo → {"sha", "config"} of the last valid file

@@ -286,8 +286,10 @@ def render_body(
     run_id: str,
     cost: float,
     read_only_note: str | None,
+    sections: list[str] | None = None,
 ) -> str:
-    """The review's body: summary, counts, verdict, unplaced comments, skipped files, footer."""
+    """The review's body: summary, counts, verdict, unplaced comments, skipped files, `sections`
+    (e.g. coverage, folded findings), footer."""
     parts = [
         review.summary,
         f"**Verdict:** {VERDICT_WORDS[review.verdict]}\n**Comments:** {severity_counts(review)}",
@@ -299,6 +301,7 @@ def render_body(
         more = len(skipped_files) - MAX_LISTED_FILES
         listed += ("\n" + AND_MORE.format(count=more)) if more > 0 else ""
         parts.append(SKIPPED_FILES.format(listed=listed))
+    parts += sections or []
     if read_only_note:
         parts.append(NOTE.format(note=read_only_note))
     run = f"[run {run_id}]({run_url})" if run_url else f"run {run_id}"

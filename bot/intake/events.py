@@ -123,6 +123,21 @@ class PullRequestEvent(_Event):
     pull_request: PullRequest
 
 
+class CheckRunPull(Lenient):
+    number: Id
+
+
+class CheckRun(Lenient):
+    name: str
+    head_sha: str
+    external_id: str | None = None
+    pull_requests: list[CheckRunPull] = Field(default_factory=list)
+
+
+class CheckRunEvent(_Event):
+    check_run: CheckRun
+
+
 class PushCommit(Lenient):
     added: list[str] = Field(default_factory=list)
     modified: list[str] = Field(default_factory=list)

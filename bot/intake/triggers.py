@@ -19,6 +19,7 @@ from bot.queue.tasks import (
     RepoRef,
     ReviewTask,
     Task,
+    review_check_number,
 )
 from bot.repo_config.schema import CONFIG_PATH
 
@@ -206,6 +207,26 @@ def pull_request_changed(delivery: Delivery, config: RouteConfig) -> Route:
     )
 
 
+def check_run_rerequested(delivery: Delivery, config: RouteConfig) -> Route:
+    """ "Re-run" on the review's check in GitHub's UI: review that pull request again. Only a
+    check run of ours names its pull request in `external_id`; GitHub sends this event only to
+    the App that made the run."""
+    event = events.CheckRunEvent.model_validate(delivery.payload)
+    number = review_check_number(event.check_run.external_id)
+    if number is None:
+        return Ignored("not a review check run of this app")
+    if (reason := _robot_reason(event.sender, config)) is not None:
+        return Ignored(reason)
+    return ReviewTask(
+        **_common(delivery, event),
+        number=number,
+        action="rerequested",
+        head_sha=event.check_run.head_sha,
+        rereview=True,
+        trigger="check_run",
+    )
+
+
 def installation_changed(delivery: Delivery, config: RouteConfig) -> Route:
     event = events.InstallationEvent.model_validate(delivery.payload)
     added = [r.full_name for r in (event.repositories_added or event.repositories)]
@@ -266,6 +287,7 @@ ROUTES: dict[tuple[str, str | None], Handler] = {
     ("pull_request", "reopened"): pull_request_changed,
     ("pull_request", "ready_for_review"): pull_request_changed,
     ("pull_request", "synchronize"): pull_request_changed,
+    ("check_run", "rerequested"): check_run_rerequested,
     ("installation", None): installation_changed,
     ("installation_repositories", None): installation_changed,
     ("push", None): push,
@@ -282,6 +304,7 @@ EVENT_MODELS: dict[str, type[events.Lenient]] = {
     "installation": events.InstallationEvent,
     "installation_repositories": events.InstallationEvent,
     "push": events.PushEvent,
+    "check_run": events.CheckRunEvent,
 }
 
 

@@ -65,7 +65,25 @@ class ReviewTask(_TaskBase):
     head_sha: str | None = None  # None for a comment-requested review: the worker looks it up
     comment_id: Id | None = None
     rereview: bool = False
-    trigger: Literal["issue_comment", "review_comment"] = "issue_comment"
+    trigger: Literal["issue_comment", "review_comment", "check_run"] = "issue_comment"
+
+
+# The review's check run names its pull request (a fork's check run lists none), so that
+# "Re-run" on GitHub can ask for the review again.
+REVIEW_CHECK_PREFIX = "openhands-review:pr-"
+
+
+def review_check_external_id(number: int) -> str:
+    return f"{REVIEW_CHECK_PREFIX}{number}"
+
+
+def review_check_number(external_id: str | None) -> int | None:
+    """The pull request number a review check run was made for, or None if it is not ours."""
+    digits = (external_id or "").removeprefix(REVIEW_CHECK_PREFIX)
+    if digits == (external_id or "") or not (digits.isascii() and digits.isdigit()):
+        return None
+    number = int(digits) if len(digits) <= 19 else 0
+    return number if 0 < number <= MAX_ID else None
 
 
 class CancelTask(_TaskBase):

@@ -50,6 +50,10 @@ class ReviewConfig(_Strict):
     instructions: str | None = Field(default=None, max_length=8000)
     max_changed_lines: int | None = Field(default=None, gt=0)
     max_files: int | None = Field(default=None, gt=0)
+    # The noise budget: findings below this severity, or past this many, are folded into the
+    # summary instead of posted on the lines.
+    min_inline_severity: Literal["critical", "important", "suggestion"] = "important"
+    max_inline_comments: int = Field(default=7, ge=0, le=50)
 
 
 class Automation(_Strict):

@@ -11,7 +11,14 @@ import orjson
 import pytest
 
 from bot.intake.triggers import Delivery, Ignored, NotAnObject, RouteConfig, route, route_body
-from bot.queue.tasks import CancelTask, ConfigTask, InstallationTask, MentionTask, ReviewTask
+from bot.queue.tasks import (
+    CancelTask,
+    ConfigTask,
+    InstallationTask,
+    MentionTask,
+    ReviewTask,
+    review_check_external_id,
+)
 from tests.conftest import PAYLOADS, all_payloads, load_payload
 
 CONFIG = RouteConfig(
@@ -28,6 +35,8 @@ EXPECTED: dict[str, str] = {
     "installation/deleted.json": "installation",
     "installation_repositories/added.json": "installation",
     "installation_repositories/removed.json": "installation",
+    "check_run/rerequested.json": "not a review check run of this app",
+    "check_run/rerequested.with-organization.json": "not a review check run of this app",
     "issue_comment/created.1.json": "no @openhands mention",
     "issue_comment/created.json": "no @openhands mention",
     "issue_comment/created.with-installation.json": "no @openhands mention",
@@ -205,6 +214,45 @@ def test_synchronize_becomes_a_review_task_the_worker_may_skip() -> None:
     assert isinstance(task, ReviewTask)
     assert task.action == "synchronize"
     assert task.head_sha == payload["pull_request"]["head"]["sha"]
+
+
+def _rerequested(external_id: str | None) -> dict[str, Any]:
+    payload = copy.deepcopy(load_payload("check_run/rerequested.with-organization.json"))
+    payload["check_run"]["external_id"] = external_id
+    return payload
+
+
+def test_rerunning_the_review_check_re_reviews_its_pull_request() -> None:
+    payload = _rerequested(review_check_external_id(42))
+    task = _route("check_run", payload)
+    assert isinstance(task, ReviewTask)
+    assert (task.number, task.action, task.rereview) == (42, "rerequested", True)
+    assert task.head_sha == payload["check_run"]["head_sha"]
+    assert task.trigger == "check_run"
+
+
+@pytest.mark.parametrize(
+    "external_id",
+    [
+        None,
+        "",
+        "42",
+        "openhands-review:pr-",
+        "openhands-review:pr-0",
+        "openhands-review:pr-4x2",
+        "openhands-review:pr-" + "9" * 30,
+        "openhands-review:pr-\u0664\u0662",
+    ],
+)
+def test_a_rerequested_check_run_that_is_not_ours_is_ignored(external_id: str | None) -> None:
+    outcome = _route("check_run", _rerequested(external_id))
+    assert outcome == Ignored("not a review check run of this app")
+
+
+def test_other_check_run_actions_are_not_handled() -> None:
+    outcome = _route("check_run", load_payload("check_run/completed.json"))
+    assert isinstance(outcome, Ignored)
+    assert "is not handled" in outcome.reason
 
 
 def _push(files: list[str], *, ref: str | None = None, count: int = 1) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from bot.jobs.review import (
     FORK_NOTE,
     INVALID_REVIEW,
     INVALID_REVIEW_TODO,
-    REVIEW_UNUSABLE,
     TOO_LARGE,
 )
+from bot.jobs.review_passes import REVIEW_UNUSABLE
 from bot.queue.tasks import RepoRef
 from bot.repo_config.schema import CONFIG_PATH
 from bot.runs.store import RunStore

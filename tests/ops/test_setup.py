@@ -48,8 +48,21 @@ from tests.fakes.manifest import ManifestConversions, check_manifest, manifest_c
 from tests.servers import ServerThread
 
 WEBHOOK_URL = "https://bot.example.com/webhooks/github"
-PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write", "metadata": "read"}
-EVENTS = ["issue_comment", "issues", "pull_request", "pull_request_review_comment", "push"]
+PERMISSIONS = {
+    "contents": "write",
+    "issues": "write",
+    "pull_requests": "write",
+    "checks": "write",
+    "metadata": "read",
+}
+EVENTS = [
+    "check_run",
+    "issue_comment",
+    "issues",
+    "pull_request",
+    "pull_request_review_comment",
+    "push",
+]
 
 
 class _Forms(HTMLParser):

@@ -66,6 +66,15 @@ def test_an_empty_file_is_the_defaults() -> None:
     config = parse("")
     assert config.automations == []
     assert config.review.enabled is True
+    assert (config.review.min_inline_severity, config.review.max_inline_comments) == (
+        "important",
+        7,
+    )
+
+
+def test_the_noise_budget_is_read() -> None:
+    review = parse("review:\n  min_inline_severity: critical\n  max_inline_comments: 0\n").review
+    assert (review.min_inline_severity, review.max_inline_comments) == ("critical", 0)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +99,8 @@ def test_an_empty_file_is_the_defaults() -> None:
         ("review: [1, 2", schema.NOT_VALID_YAML.partition("{error}")[0]),
         ("- just\n- a list\n", schema.NOT_A_MAPPING),
         ("review:\n  enabled: maybe\n", "review.enabled"),
+        ("review:\n  min_inline_severity: nitpick\n", "review.min_inline_severity"),
+        ("review:\n  max_inline_comments: -1\n", "review.max_inline_comments"),
         ("x: " + "y" * 70_000, schema.FILE_TOO_LARGE.format(kib=64)),
         ("automations: [nightly]\n", "automations[0]: Input should be a valid dictionary"),
         (

@@ -13,6 +13,7 @@ DEFAULT_PERMISSIONS: dict[str, str] = {
     "contents": "write",
     "issues": "write",
     "pull_requests": "write",
+    "checks": "write",
     "metadata": "read",
 }
 
@@ -67,6 +68,7 @@ class AppsMixin(ReposMixin):
                 "permissions": dict(DEFAULT_PERMISSIONS),
                 # As app-manifest.yml subscribes them.
                 "events": [
+                    "check_run",
                     "issue_comment",
                     "issues",
                     "pull_request",

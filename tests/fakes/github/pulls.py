@@ -20,6 +20,8 @@ from tests.fakes.github.shapes import (
 )
 from tests.fakes.github.state import FakePull, FakeRepo
 
+MAX_LISTED_FILES = 3000  # `GET /pulls/{n}/files` stops here (GitHub's documented limit)
+
 
 class PullsMixin(IssuesMixin, GitMixin):
     """PRs and their issues; on a repo with a bare repository they need real head/base branches."""
@@ -75,8 +77,9 @@ class PullsMixin(IssuesMixin, GitMixin):
     def _list_pull_files(self, call: _Call) -> _Reply:
         repo, _ = self._token_for_repo(call)
         pull = self._pull_for(call, repo)
+        listed = pull.files[:MAX_LISTED_FILES]  # GitHub lists no more, whatever the PR holds
         return self._paginate(
-            call, [self._file_json(repo, pull, item, call.api_base) for item in pull.files]
+            call, [self._file_json(repo, pull, item, call.api_base) for item in listed]
         )
 
     def _list_pulls(self, call: _Call) -> _Reply:

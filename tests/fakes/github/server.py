@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from tests.fakes.github.apps import AppsMixin
 from tests.fakes.github.calls import _R, DOCS, ApiError, Handler, RecordedRequest, _Call, _Reply
+from tests.fakes.github.checks import ChecksMixin
 from tests.fakes.github.reactions import ReactionsMixin
 from tests.fakes.github.webhooks import WebhookSeedingMixin
 from tests.fakes.manifest import convert_manifest_code
@@ -49,7 +50,7 @@ class _Delay:
     times: int | None
 
 
-class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
+class FakeGitHub(AppsMixin, ChecksMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
     """A stateful fake of the GitHub REST endpoints the bot uses, answered in GitHub's shapes.
 
     Bodies start from GitHub's documented examples (`EXAMPLES_DIR`) and carry the fake's state.
@@ -128,6 +129,7 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                     self._reply_review_comment,
                 ),
                 *self._git_routes(),
+                *self._checks_routes(),
             ]
         ]
 
