@@ -10,6 +10,7 @@ import logging
 import random
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
