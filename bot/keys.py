@@ -35,6 +35,9 @@ WRITE_SLOT_PREFIX = NS + "write-slot:"  # installation → the next time a write
 PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly
 TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id
 REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once
+REVIEW_STATE_PREFIX = NS + "review-state:"  # hash per PR thread: last reviewed head, summary
+FINDINGS_PREFIX = NS + "findings:"  # hash per PR thread: fingerprint → the finding (JSON)
+REVIEW_ACTIVE_PREFIX = NS + "review-active:"  # hash per PR thread: the review running on it
 
 # --- repository config and automations
 CONFIG_PREFIX = NS + "repo-config:"  # repo → {"sha", "config"} of the last valid file

@@ -23,7 +23,7 @@ from bot.github import review_format as fmt
 from bot.github.messages import failure
 from bot.github.permissions import role_of
 from bot.github.reads import PullFacts
-from bot.jobs import agent
+from bot.jobs import agent, review_push
 from bot.jobs.context import Attempt, Deps, job
 from bot.jobs.gate import admit_run, with_installation
 from bot.jobs.turns import Turn
@@ -169,11 +169,14 @@ class ReviewRun:
                 key=f"{task.run_id}:too-large",
             )
             return skipped.but(reason="too large")
+        await review_push.take_over(self.deps, task, self.now, pr.head_sha)
         try:
             return (await self._review(gh, pr)).but(facts={"head_sha": pr.head_sha})
         except BaseException:
             await self.redis.delete(key)  # let a later trigger try again
             raise
+        finally:
+            await review_push.step_down(self.deps, task)
 
     def _unwanted(self) -> str | None:
         """Why this repository does not want this review (its config, else the bot's settings),
@@ -206,11 +209,14 @@ class ReviewRun:
             )
             read_only = role not in {"admin", "maintain", "write"}
         files = await reads.pull_files(gh, task)
-        diff, skipped = fmt.budget_diff(files, settings.review_diff_budget_chars)
+        memory = await review_push.Memory(self.deps, gh, task, pr).load()
+        budget = settings.review_diff_budget_chars
+        diff, skipped = fmt.budget_diff(memory.files_to_review(files), budget)
         # The guide as the base branch has it, never the PR's own version of it.
         guide = await reads.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
         if self.config.instructions:  # from the default branch's config, never the PR's
             guide = "\n\n".join(part for part in (guide, self.config.instructions) if part)
+        guide = "\n".join(part for part in (guide, memory.prompt_context()) if part) or None
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
         spec = RunSpec(
             run_id=task.run_id,
@@ -258,9 +264,18 @@ class ReviewRun:
                 cost=run.result.cost,
                 conversation_id=run.result.conversation_id,
             )
-        review = _cleaned(parsed[-1], outbound.for_api(settings.github_api_url))
+        review = await memory.keep_new(
+            _cleaned(parsed[-1], outbound.for_api(settings.github_api_url))
+        )
         await self._post(
-            gh, pr, review, files, skipped, run.result.cost, FORK_NOTE if read_only else None
+            gh,
+            pr,
+            review,
+            files,
+            skipped,
+            run.result.cost,
+            FORK_NOTE if read_only else None,
+            memory,
         )
         return RunOutcome(
             task.run_id,
@@ -279,6 +294,7 @@ class ReviewRun:
         skipped: list[str],
         cost: float,
         note: str | None,
+        memory: review_push.Memory,
     ) -> None:
         task = self.task
         index = fmt.DiffIndex.from_files([(name, patch) for name, patch, _ in files])
@@ -298,16 +314,7 @@ class ReviewRun:
                 cost=cost,
                 read_only_note=note,
             )
-            await publish.review(
-                gh,
-                task.repo,
-                task.number,
-                commit_id=pr.head_sha,
-                body=body,
-                event=event,
-                comments=comments,
-                key=f"{task.run_id}:review",
-            )
+            await memory.publish(body, comments, outside_list, event)
 
         try:
             await send(inline, outside)

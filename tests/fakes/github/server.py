@@ -17,7 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from tests.fakes.github.apps import AppsMixin
 from tests.fakes.github.calls import _R, DOCS, ApiError, Handler, RecordedRequest, _Call, _Reply
+from tests.fakes.github.compare import CompareMixin
 from tests.fakes.github.reactions import ReactionsMixin
+from tests.fakes.github.review_threads import ReviewThreadsMixin
 from tests.fakes.github.webhooks import WebhookSeedingMixin
 from tests.fakes.manifest import convert_manifest_code
 from tests.servers import FakeServer
@@ -48,7 +50,14 @@ class _Delay:
     times: int | None
 
 
-class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
+class FakeGitHub(
+    AppsMixin,
+    ReactionsMixin,
+    ReviewThreadsMixin,
+    CompareMixin,
+    WebhookSeedingMixin,
+    FakeServer,
+):
     """A stateful fake of the GitHub REST endpoints the bot uses, answered in GitHub's shapes.
 
     Bodies start from GitHub's documented examples (`EXAMPLES_DIR`) and carry the fake's state.
@@ -125,6 +134,8 @@ class FakeGitHub(AppsMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
                     self._reply_review_comment,
                 ),
                 *self._git_routes(),
+                *self._compare_routes(),
+                *self._review_thread_routes(),
             ]
         ]
 
