@@ -38,6 +38,7 @@ REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once
 REVIEW_STATE_PREFIX = NS + "review-state:"  # hash per PR thread: last reviewed head, summary
 FINDINGS_PREFIX = NS + "findings:"  # hash per PR thread: fingerprint → the finding (JSON)
 REVIEW_ACTIVE_PREFIX = NS + "review-active:"  # hash per PR thread: the review running on it
+FIX_TARGETS_PREFIX = NS + "fix-targets:"  # hash per fix run: F1… → its review thread
 
 # --- repository config and automations
 CONFIG_PREFIX = NS + "repo-config:"  # repo → {"sha", "config"} of the last valid file
