@@ -71,7 +71,8 @@ async def context(deps: Deps, gh: GitHub[Any], task: MentionTask) -> str:
         log.warning("review threads unreadable: %s", exc, extra={"run_id": task.run_id})
         return ""
     me = BotIdentity(deps.settings.github_app_slug)
-    here = next((t for t in threads if any(c.id == task.comment_id for c in t.comments)), None)
+    asked_in = {task.in_reply_to, task.comment_id} - {None}
+    here = next((t for t in threads if any(c.id in asked_in for c in t.comments)), None)
     parts: list[str] = []
     if here is not None:
         said = "\n".join(
