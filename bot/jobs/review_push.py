@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from githubkit import GitHub
-from githubkit.exception import RequestFailed
+from githubkit.exception import GitHubException, RequestFailed
 
 from bot import keys
 from bot.github import once, publish, reads
@@ -93,10 +93,18 @@ class Memory:
         self.state = await self.store.state()
         self.findings = await self.store.all()
         base = self.state.last_head
-        if base and base != self.pr.head_sha:
-            if self.task.action == "synchronize" and not self.task.rereview:
+        pushed = bool(base and base != self.pr.head_sha)
+        try:
+            if base and pushed and self.task.action == "synchronize" and not self.task.rereview:
                 self.increment = await self._compare(base)
-        await self._sync_threads(pushed=bool(base and base != self.pr.head_sha))
+            await self._sync_threads(pushed=pushed)
+        except GitHubException as exc:  # e.g. no GraphQL on this server: a plain review still
+            log.warning(
+                "earlier reviews unreadable (%s): reviewing the whole pull request",
+                type(exc).__name__,
+                extra={"run_id": self.task.run_id},
+            )
+            self.increment = None
         return self
 
     async def _compare(self, base: str) -> Increment | None:

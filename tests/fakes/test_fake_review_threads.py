@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
+from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GraphQLFailed
 
 from bot.github.threads import RESOLVE_THREAD, THREADS_QUERY, BotIdentity, _thread
@@ -45,9 +46,14 @@ def host(fake: FakeGitHub, tmp_path: Path) -> Iterator[FakeGitHost]:
 
 
 def _client(fake: FakeGitHub, pem: str, **narrowing: Any) -> GitHub[Any]:
-    app = GitHub(AppAuthStrategy(APP_ID, pem), base_url=fake.url, trust_env=False)
+    # A cache of its own: githubkit's shared one would hand out another test's App JWT.
+    cache = MemCacheStrategy()
+    app = GitHub(
+        AppAuthStrategy(APP_ID, pem), base_url=fake.url, cache_strategy=cache, trust_env=False
+    )
     token = app.rest.apps.create_installation_access_token(INSTALLATION_ID, **narrowing)
-    return GitHub(TokenAuthStrategy(token.parsed_data.token), base_url=fake.url, trust_env=False)
+    auth = TokenAuthStrategy(token.parsed_data.token)
+    return GitHub(auth, base_url=fake.url, cache_strategy=cache, trust_env=False)
 
 
 def test_compare_lists_the_commits_and_files_between_two_heads(

@@ -252,3 +252,24 @@ async def test_a_push_during_a_review_cancels_it_and_the_new_head_is_reviewed(
     # Nothing lost: the cancelled head's lines are in what the new review read.
     assert "+new line A" in llm.completions[-1].text
     assert "+pushed while reviewing" in llm.completions[-1].text
+
+
+async def test_without_graphql_the_review_is_still_posted(
+    world: FakeGitHub,
+    git_host: FakeGitHost,
+    deliver: Deliverer,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+) -> None:
+    settings = agent_settings.model_copy(update={"review_on_push": True})
+    head = open_pull(world, git_host, PR)
+    world.fail_next("POST", r"^/graphql$", 404, times=10)  # a server with no GraphQL API
+    llm.script(steps.finish(review_json([finding(31, "dead-code", "FIND-DEAD: unused.")])))
+    deliver.post("pull_request", pr_event("opened", PR, head))
+
+    await run_worker(settings, workspaces=agent_server)
+
+    (posted,) = world.reviews
+    assert [c["line"] for c in posted["comments"]] == [31]
