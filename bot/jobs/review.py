@@ -216,14 +216,13 @@ class ReviewRun:
         guide = await reads.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
         if self.config.instructions:  # from the default branch's config, never the PR's
             guide = "\n\n".join(part for part in (guide, self.config.instructions) if part)
-        guide = "\n".join(part for part in (guide, memory.prompt_context()) if part) or None
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
         spec = RunSpec(
             run_id=task.run_id,
             installation_id=task.installation_id or 0,
             repo=task.repo,
             clone_url=repo.clone_url,
-            prompt=review_prompt(task, pr, diff, skipped, guide),
+            prompt=review_prompt(task, pr, diff, skipped, guide) + memory.prompt_context(),
             branch=pr.base_ref,
             fetch_ref=f"refs/pull/{task.number}/head",
             tools=READ_ONLY_TOOLS if read_only else None,
