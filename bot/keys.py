@@ -42,6 +42,10 @@ PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached
 TRACKING_PREFIX = NS + "tracking:"  # run id → its tracking comment's id
 REVIEWED_PREFIX = NS + "reviewed:"  # repo#pr:sha → reviewed once
 CHECK_PREFIX = NS + "check-run:"  # run id → the id of its review check run
+REVIEW_STATE_PREFIX = NS + "review-state:"  # hash per PR thread: last reviewed head, summary
+FINDINGS_PREFIX = NS + "findings:"  # hash per PR thread: fingerprint → the finding (JSON)
+REVIEW_ACTIVE_PREFIX = NS + "review-active:"  # hash per PR thread: the review running on it
+FIX_TARGETS_PREFIX = NS + "fix-targets:"  # hash per fix run: F1… → its review thread
 
 # --- repository config and automations
 CONFIG_PREFIX = NS + "repo-config:"  # repo → {"sha", "config"} of the last valid file

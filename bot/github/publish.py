@@ -24,7 +24,7 @@ from githubkit.exception import RequestFailed
 
 from bot.agent.results import ChangedFile, Patch
 from bot.errors import BranchMoved, PublishError
-from bot.github import once, outbound
+from bot.github import once, outbound, threads
 from bot.github.commits import create_commit, refuse_unpublishable
 from bot.queue.tasks import RepoRef
 
@@ -339,9 +339,9 @@ async def review(
     event: Literal["APPROVE", "REQUEST_CHANGES", "COMMENT"],
     comments: list[dict[str, Any]],
     key: str,
-) -> None:
-    """A pull request review with its inline comments, on the commit that was reviewed, once per
-    `key` (the inline comments are part of the review: made, or found, with it)."""
+) -> int:
+    """A pull request review with its inline comments on the reviewed commit, once per `key`
+    (the inline comments are part of the review: made, or found, with it); its id."""
 
     async def create(text: str) -> Any:
         made = await gh.rest.pulls.async_create_review(
@@ -355,6 +355,18 @@ async def review(
         )
         return made.parsed_data
 
-    await once.post_marked(
+    made = await once.post_marked(
         gh, key, body, create, lambda mark: once.find_review(gh, repo, number, mark)
     )
+    return int(made.id)
+
+
+async def edit_review(
+    gh: GitHub[Any], repo: RepoRef, number: int, review_id: int, body: str
+) -> None:
+    """Rewrite a review's body in place (the one summary); `body` keeps its `once` marker."""
+    await gh.rest.pulls.async_update_review(repo.owner, repo.name, number, review_id, body=body)
+
+
+async def resolve_thread(gh: GitHub[Any], thread_id: str) -> None:
+    await gh.async_graphql(threads.RESOLVE_THREAD, {"threadId": thread_id})

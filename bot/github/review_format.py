@@ -75,6 +75,7 @@ class ReviewComment(BaseModel):
     severity: Severity
     body: NonEmpty
     suggestion: str | None = None
+    rule: str | None = Field(default=None, max_length=80)  # part of the finding's fingerprint
 
     @field_validator("start_line")
     @classmethod
@@ -106,6 +107,7 @@ Write the review as one JSON object (no other text) with exactly these keys:
   - "body": string, non-empty; what is wrong and why, in Markdown.
   - "suggestion": replacement text for lines start_line..line (or just line), or null.
     It replaces those lines exactly, so keep their indentation; "" deletes them.
+  - "rule": a short kebab-case name of the kind of problem (e.g. "sql-injection"), or null.
 Only lines inside the diff's hunks can get inline comments; others go into the review body.
 Example:
 {"summary": "Adds retry logic; one bug in the backoff.", "verdict": "request_changes",

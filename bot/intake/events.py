@@ -68,6 +68,7 @@ class Comment(Lenient):
     line: Id | None = None
     original_line: Id | None = None
     diff_hunk: str | None = None
+    in_reply_to_id: Id | None = None  # review comments: the thread's first comment
 
 
 class Label(Lenient):

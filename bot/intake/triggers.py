@@ -144,6 +144,7 @@ def _comment_route(
         path=comment.path,
         line=comment.line if comment.line is not None else comment.original_line,
         diff_hunk=comment.diff_hunk,
+        in_reply_to=comment.in_reply_to_id,
     )
 
 

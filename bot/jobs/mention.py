@@ -23,7 +23,7 @@ from bot.errors import PublishError
 from bot.github import failures, messages, outbound, publish, reads
 from bot.github.reads import PullInfo
 from bot.github.tracking import TrackingComment
-from bot.jobs import agent, threads
+from bot.jobs import agent, review_chat, threads
 from bot.jobs.context import Attempt, Deps, job
 from bot.jobs.gate import ack_client, admit_run, with_installation
 from bot.jobs.turns import Turn
@@ -134,7 +134,6 @@ class MentionRun:
         self.gh = gh
         self.task = task
         self.now = now
-        self.job_id = now.job_id
         self.thread = threads.key(task.repo.full_name, task.number)
         self.tracking = TrackingComment(
             gh,
@@ -159,7 +158,7 @@ class MentionRun:
         resumed = messages.RESUMED.format(tries=self.now.tries) if self.now.tries > 1 else ""
         await self.tracking.phase("queued", resumed)
         try:
-            await threads.mark_active(self.redis, self.thread, task.run_id, self.job_id)
+            await threads.mark_active(self.redis, self.thread, task.run_id, self.now.job_id)
             outcome = await self._run()
             if self.tracking.html_url:
                 outcome = outcome.but(links={**outcome.links, "comment": self.tracking.html_url})
@@ -219,12 +218,13 @@ class MentionRun:
             resume = Resume(kept.conversation_run_id, kept.base_sha, kept.attempt)
         # One workspace per thread, kept for a while: a follow-up continues in it.
         digest = hashlib.sha1(self.thread.encode()).hexdigest()[:16]
+        extra = await review_chat.context(self.deps, self.gh, task)  # review threads, a fix
         spec = RunSpec(
             run_id=task.run_id,
             installation_id=task.installation_id or 0,
             repo=task.repo,
             clone_url=repo.clone_url,
-            prompt=agent_prompt(context, "the repository root (your working directory)"),
+            prompt=agent_prompt(context, "the repository root (your working directory)") + extra,
             branch=None if pull else repo.default_branch,
             fetch_ref=f"refs/pull/{task.number}/head" if pull else None,
             want_patch=bool(pull and pull.is_fork),
@@ -232,7 +232,7 @@ class MentionRun:
             workspace_id=f"thread-{digest}" if self.keep else None,
             keep_seconds=self.keep,
             resume=resume,
-            follow_up_prompt=follow_up_prompt(task.instruction, task.sender),
+            follow_up_prompt=follow_up_prompt(task.instruction, task.sender) + extra,
             attempt=self.now.label,
             earlier_attempts=self.now.earlier,
         )
@@ -316,8 +316,7 @@ class MentionRun:
 
     def _commit_time(self) -> datetime:
         # The delivery's time keeps the commit identical when the job runs again.
-        stamp = self.task.comment_created_at
-        if stamp:
+        if stamp := self.task.comment_created_at:
             return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         return datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -375,6 +374,7 @@ class MentionRun:
             kept = threads.kept_from(run, task.run_id, self.now.label, run.head_sha, sha)
             await threads.keep(self.redis, self.thread, kept, self.keep)
         pushed = PUSHED.format(sha=sha[:7], branch=pull.head_ref)
+        await review_chat.after_push(self.deps, self.writer, task, sha, run.result.final_response)
         await self._reply_in_thread(f"{pushed}\n\n{said}")
         return f"✅ {pushed}\n\n{said}"
 

@@ -22,7 +22,7 @@ from bot.github.checks import ReviewCheck
 from bot.github.messages import failure
 from bot.github.permissions import role_of
 from bot.github.reads import PullFacts
-from bot.jobs import review_check, review_passes
+from bot.jobs import review_check, review_passes, review_push
 from bot.jobs.context import Attempt, Deps, job
 from bot.jobs.gate import admit_run, with_installation
 from bot.jobs.turns import Turn
@@ -165,12 +165,15 @@ class ReviewRun:
                 key=f"{task.run_id}:too-large",
             )
             return skipped.but(reason="too large")
+        await review_push.take_over(self.deps, task, self.now, pr.head_sha)
         try:
             outcome = await self._review(gh, pr)
             return outcome.but(facts={**outcome.facts, "head_sha": pr.head_sha})
         except BaseException:
             await self.redis.delete(key)  # let a later trigger try again
             raise
+        finally:
+            await review_push.step_down(self.deps, task)
 
     def _unwanted(self) -> str | None:
         """Why this repository does not want this review (its config, else the bot's settings),
@@ -202,7 +205,8 @@ class ReviewRun:
                 key=self.deps.keys.permissions,
             )
             read_only = role not in {"admin", "maintain", "write"}
-        plan = await self._plan(gh, pr)
+        memory = await review_push.Memory(self.deps, gh, task, pr).load()
+        plan = await review_passes.plan(gh, self.task, pr, memory, self.settings)
         if not plan.passes:
             return RunOutcome(
                 task.run_id,
@@ -224,7 +228,8 @@ class ReviewRun:
                 installation_id=task.installation_id or 0,
                 repo=task.repo,
                 clone_url=repo.clone_url,
-                prompt=review_prompt(task, pr, diff, plan.left_out(), guide, part),
+                prompt=review_prompt(task, pr, diff, plan.left_out(), guide, part)
+                + memory.prompt_context(),
                 branch=pr.base_ref,
                 fetch_ref=f"refs/pull/{task.number}/head",
                 tools=READ_ONLY_TOOLS if read_only else None,
@@ -258,8 +263,10 @@ class ReviewRun:
                 facts=review_check.facts({}, plan.coverage()),
             )
         review = review_passes.cleaned(passes.review, outbound.for_api(settings.github_api_url))
+        review = await memory.keep_new(review)
         review, demoted = await suggestions.vet(gh, task.repo, pr.head_sha, review)
-        await self._post(gh, pr, review, plan, passes.cost, FORK_NOTE if read_only else None)
+        note = FORK_NOTE if read_only else None
+        await self._post(gh, pr, review, plan, passes.cost, note, memory)
         severities = {s: sum(c.severity == s for c in review.comments) for s in fmt.BADGES}
         return RunOutcome(
             task.run_id,
@@ -274,18 +281,6 @@ class ReviewRun:
             },
         )
 
-    async def _plan(self, gh: GitHub[Any], pr: PullFacts) -> pr_files.Plan:
-        """The changed files in passes; `.gitattributes` from the base: a PR cannot hide code."""
-        files = await pr_files.list_files(gh, self.task.repo, self.task.number)
-        attributes = await reads.first_file(gh, self.task.repo, (".gitattributes",), pr.base_ref)
-        return pr_files.plan(
-            files,
-            total=pr.changed_files,
-            budget_chars=self.settings.review_diff_budget_chars,
-            max_passes=self.settings.review_max_passes,
-            rules=pr_files.linguist_generated(attributes),
-        )
-
     async def _post(
         self,
         gh: GitHub[Any],
@@ -294,6 +289,7 @@ class ReviewRun:
         plan: pr_files.Plan,
         cost: float,
         note: str | None,
+        memory: review_push.Memory,
     ) -> None:
         task = self.task
         index = fmt.DiffIndex.from_files([(f.path, f.patch) for p in plan.passes for f in p.files])
@@ -318,16 +314,7 @@ class ReviewRun:
                 read_only_note=note,
                 sections=[section for section in sections if section],
             )
-            await publish.review(
-                gh,
-                task.repo,
-                task.number,
-                commit_id=pr.head_sha,
-                body=body,
-                event=event,
-                comments=comments,
-                key=f"{task.run_id}:review",
-            )
+            await memory.publish(body, comments, outside_list, event)
 
         try:
             await send(inline, outside)

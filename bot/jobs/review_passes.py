@@ -14,15 +14,22 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from githubkit import GitHub
 
 from bot.agent.results import AgentResult
 from bot.agent.run import RunSpec
+from bot.config import Settings
 from bot.errors import InvalidReview
-from bot.github import outbound
+from bot.github import outbound, pr_files, reads
 from bot.github import review_format as fmt
 from bot.github.pr_files import ReviewPass
+from bot.github.reads import PullFacts
 from bot.jobs import agent
 from bot.jobs.context import Deps
+from bot.jobs.review_push import Memory
+from bot.queue.tasks import ReviewTask
 
 # Back to the agent once when its review is unusable; then, if still unusable, to the thread.
 REVIEW_UNUSABLE = (
@@ -136,3 +143,23 @@ def cleaned(review: fmt.Review, cleaner: outbound.Cleaner) -> fmt.Review:
     ]
     summary = cleaner.clean(review.summary)
     return review.model_copy(update={"summary": summary, "comments": comments})
+
+
+async def plan(
+    gh: GitHub[Any], task: ReviewTask, pr: PullFacts, memory: Memory, settings: Settings
+) -> pr_files.Plan:
+    """The changed files (a push's own, when earlier reviews are known) in passes;
+    `.gitattributes` from the base: a PR cannot hide code."""
+    increment = memory.increment
+    if increment is not None:
+        files = [pr_files.ChangedFile(*item) for item in increment.files]
+    else:
+        files = await pr_files.list_files(gh, task.repo, task.number)
+    attributes = await reads.first_file(gh, task.repo, (".gitattributes",), pr.base_ref)
+    return pr_files.plan(
+        files,
+        total=len(files) if increment is not None else pr.changed_files,
+        budget_chars=settings.review_diff_budget_chars,
+        max_passes=settings.review_max_passes,
+        rules=pr_files.linguist_generated(attributes),
+    )

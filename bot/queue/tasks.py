@@ -54,6 +54,7 @@ class MentionTask(_TaskBase):
     path: str | None = None
     line: Id | None = None
     diff_hunk: str | None = None
+    in_reply_to: Id | None = None  # a reply in a review thread: the thread's first comment
 
 
 class ReviewTask(_TaskBase):

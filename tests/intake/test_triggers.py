@@ -135,6 +135,15 @@ def test_review_comment_mention_carries_the_code_context() -> None:
     assert task.number == payload["pull_request"]["number"]
     assert task.path == payload["comment"]["path"]
     assert task.diff_hunk == payload["comment"]["diff_hunk"]
+    assert task.in_reply_to is None
+
+
+def test_a_reply_in_a_review_thread_names_the_thread() -> None:
+    payload = _with_comment("pull_request_review_comment/created.json", "@openhands fix")
+    payload["comment"]["in_reply_to_id"] = 4242
+    task = _route("pull_request_review_comment", payload)
+    assert isinstance(task, MentionTask)
+    assert (task.trigger, task.instruction, task.in_reply_to) == ("review_comment", "fix", 4242)
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,18 @@ class ReviewsMixin(PullsMixin):
             "submitted_at": None if state == "PENDING" else _iso(_now()),
         }
         self._reviews.append(review)
+        for item in review["comments"]:  # each inline comment starts a thread, as on GitHub
+            made = self.add_review_comment(
+                repo.full_name,
+                pull.number,
+                item.get("body", ""),
+                self.bot_login,
+                path=item.get("path", ""),
+                line=item.get("line"),
+                diff_hunk="",
+                commit_id=review["commit_id"],
+            )
+            self._review_comments[made]["review_id"] = review["id"]
         return _Reply(200, self._review_json(review, call.api_base))
 
     def _list_reviews(self, call: _Call) -> _Reply:

@@ -19,7 +19,9 @@ from starlette.types import Receive, Scope, Send
 from tests.fakes.github.apps import AppsMixin
 from tests.fakes.github.calls import _R, DOCS, ApiError, Handler, RecordedRequest, _Call, _Reply
 from tests.fakes.github.checks import ChecksMixin
+from tests.fakes.github.compare import CompareMixin
 from tests.fakes.github.reactions import ReactionsMixin
+from tests.fakes.github.review_threads import ReviewThreadsMixin
 from tests.fakes.github.webhooks import WebhookSeedingMixin
 from tests.fakes.manifest import convert_manifest_code
 from tests.servers import FakeServer
@@ -50,7 +52,15 @@ class _Delay:
     times: int | None
 
 
-class FakeGitHub(AppsMixin, ChecksMixin, ReactionsMixin, WebhookSeedingMixin, FakeServer):
+class FakeGitHub(
+    AppsMixin,
+    ChecksMixin,
+    ReactionsMixin,
+    ReviewThreadsMixin,
+    CompareMixin,
+    WebhookSeedingMixin,
+    FakeServer,
+):
     """A stateful fake of the GitHub REST endpoints the bot uses, answered in GitHub's shapes.
 
     Bodies start from GitHub's documented examples (`EXAMPLES_DIR`) and carry the fake's state.
@@ -130,6 +140,8 @@ class FakeGitHub(AppsMixin, ChecksMixin, ReactionsMixin, WebhookSeedingMixin, Fa
                 ),
                 *self._git_routes(),
                 *self._checks_routes(),
+                *self._compare_routes(),
+                *self._review_thread_routes(),
             ]
         ]
 
