@@ -331,23 +331,11 @@ def github_event(verdict: Verdict, *, allow_request_changes: bool) -> Event:
     return "COMMENT"
 
 
-_LOCK_FILES = {
-    "uv.lock",
-    "poetry.lock",
-    "pipfile.lock",
-    "package-lock.json",
-    "npm-shrinkwrap.json",
-    "yarn.lock",
-    "pnpm-lock.yaml",
-    "bun.lockb",
-    "cargo.lock",
-    "gemfile.lock",
-    "composer.lock",
-    "go.sum",
-    "flake.lock",
-    "podfile.lock",
-    "packages.lock.json",
-}
+_LOCK_FILES = frozenset(
+    "uv.lock poetry.lock pipfile.lock package-lock.json npm-shrinkwrap.json yarn.lock "
+    "pnpm-lock.yaml bun.lockb cargo.lock gemfile.lock composer.lock go.sum flake.lock "
+    "podfile.lock packages.lock.json".split()
+)
 _GENERATED_DIRS = {
     "vendor",
     "node_modules",
