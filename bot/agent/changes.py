@@ -29,8 +29,9 @@ _LIST = (
     ' --cached --raw -z --no-renames --no-abbrev {base} -- >"$i.raw"; s=$?;'
     ' [ $s -eq 0 ] && base64 -w0 <"$i.raw"; rm -f "$i" "$i.raw"; exit $s'
 )
-# Sizes of the new blobs, one line each, in the order asked.
-_SIZES = "cd {repo} && printf '%s\\n' {shas} | git cat-file --batch-check='%(objectsize)'"
+# Sizes of the working files, one line each, in the order asked: what is read and published is
+# the working file, which a repository's eol or filter attributes may make differ from its blob.
+_SIZES = "cd {repo} && stat -c %s -- {paths}"
 # A symbolic link's blob is its target.
 _TARGET = "cd {repo} && git cat-file blob {sha} | base64 -w0"
 
@@ -96,8 +97,8 @@ async def changed_files(client: AgentServerClient, repo: str, base_ref: str) -> 
     present = [r for r in records if r.status != "deleted"]
     sizes: dict[str, int] = {}
     if present:
-        shas = " ".join(q(r.sha) for r in present)
-        lines = (await _run(client, _SIZES.format(repo=q(repo), shas=shas))).splitlines()
+        paths = " ".join(q(r.path) for r in present)
+        lines = (await _run(client, _SIZES.format(repo=q(repo), paths=paths))).splitlines()
         sizes = {r.path: int(n) if n.isdigit() else 0 for r, n in zip(present, lines, strict=False)}
     out = [
         ChangedFile(path=name, status="added", content=None, refused="its name is not UTF-8")

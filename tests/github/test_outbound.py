@@ -174,6 +174,13 @@ def test_a_patch_cannot_close_its_fence_or_forge_a_marker() -> None:
     assert "+```\n" in body  # the patch's own lines are kept
 
 
+def test_a_patch_read_only_in_part_states_its_whole_size() -> None:
+    head = "diff --git a/big.bin b/big.bin\n" + "+x\n" * 30_000  # what was read of it
+    body = patch_comment(head, reason="Fork.", size=62_914_560)
+    assert "Patch (62,914,560 bytes)" in body
+    assert "_The patch is 62,914,560 bytes; the first " in body
+
+
 def test_inline_code_holds_whatever_the_action_says() -> None:
     span = Cleaner(HOST).inline_code("echo `x` @someone\nfixes #3 <!-- openhands-run:y -->")
     assert span.startswith("`` ")

@@ -200,7 +200,7 @@ async def test_the_trigger_label_reacts_on_the_issue(
     assert reaction["target_id"] == payload["issue"]["number"]
 
 
-async def test_installation_found_from_github_then_from_records(
+async def test_the_installation_is_asked_of_github_never_taken_from_records(
     github: FakeGitHub, deliver: Deliverer, settings: Settings, redis: Redis
 ) -> None:
     github.set_permission(REPO, "octo-dev", "write")
@@ -210,9 +210,12 @@ async def test_installation_found_from_github_then_from_records(
     assert len(github.requests_to("GET", r"/repos/Codertocat/Hello-World/installation$")) == 1
     assert await redis.hget(keys.REPO_INSTALLATION, REPO.lower()) == str(INSTALLATION).encode()
 
+    # A map planted in Redis does not decide: a new worker asks GitHub again.
+    await redis.hset(keys.REPO_INSTALLATION, REPO.lower(), "999")
     _deliver(github, deliver, "issue_comment", _comment("@openhands second", installation=False))
     await run_worker(settings)
-    assert len(github.requests_to("GET", r"/repos/Codertocat/Hello-World/installation$")) == 1
+    assert len(github.requests_to("GET", r"/repos/Codertocat/Hello-World/installation$")) == 2
+    assert not github.requests_to("POST", r"/app/installations/999/access_tokens$")
     assert len(_reactions(github)) == 2
 
 

@@ -66,7 +66,7 @@ async def deliver_and_run(settings: Settings, event: str, payload: dict[str, Any
 
 async def test_the_environment_variables_route_a_completed_run(
     receiver: CallbackReceiver,
-    fake_github: FakeGitHub,
+    github: FakeGitHub,
     rsa_keys: tuple[str, str],
     tmp_path: Path,
     redis: Redis,
@@ -76,7 +76,7 @@ async def test_the_environment_variables_route_a_completed_run(
     monkeypatch.setenv("AUTOMATION_CALLBACK_URL", receiver.url("/hooks/run-done"))
     monkeypatch.setenv("AUTOMATION_CALLBACK_API_KEY", "cb-key-from-env")
     monkeypatch.setenv("AUTOMATION_RUN_ID", "automation-run-77")
-    settings = make_settings(fake_github.url, rsa_keys[0], tmp_path, review_on_open=False)
+    settings = make_settings(github.url, rsa_keys[0], tmp_path, review_on_open=False)
     assert settings.automation_callback_url == receiver.url("/hooks/run-done")
 
     run_id = await deliver_and_run(settings, "pull_request", opened_pr())
@@ -97,7 +97,7 @@ async def test_the_environment_variables_route_a_completed_run(
     assert record.outcome == "skipped: automatic reviews are off"
     assert record.callback_status is not None
     assert record.callback_status.startswith("delivered (200)")
-    assert fake_github.requests == []
+    assert [r.path for r in github.requests] == [f"/repos/{REPO}/installation"]  # no more
 
 
 async def test_a_failed_run_reports_failed_with_its_classified_error(
@@ -160,7 +160,7 @@ async def test_4xx_is_not_retried(
 
 
 async def test_an_unreachable_receiver_is_retried_a_bounded_number_of_times(
-    settings: Settings, redis: Redis
+    github: FakeGitHub, settings: Settings, redis: Redis
 ) -> None:
     closed = settings.model_copy(
         update={

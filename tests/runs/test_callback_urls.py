@@ -101,6 +101,7 @@ async def test_the_callback_job_refuses_a_bad_environment_url_cleanly(
     fake_github: FakeGitHub,
     redis: Redis,
 ) -> None:
+    fake_github.add_installation(1, "Codertocat", ["Codertocat/Hello-World"])  # the delivery's
     bad = cb_settings(settings, receiver, automation_callback_url=url, callback_allowed_hosts=[])
     run_id = await deliver_and_run(bad, "pull_request", opened_pr())
     record = await RunStore(redis, 3600).get(run_id)
