@@ -48,10 +48,7 @@ JWT_REFUSED_FIX = (
     "on the App's settings page or fix GITHUB_APP_ID; also check this machine's clock"
 )
 REDIS_BY_SERVE = "REDIS_URL unset: `serve` starts a private {executable} with its data in {data}"
-REDIS_DOWN_FIX = (
-    "start Redis there, or set REDIS_URL to one that runs "
-    "(unset, `serve` starts a private redis-server)"
-)
+REDIS_DOWN_FIX = "start Redis there, or set REDIS_URL to one that runs (unset: `serve` starts one)"
 AGENT_SERVER_DOWN_FIX = "start the agent-server there, or fix AGENT_SERVER_URL"
 
 
@@ -370,6 +367,8 @@ async def _guarded(check: Callable[[], Awaitable[Check]], name: str) -> Check:
 
 async def run_checks(settings: Settings, *, full: bool = False) -> list[Check]:
     """Every check after `settings` loaded; the GitHub rows need a loadable key."""
+    from bot.ops import doctor_sandbox  # it builds on this module's Check
+
     key = check_key(settings)
     checks = [key]
     if key.status == "ok" and settings.github_app_id is not None:
@@ -379,6 +378,7 @@ async def run_checks(settings: Settings, *, full: bool = False) -> list[Check]:
     # One after another: importing litellm blocks the loop, and timings should be honest.
     checks.append(await _guarded(lambda: check_redis(settings), "Redis"))
     checks.append(await _guarded(lambda: check_workspace(settings, full=full), "workspace"))
+    checks.append(await _guarded(lambda: doctor_sandbox.check_sandbox(settings), "sandbox"))
     checks.append(await _guarded(lambda: check_llm(settings), "LLM"))
     return checks
 

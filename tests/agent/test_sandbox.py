@@ -177,9 +177,9 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
     redis_url: str,
     wide_listener: int,
 ) -> None:
-    for repo, secret in (("octo/victim", "victim's private code"), ("mallory/tools", "x")):
+    for repo, secret in (("octo/victim", "victim's private code"), ("octo/tools", "x")):
         git_host.create_repo(repo, {"SECRET.md": secret})
-    fake_github.add_installation(INSTALLATION, "octo", ["victim", "tools"])
+    fake_github.add_installation(INSTALLATION, "octo", ["octo/victim", "octo/tools"])
     # The victim: a live run that wrote its checkout and now waits on its LLM.
     llm.script(
         steps.tool_call("terminal", command="echo victim-was-here >> SECRET.md"),
@@ -213,7 +213,7 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
     )
     keys_before = await redis.dbsize()
 
-    snoop = await _run(sandboxed, provider, redis, _spec(git_host, "mallory/tools", "[[snoop]]"))
+    snoop = await _run(sandboxed, provider, redis, _spec(git_host, "octo/tools", "[[snoop]]"))
 
     assert snoop.result.status == "finished", snoop.result.error
     output = next(r for r in llm.tool_results() if "processes:" in r)
@@ -254,7 +254,7 @@ async def test_two_runs_at_once_cannot_see_each_others_files(
 ) -> None:
     git_host.create_repo("octo/alpha", {"ALPHA.md": "alpha only"})
     git_host.create_repo("octo/beta", {"BETA.md": "beta only"})
-    fake_github.add_installation(INSTALLATION, "octo", ["alpha", "beta"])
+    fake_github.add_installation(INSTALLATION, "octo", ["octo/alpha", "octo/beta"])
     look = "ls /workspace/repo; find / -name 'ALPHA.md' -o -name 'BETA.md' 2>/dev/null | sort"
     for name in ("alpha", "beta"):
         llm.script(

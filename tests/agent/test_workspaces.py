@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from bot.agent.run import RunSpec, run_agent
 from bot.agent.workspace.factory import make_provider
 from bot.agent.workspace.local import LocalProvider
-from bot.agent.workspace.sandboxed import SandboxProvider
 from bot.agent.workspace.runtime import RuntimeProvider
+from bot.agent.workspace.sandboxed import SandboxProvider
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.errors import WorkspaceError

@@ -144,7 +144,9 @@ class Slirp:
         self.process.wait()
 
 
-def start_slirp(pid: int, api_socket: Path, policy: NetworkPolicy, timeout: float = 10) -> Slirp:
+def start_slirp(
+    pid: int, api_socket: Path, policy: NetworkPolicy, log_path: Path, timeout: float = 60
+) -> Slirp:
     """Give the namespace of `pid` a tap device routed through slirp4netns."""
     ready_read, ready_write = os.pipe()
     exit_read, exit_write = os.pipe()
@@ -162,14 +164,15 @@ def start_slirp(pid: int, api_socket: Path, policy: NetworkPolicy, timeout: floa
         "tap0",
     ]
     try:
-        process = subprocess.Popen(
-            args,
-            pass_fds=(ready_write, exit_read),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                args,
+                pass_fds=(ready_write, exit_read),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     except OSError as exc:
         os.close(exit_write)
         raise WorkspaceError(f"cannot start slirp4netns: {exc}") from exc
@@ -184,7 +187,7 @@ def start_slirp(pid: int, api_socket: Path, policy: NetworkPolicy, timeout: floa
         os.close(ready_read)
     if ready != b"1":
         slirp.stop()
-        raise WorkspaceError("slirp4netns did not configure the sandbox's network")
+        raise WorkspaceError(f"slirp4netns did not configure the sandbox's network: see {log_path}")
     return slirp
 
 

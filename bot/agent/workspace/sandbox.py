@@ -294,7 +294,7 @@ class Sandbox:
             info_write = block_read = -1
             self.child_pid = int(_read_info(info_read, self.process)["child-pid"])
             self.slirp = netns.start_slirp(
-                self.child_pid, self.dir / "slirp.sock", self.config.policy
+                self.child_pid, self.dir / "slirp.sock", self.config.policy, self.dir / "slirp.log"
             )
             netns.apply_rules(self.child_pid, self.config.policy)
             self.port = _free_port()
@@ -411,3 +411,36 @@ def reap(base: Path) -> list[Path]:
         removed.append(directory)
         log.warning("removed sandbox %s left by a worker that died", directory.name)
     return removed
+
+
+def probe(uid: int = 65534) -> str | None:
+    """None when bubblewrap can make a sandbox's namespaces here (as an unprivileged uid), else
+    its complaint (a container without CAP_SYS_ADMIN or with user namespaces off, typically)."""
+    why = available()
+    if why is not None:
+        return why
+    done = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--",
+            "bwrap",
+            "--unshare-all",
+            "--die-with-parent",
+            *_system_binds(),
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--",
+            "/bin/true",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        return f"bubblewrap failed: {done.stderr.decode(errors='replace').strip()[:300]}"
+    return None
