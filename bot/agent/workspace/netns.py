@@ -137,8 +137,11 @@ class Slirp:
     exit_fd: int
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.exit_fd)
+        """Idempotent: the fd is closed once (a second close would hit another's reused fd)."""
+        fd, self.exit_fd = self.exit_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()

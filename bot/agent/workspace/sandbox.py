@@ -125,8 +125,10 @@ class UidSlot:
         raise WorkspaceError(f"all {config.uid_count} sandbox uids are in use")
 
     def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        fd, self._fd = self._fd, -1  # once: a second close would hit another's reused fd
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def compile_environment(stamp_dir: Path) -> None:
@@ -331,12 +333,17 @@ class Sandbox:
         )
 
     def start(self) -> None:
-        """Spawn and wait until ready; a failed start leaves nothing behind."""
+        """Spawn and wait until ready; a failed start leaves nothing behind (but its logs)."""
         try:
             self.spawn()
             self.wait_ready()
         except BaseException:
-            self.destroy()
+            self.stop()
+            for name in ("slirp.log", "agent-server.log"):
+                with contextlib.suppress(OSError):
+                    tail = (self.dir / name).read_text(errors="replace")[-1500:]
+                    log.warning("sandbox %s failed to start; %s ends:\n%s", self.uid, name, tail)
+            self.remove()
             raise
 
     def alive(self) -> bool:
@@ -344,12 +351,14 @@ class Sandbox:
 
     def stop(self) -> None:
         """SIGKILL every process of the sandbox: its pid namespace dies with its first process."""
-        if self.child_pid is not None:
+        child, self.child_pid = self.child_pid, None
+        if child is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.child_pid, signal.SIGKILL)
+                os.kill(child, signal.SIGKILL)
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         if self.slirp is not None:
             self.slirp.stop()
