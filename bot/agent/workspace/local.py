@@ -1,8 +1,9 @@
-"""`local` workspaces, the embedded default: an agent-server subprocess the bot starts and owns.
+"""`local` workspaces without a sandbox (LOCAL_SANDBOX=false, development only): one agent-server
+subprocess per worker, shared by its runs (the default is a sandbox per run: sandboxed.py).
 
-The agent runs arbitrary commands on this host, so the server gets a scrubbed environment and,
-when the bot runs as root, an unprivileged user of its own: it can read neither the bot's process
-environment nor its `.env` or key file. Production should prefer `runtime` or `server`.
+The server gets a scrubbed environment and, when the bot runs as root, an unprivileged user of
+its own: it can read neither the bot's process environment nor its `.env` or key file. But every
+run's agent is that one user on one server: runs can read each other's checkouts.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Sandboxes started ahead of need: an agent-server takes 10-45 s to boot, so a worker keeps
 `LOCAL_SANDBOX_POOL` of them ready. Each serves exactly one run; taking one starts its
-replacement in the background. Threads, not tasks: the pool belongs to no event loop."""
+replacement in the background. Threads, not tasks: the pool belongs to no event loop.
+
+Every sandbox is spawned from one long-lived thread: bwrap's --die-with-parent is the kernel's
+parent-death signal, which fires when the *thread* that forked it ends, not the process."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from bot.agent.workspace.sandbox import Sandbox
 from bot.errors import WorkspaceError
@@ -27,6 +31,7 @@ class Pool:
         self.last_error = ""
         self._closed = False
         self._cond = threading.Condition()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
 
     @property
     def ready(self) -> int:
@@ -60,14 +65,17 @@ class Pool:
                     sandbox.destroy()
                     return
                 self._starting.add(sandbox)
+        started = False
         if sandbox is not None:
             try:
-                sandbox.start()
+                sandbox.start(self._spawner)
+                started = True
             except Exception as exc:
-                error, sandbox = str(exc), None
+                error = str(exc)
         with self._cond:
             if sandbox is not None:
                 self._starting.discard(sandbox)
+            if sandbox is not None and started:
                 if self._closed:
                     sandbox.destroy()
                 else:
@@ -115,3 +123,4 @@ class Pool:
             sandbox.stop()
         for sandbox in doomed:
             sandbox.remove()
+        self._spawner.shutdown(wait=False)

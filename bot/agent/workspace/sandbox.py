@@ -24,6 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,10 +333,14 @@ class Sandbox:
             f"the sandboxed agent-server did not start within {self.config.start_timeout:.0f}s"
         )
 
-    def start(self) -> None:
-        """Spawn and wait until ready; a failed start leaves nothing behind (but its logs)."""
+    def start(self, spawner: Executor | None = None) -> None:
+        """Spawn (in `spawner`'s thread, which must outlive the sandbox: see pool.py) and wait
+        until ready; a failed start leaves nothing behind (but its logs)."""
         try:
-            self.spawn()
+            if spawner is None:
+                self.spawn()
+            else:
+                spawner.submit(self.spawn).result()
             self.wait_ready()
         except BaseException:
             self.stop()
