@@ -40,8 +40,7 @@ NEEDED_PERMISSIONS = {
 NEEDED_EVENTS = ("issue_comment", "issues", "pull_request", "pull_request_review_comment", "push")
 LEVELS = {"read": 1, "write": 2, "admin": 3}
 KEY_UNREADABLE_FIX = (
-    "download a private key on the App's settings page (Generate a private key) and "
-    "point GITHUB_PRIVATE_KEY_PATH at the .pem file"
+    "generate a private key on the App's settings page; point GITHUB_PRIVATE_KEY_PATH at the .pem"
 )
 JWT_REFUSED_FIX = (
     "GITHUB_APP_ID and the private key must belong to the same App: generate a new key "
@@ -73,8 +72,8 @@ def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}{port}"
     return parts._replace(netloc=netloc).geturl()
 
 
@@ -276,7 +275,8 @@ async def check_workspace(settings: Settings, *, full: bool = False) -> Check:
         return Check(name, "ok", "agent-server installed (`doctor --full` starts it once)")
     started = time.monotonic()
     try:
-        await provider.start()
+        async with provider.open("doctor"):  # a sandbox (or the shared server), started once
+            pass
     except WorkspaceError as exc:
         return Check(name, "FAIL", str(exc), "read the agent-server log named above")
     finally:

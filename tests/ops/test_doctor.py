@@ -69,6 +69,7 @@ async def test_a_working_configuration_passes_every_check(
         "App permissions": "ok",
         "Redis": "ok",
         "workspace": "ok",
+        "sandbox": "ok" if sandbox.available() is None else "FAIL",
         "LLM": "ok",
     }
     assert rows["GitHub App JWT"].detail == f"accepted: App fake-bot (id {APP_ID})"
@@ -110,6 +111,7 @@ async def test_each_failure_says_what_to_fix(
         "private key": "ok",
         "GitHub App JWT": "FAIL",
         "Redis": "FAIL",
+        "sandbox": "skip",  # WORKSPACE_KIND=server runs no agent here
         "workspace": "FAIL",
         "LLM": "FAIL",
     }

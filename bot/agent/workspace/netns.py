@@ -153,7 +153,10 @@ def start_slirp(
     """Give the namespace of `pid` a tap device routed through slirp4netns."""
     ready_read, ready_write = os.pipe()
     exit_read, exit_write = os.pipe()
+    # Its own user namespace (root's): by default slirp4netns joins the target's, which bwrap
+    # nests below the one owning the network namespace once set up, and setns then fails.
     args = ["slirp4netns", "--configure", "--mtu=65520", "--enable-ipv6"]
+    args.append("--userns-path=/proc/self/ns/user")
     if not policy.host_loopback:
         args.append("--disable-host-loopback")
     args += [
