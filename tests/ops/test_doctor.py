@@ -16,6 +16,7 @@ import litellm
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 from pydantic import SecretStr
 
+from bot.agent.workspace import sandbox
 from bot.config import Settings
 from bot.ops import cli, doctor
 from tests.conftest import APP_ID, BOT_SECRETS, WEBHOOK_SECRET
