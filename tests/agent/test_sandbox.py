@@ -5,12 +5,14 @@ other; a sandbox is gone when its run ends. Real bwrap, slirp4netns, nft and age
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -137,11 +139,13 @@ async def sandboxed(
     """Settings whose LLM and git host the sandboxes may reach (and nothing else local)."""
     allowed = [f"{HOST_LOOPBACK}:{_port(llm.url)}", f"{HOST_LOOPBACK}:{_port(git_host.url)}"]
     provider.policy = NetworkPolicy.from_settings(allowed)
-    yield agent_settings.model_copy(update={"llm_base_url": _through_slirp(llm.base_url)})
+    # A run may wait for a sandbox to boot (slow on a busy machine): no run timeout meanwhile.
+    update = {"llm_base_url": _through_slirp(llm.base_url), "run_timeout_seconds": 900.0}
+    yield agent_settings.model_copy(update=update)
     provider.policy = provider.config.policy
 
 
-def _spec(git_host: FakeGitHost, repo: str, prompt: str) -> RunSpec:
+def _spec(git_host: FakeGitHost, repo: str, prompt: str, **fields: Any) -> RunSpec:
     owner, name = repo.split("/")
     return RunSpec(
         run_id=f"run-{uuid.uuid4().hex[:12]}",
@@ -149,6 +153,7 @@ def _spec(git_host: FakeGitHost, repo: str, prompt: str) -> RunSpec:
         repo=RepoRef(owner=owner, name=name),
         clone_url=_through_slirp(git_host.clone_url(repo)),
         prompt=prompt,
+        **fields,
     )
 
 
@@ -183,10 +188,10 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
     # The victim: a live run that wrote its checkout and now waits on its LLM.
     llm.script(
         steps.tool_call("terminal", command="echo victim-was-here >> SECRET.md"),
-        steps.hang(),
+        steps.repeat(steps.tool_call("terminal", command="sleep 3")),  # busy until cancelled
         match="[[victim]]",
     )
-    victim_spec = _spec(git_host, "octo/victim", "Work [[victim]]")
+    victim_spec = _spec(git_host, "octo/victim", "Work [[victim]]", max_iterations=10_000)
     victim = asyncio.create_task(_run(sandboxed, provider, redis, victim_spec))
     while len([r for r in llm.completions if "[[victim]]" in r.text]) < 2:
         assert not victim.done(), victim.result().result.error
@@ -238,8 +243,9 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
     assert own.replace("-", "") == snoop.result.conversation_id.replace("-", "")
     assert "victim" not in output
 
+    assert not victim.done()  # it was alive all along
     victim.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError):
         await victim
     assert not victim_dir.exists(), "the victim's sandbox outlived its run"
 

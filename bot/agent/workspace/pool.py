@@ -81,7 +81,7 @@ class Pool:
                 else:
                     self._ready.append(sandbox)
                     log.info("sandbox ready in %.1fs", sandbox.ready_seconds or 0)
-            else:
+            elif not self._closed:  # (closing kills the starts in flight: no news)
                 self._failures += 1
                 self.last_error = error
                 log.warning("a sandbox failed to start: %s", error)
