@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import tempfile
@@ -185,10 +186,12 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
     for repo, secret in (("octo/victim", "victim's private code"), ("octo/tools", "x")):
         git_host.create_repo(repo, {"SECRET.md": secret})
     fake_github.add_installation(INSTALLATION, "octo", ["octo/victim", "octo/tools"])
-    # The victim: a live run that wrote its checkout and now waits on its LLM.
+    # The victim: a live run that wrote its checkout and keeps working.
+    beats = itertools.count()
     llm.script(
         steps.tool_call("terminal", command="echo victim-was-here >> SECRET.md"),
-        steps.repeat(steps.tool_call("terminal", command="sleep 3")),  # busy until cancelled
+        # Busy until cancelled, each step different (repeats would end it as `stuck`).
+        steps.repeat(lambda _: steps.tool_call("terminal", command=f"sleep 3 # {next(beats)}")),
         match="[[victim]]",
     )
     victim_spec = _spec(git_host, "octo/victim", "Work [[victim]]", max_iterations=10_000)

@@ -69,6 +69,8 @@ class SandboxConfig:
     base: Path  # the host directory of every sandbox of this state dir (root only)
     policy: NetworkPolicy = field(default_factory=NetworkPolicy)
     gateway_dir: Path | None = None  # the LLM gateway's socket directory on the host
+    # Host-wide, whatever the state directory: two bots on one host never share a uid either.
+    uid_locks: Path = Path("/run/openhands-bot-sandbox-uids")
     uid_base: int = 900_000
     uid_count: int = 1000
     start_timeout: float = 240.0
@@ -112,8 +114,8 @@ class UidSlot:
     sandbox across every worker on the host."""
 
     def __init__(self, config: SandboxConfig) -> None:
-        locks = config.base / "uids"
-        locks.mkdir(parents=True, exist_ok=True)
+        locks = config.uid_locks
+        locks.mkdir(mode=0o700, parents=True, exist_ok=True)
         for uid in range(config.uid_base, config.uid_base + config.uid_count):
             fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
             try:
