@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import socket
 import tempfile
 import uuid
@@ -30,7 +31,7 @@ from tests.conftest import BOT_SECRETS
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
-from tests.fakes.llm import ScriptedLLM
+from tests.fakes.llm import ScriptedLLM, content_text
 
 pytestmark = pytest.mark.skipif(
     sandbox.available() is not None, reason=f"no sandbox here: {sandbox.available()}"
@@ -264,11 +265,11 @@ async def test_two_runs_at_once_cannot_see_each_others_files(
     git_host.create_repo("octo/alpha", {"ALPHA.md": "alpha only"})
     git_host.create_repo("octo/beta", {"BETA.md": "beta only"})
     fake_github.add_installation(INSTALLATION, "octo", ["octo/alpha", "octo/beta"])
-    look = "ls /workspace/repo; find / -name 'ALPHA.md' -o -name 'BETA.md' 2>/dev/null | sort"
+    look = "find /workspace /tmp /home /run /var /opt /srv /mnt -name '*.md' 2>/dev/null"
     for name in ("alpha", "beta"):
         llm.script(
-            steps.tool_call("terminal", command=f"echo {name}-run > /tmp/{name}; {look}"),
-            steps.tool_call("terminal", command="ls /tmp; id -u"),
+            steps.tool_call("terminal", command=f"echo {name}-run > /tmp/{name}-mark; {look}"),
+            steps.tool_call("terminal", command="ls /tmp; echo UID=$(id -u)"),
             steps.finish(f"{name} done"),
             match=f"[[{name}]]",
         )
@@ -279,12 +280,20 @@ async def test_two_runs_at_once_cannot_see_each_others_files(
     )
 
     assert alpha.result.status == beta.result.status == "finished"
-    results = llm.tool_results()
-    alpha_find = next(r for r in results if "/workspace/repo/ALPHA.md" in r)
-    beta_find = next(r for r in results if "/workspace/repo/BETA.md" in r)
-    assert "BETA" not in alpha_find
-    assert "ALPHA" not in beta_find
-    listings = [r for r in results if r.strip().splitlines()[-1].isdigit()]
-    uids = {r.strip().splitlines()[-1] for r in listings}
-    assert len(uids) == 2, listings  # a host uid each
-    assert all(not ("alpha" in r and "beta" in r) for r in listings)  # a private /tmp each
+    seen = {name: _tool_output(llm, f"[[{name}]]") for name in ("alpha", "beta")}
+    assert "/workspace/repo/ALPHA.md" in seen["alpha"]
+    assert "/workspace/repo/BETA.md" in seen["beta"]
+    assert "BETA" not in seen["alpha"]
+    assert "beta-mark" not in seen["alpha"]
+    assert "ALPHA" not in seen["beta"]
+    assert "alpha-mark" not in seen["beta"]
+    uids = {re.search(r"UID=(\d+)", text).group(1) for text in seen.values()}  # type: ignore[union-attr]
+    assert len(uids) == 2  # a host uid each
+
+
+def _tool_output(llm: ScriptedLLM, marker: str) -> str:
+    """Every tool result the run marked `marker` sent back to the LLM."""
+    last = [r for r in llm.completions if marker in r.text][-1]
+    return "\n".join(
+        content_text(m.get("content")) for m in last.messages if m.get("role") == "tool"
+    )

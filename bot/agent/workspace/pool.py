@@ -101,7 +101,7 @@ class Pool:
                 if self._ready:
                     sandbox = self._ready.pop(0)
                     break
-                if self._failures > failures:
+                if self._failures >= failures + 2:  # one failed start is tried again
                     raise WorkspaceError(f"the sandbox could not start: {self.last_error}")
                 if not self._starting and not self._pending:
                     self._launch_locked()

@@ -328,11 +328,22 @@ class Sandbox:
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if http.get(f"{self.url}/health").status_code == 200:
+                        self._warm_up(http)
                         self.ready_seconds = time.monotonic() - self.started_at
                         return
                 time.sleep(0.2)
         raise WorkspaceError(
             f"the sandboxed agent-server did not start within {self.config.start_timeout:.0f}s"
+        )
+
+    def _warm_up(self, http: httpx.Client) -> None:
+        """The server's first command starts its terminal (seconds on a busy host): pay that
+        here, in the pool, and make the run's directory while at it."""
+        http.post(
+            f"{self.url}/api/bash/execute_bash_command",
+            json={"command": f"mkdir -p {ROOT}/repo", "timeout": 60},
+            headers={"X-Session-API-Key": self.api_key},
+            timeout=90,
         )
 
     def start(self, spawner: Executor | None = None) -> None:
