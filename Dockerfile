@@ -24,8 +24,12 @@ FROM python:3.12-slim-trixie
 # git: the agent clones repositories. tmux: the agent's terminal (without it the agent-server
 # falls back to plain subprocesses). tini: forwards signals and reaps the agent's orphans.
 # redis-server: `serve` without REDIS_URL starts a private one (production sets REDIS_URL).
+# bubblewrap, slirp4netns, nftables, socat: the `local` sandbox per run (namespaces, its network
+# and firewall, the relay to the LLM gateway); the worker container then needs --privileged or
+# the capabilities README.md lists.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git redis-server tini tmux \
+       bubblewrap slirp4netns nftables socat util-linux \
     && rm -rf /var/lib/apt/lists/*
 # The unprivileged user the agent runs as (AGENT_USER). The bot itself stays root on purpose: in
 # `local` mode it starts the agent-server as this user, so the agent can read neither the bot's

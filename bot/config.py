@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     workspace_kind: Literal["local", "server", "runtime"] = "local"
     workspace_start_timeout_seconds: float = 90.0
     agent_user: str = "openhands-agent"  # the local agent-server's user when the bot is root
+    # `local`: a bubblewrap sandbox per run (own namespaces, uid, network); False runs every run
+    # on one shared, unsandboxed agent-server (development only: the worker then refuses an
+    # unauthenticated TCP Redis).
+    local_sandbox: bool = True
+    local_sandbox_pool: int = Field(default=2, ge=0)  # sandboxes started ahead, per worker
+    # Networks (CIDR, optionally `:port`) a sandbox may reach although loopback, private or
+    # link-local; `10.0.2.2:PORT` is the host's loopback port PORT.
+    sandbox_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     agent_server_url: str | None = None
     agent_server_api_key: SecretStr | None = None
     agent_server_workspace_root: str = "/workspace/runs"
@@ -150,7 +158,9 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".openhands-bot")
     log_level: str = "INFO"
 
-    @field_validator("allowed_bots", "callback_allowed_hosts", mode="before")
+    @field_validator(
+        "allowed_bots", "callback_allowed_hosts", "sandbox_allowed_networks", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,6 +11,7 @@ BotError                    code        what happens next
     ├── CallbackRejected    callback    the receiver answered 4xx: recorded, not retried
     ├── PublishError        publish     the change could not be published; the message says why
     │   └── BranchMoved     publish     the PR's branch moved meanwhile: nothing is forced
+    ├── UnsafeDeployment    permanent   the worker refuses to start: the agent could reach Redis
     ├── WorkspaceError      workspace   the agent's workspace could not start or be prepared
     ├── AgentServerError    workspace   the agent-server refused or could not be reached
     ├── SetupFailed         setup       `.openhands/setup.sh` failed and that is fatal
@@ -83,6 +84,10 @@ class PublishError(PermanentError):
 
 class BranchMoved(PublishError):
     """The pull request's branch moved while the agent worked; we do not force-push."""
+
+
+class UnsafeDeployment(PermanentError):
+    """The configuration would let the agent reach what it must not: the worker refuses to start."""
 
 
 class WorkspaceError(PermanentError):

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot import logs
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
+from bot.errors import UnsafeDeployment
 from bot.github.client import GitHubApp
 from bot.jobs.automation import run_automation
 from bot.jobs.callback import deliver_callback
@@ -50,6 +51,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]  # arq's own connection
     injected: WorkspaceProvider | None = ctx.get(INJECTED_PROVIDER)
     provider = injected or make_provider(settings)
+    if exposed_queue(settings) and not getattr(provider, "isolates_network", False):
+        if injected is None:  # tests inject a provider of their own, and are only warned
+            raise UnsafeDeployment(QUEUE_EXPOSED)
+        log.warning(QUEUE_EXPOSED)
     keys = signing.keys_for(settings)
     made = Deps(
         settings=settings,
@@ -67,15 +72,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         # Started in the background: the local agent-server takes ~15 s, jobs wait for it.
         made.starting = asyncio.create_task(provider.start())
     ctx[DEPS] = made
-    if exposed_queue(settings):
-        log.warning(
-            "WORKSPACE_KIND=local runs the agent on this host, and REDIS_URL is a TCP Redis "
-            "without a password: the agent could reach the queue (the jobs it adds are refused, "
-            "but it could read, delay or delete others). Use "
-            "WORKSPACE_KIND=runtime or server, or a Redis with a password (or leave REDIS_URL "
-            "unset with nothing on :6379, for the private unix-socket Redis)."
-        )
     log.info("worker ready", extra={"github_api_url": settings.github_api_url})
+
+
+QUEUE_EXPOSED = (
+    "WORKSPACE_KIND=local without its sandbox runs the agent on this host, and REDIS_URL is a TCP "
+    "Redis without a password: the agent could reach the queue. Turn the sandbox on "
+    "(LOCAL_SANDBOX=true, as root with bubblewrap, slirp4netns and nftables installed), or use "
+    "a Redis with a password, or WORKSPACE_KIND=runtime or server."
+)
 
 
 def exposed_queue(settings: Settings) -> bool:

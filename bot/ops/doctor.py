@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from bot.config import MissingSetting, Settings
 from bot.github.auth import AppJwt
 from bot.github.client import AppJwtStrategy
-from bot.ops import local_redis
+from bot.ops import doctor_sandbox, local_redis
 from bot.ops.checks import Check, _redact
 from bot.ops.doctor_agent import (
     check_llm,
@@ -39,8 +39,7 @@ NEEDED_PERMISSIONS = {
 NEEDED_EVENTS = ("issue_comment", "issues", "pull_request", "pull_request_review_comment", "push")
 LEVELS = {"read": 1, "write": 2, "admin": 3}
 KEY_UNREADABLE_FIX = (
-    "download a private key on the App's settings page (Generate a private key) and "
-    "point GITHUB_PRIVATE_KEY_PATH at the .pem file"
+    "generate a private key on the App's settings page; point GITHUB_PRIVATE_KEY_PATH at the .pem"
 )
 JWT_REFUSED_FIX = (
     "GITHUB_APP_ID and the private key must belong to the same App: generate a new key "
@@ -57,8 +56,8 @@ def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}{port}"
     return parts._replace(netloc=netloc).geturl()
 
 
@@ -236,6 +235,7 @@ async def _guarded(check: Callable[[], Awaitable[Check]], name: str) -> Check:
 
 async def run_checks(settings: Settings, *, full: bool = False) -> list[Check]:
     """Every check after `settings` loaded; the GitHub rows need a loadable key."""
+
     key = check_key(settings)
     checks = [key]
     if key.status == "ok" and settings.github_app_id is not None:
@@ -247,6 +247,7 @@ async def run_checks(settings: Settings, *, full: bool = False) -> list[Check]:
     checks.append(await _guarded(lambda: check_workspace(settings, full=full), "workspace"))
     if (shared := check_trust_domain(settings)) is not None:
         checks.append(shared)
+    checks.append(await _guarded(lambda: doctor_sandbox.check_sandbox(settings), "sandbox"))
     checks.append(await _guarded(lambda: check_llm(settings), "LLM"))
     return checks
 

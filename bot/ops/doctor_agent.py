@@ -67,7 +67,8 @@ async def check_workspace(settings: Settings, *, full: bool = False) -> Check:
         return Check(name, "ok", "agent-server installed (`doctor --full` starts it once)")
     started = time.monotonic()
     try:
-        await provider.start()
+        async with provider.open("doctor"):  # a sandbox (or the shared server), started once
+            pass
     except WorkspaceError as exc:
         return Check(name, "FAIL", str(exc), "read the agent-server log named above")
     finally:

@@ -14,6 +14,7 @@ from bot.agent.run import RunSpec, run_agent
 from bot.agent.workspace.factory import make_provider
 from bot.agent.workspace.local import LocalProvider
 from bot.agent.workspace.runtime import RuntimeProvider
+from bot.agent.workspace.sandboxed import SandboxProvider
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 from bot.errors import WorkspaceError
@@ -145,8 +146,10 @@ async def test_the_local_server_is_restarted_when_it_dies(
     assert agent_server.pid != pid
 
 
-def test_local_is_the_default(settings: Settings) -> None:
-    assert isinstance(make_provider(settings), LocalProvider)
+def test_local_is_the_default_and_sandboxed(settings: Settings) -> None:
+    assert isinstance(make_provider(settings), SandboxProvider)
+    unsandboxed = settings.model_copy(update={"local_sandbox": False})
+    assert isinstance(make_provider(unsandboxed), LocalProvider)
 
 
 async def test_local_open_fails_clearly_when_the_server_cannot_start(tmp_path: Path) -> None:

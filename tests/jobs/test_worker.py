@@ -17,10 +17,13 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bot import keys
+from bot.agent.workspace.factory import make_provider
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
+from bot.errors import UnsafeDeployment
 from bot.github import messages
-from bot.jobs.worker import exposed_queue, worker_options
+from bot.jobs.context import DEPS
+from bot.jobs.worker import QUEUE_EXPOSED, SETTINGS, exposed_queue, startup, worker_options
 from bot.runs import metrics
 from bot.runs.store import RunRecord, RunStatus, RunStore
 from tests.conftest import Deliverer, load_payload, run_worker
@@ -430,3 +433,22 @@ async def test_a_mention_cancelled_before_it_started_says_so_on_the_thread(
     (comment,) = [c for c in github.comments.values() if "openhands-run:" in c["body"]]
     _assert_says(comment["body"], *messages.stopped("the run API"))
     assert _reactions(github) == []  # it never started: no 👀, no agent
+
+
+async def test_an_unsandboxed_local_agent_beside_an_open_redis_stops_the_worker(
+    settings: Settings, redis: Redis
+) -> None:
+    unsafe = settings.model_copy(update={"workspace_kind": "local", "local_sandbox": False})
+    assert exposed_queue(unsafe)
+    ctx: dict[str, Any] = {SETTINGS: unsafe, "redis": redis}
+
+    with pytest.raises(UnsafeDeployment, match="could reach the queue") as refused:
+        await startup(ctx)
+
+    assert str(refused.value) == QUEUE_EXPOSED
+    assert DEPS not in ctx  # nothing was started
+
+
+def test_a_sandboxed_local_agent_cannot_reach_the_queue(settings: Settings) -> None:
+    sandboxed = settings.model_copy(update={"workspace_kind": "local", "local_sandbox": True})
+    assert make_provider(sandboxed).isolates_network  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import litellm
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 from pydantic import SecretStr
 
+from bot.agent.workspace import sandbox
 from bot.config import Settings
 from bot.ops import cli, doctor, doctor_agent
 from tests.conftest import APP_ID, BOT_SECRETS, WEBHOOK_SECRET
@@ -69,6 +70,7 @@ async def test_a_working_configuration_passes_every_check(
         "App permissions": "ok",
         "Redis": "ok",
         "workspace": "ok",
+        "sandbox": "ok" if sandbox.available() is None else "FAIL",
         "LLM": "ok",
     }
     assert rows["GitHub App JWT"].detail == f"accepted: App fake-bot (id {APP_ID})"
@@ -110,6 +112,7 @@ async def test_each_failure_says_what_to_fix(
         "private key": "ok",
         "GitHub App JWT": "FAIL",
         "Redis": "FAIL",
+        "sandbox": "skip",  # WORKSPACE_KIND=server runs no agent here
         "workspace": "FAIL",
         "trust domain": "warn",  # a `server` workspace: every run shares it
         "LLM": "FAIL",

@@ -7,6 +7,7 @@ from pathlib import Path
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.agent.workspace.local import LocalProvider
 from bot.agent.workspace.runtime import RuntimeProvider
+from bot.agent.workspace.sandboxed import SandboxProvider
 from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 
@@ -35,6 +36,15 @@ def make_provider(settings: Settings) -> WorkspaceProvider:
     secret_files = [Path(".env").resolve()]
     if settings.github_private_key_path is not None:
         secret_files.append(settings.github_private_key_path.resolve())
+    if settings.local_sandbox:
+        return SandboxProvider(
+            settings.state_dir,
+            pool_size=settings.local_sandbox_pool,
+            start_timeout=settings.workspace_start_timeout_seconds,
+            allowed_networks=settings.sandbox_allowed_networks,
+            gateway_dir=settings.state_dir.resolve() / "llm-gateway",
+            secret_files=secret_files,
+        )
     return LocalProvider(
         settings.state_dir,
         agent_user=settings.agent_user,

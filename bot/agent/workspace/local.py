@@ -1,8 +1,9 @@
-"""`local` workspaces, the embedded default: an agent-server subprocess the bot starts and owns.
+"""`local` workspaces without a sandbox (LOCAL_SANDBOX=false, development only): one agent-server
+subprocess per worker, shared by its runs (the default is a sandbox per run: sandboxed.py).
 
-The agent runs arbitrary commands on this host, so the server gets a scrubbed environment and,
-when the bot runs as root, an unprivileged user of its own: it can read neither the bot's process
-environment nor its `.env` or key file. Production should prefer `runtime` or `server`.
+The server gets a scrubbed environment and, when the bot runs as root, an unprivileged user of
+its own: it can read neither the bot's process environment nor its `.env` or key file. But every
+run's agent is that one user on one server: runs can read each other's checkouts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.agent.server_client import AgentServerClient
-from bot.agent.workspace import orphans
+from bot.agent.workspace import orphans, reach
 from bot.agent.workspace.base import Workspace
 from bot.errors import AgentServerError, WorkspaceError
 
@@ -89,20 +90,6 @@ def _ensure_user(name: str, home: Path) -> pwd.struct_passwd:
     )
     log.info("created the unprivileged agent user %s", name)
     return pwd.getpwnam(name)
-
-
-def _ensure_traversable(path: Path) -> None:
-    """Let other users pass through (not list) the directories above `path`.
-
-    The agent user must reach the interpreter and our packages, which may live under /root.
-    """
-    for parent in [path, *path.parents]:
-        if not parent.is_dir():
-            continue
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(parent, mode | stat.S_IXOTH)
-            log.warning("made %s traversable (o+x) so the agent user can run Python", parent)
 
 
 def protect_secret_files(paths: list[Path]) -> None:
@@ -212,9 +199,6 @@ class LocalProvider:
             return None
         self.user = _ensure_user(self._agent_user, self._home)
         self._compile_environment()
-        _ensure_traversable(Path(sys.executable).parent)
-        _ensure_traversable(Path(sys.executable).resolve().parent)
-        _ensure_traversable(self._base)
         for directory in (self._base, self._home, self._data, self.workspaces_dir):
             os.chown(directory, self.user.pw_uid, self.user.pw_gid)
         return self.user.pw_uid, self.user.pw_gid
@@ -246,26 +230,38 @@ class LocalProvider:
         port = free_port()
         self.api_key = secrets.token_urlsafe(32)
         self.url = f"http://127.0.0.1:{port}"
+        command = [
+            sys.executable,
+            "-m",
+            "openhands.agent_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        user: dict[str, object] = {}
+        needed = [Path(sys.base_prefix).resolve(), Path(sys.prefix), self._base]
+        if ids and reach.needs_private_view(needed):
+            # The interpreter is under a directory the agent user cannot pass (/root): show it
+            # just those paths, in a mount namespace of its own, rather than open the directory.
+            reach.STAGE.mkdir(mode=0o755, parents=True, exist_ok=True)
+            drop = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--"]
+            script = ["set -e", *reach.private_view(needed), f"cd {shlex.quote(str(self._data))}"]
+            script.append("exec " + shlex.join(drop + command))
+            command = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"]
+            command.append("\n".join(script))
+        elif ids:
+            user = {"user": ids[0], "group": ids[1], "extra_groups": []}
         with open(self._base / "agent-server.log", "ab") as log_file:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "openhands.agent_server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
+            self._process = subprocess.Popen(  # type: ignore[call-overload]
+                command,
                 cwd=self._data,
                 env=scrubbed_env(home=self._home, api_key=self.api_key, port=port),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=ids[0] if ids else None,
-                group=ids[1] if ids else None,
-                extra_groups=[] if ids else None,
+                **user,
             )
         orphans.record(self._servers, self._process.pid, os.getpid())
 
