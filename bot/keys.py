@@ -30,6 +30,10 @@ ACTIVE_PREFIX = NS + "active:"  # hash per thread: run_id, job_id of the run in 
 SUMMARY_PREFIX = NS + "thread-summary:"  # thread → the last run's summary, for a follow-up
 THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a follow-up continues
 
+# --- the LLM gateway (one credential per run try; the usage is the run's, across its tries)
+GATEWAY_CREDENTIAL_PREFIX = NS + "llm-credential:"  # sha256 of a token → hash {run_id, budget}
+GATEWAY_USAGE_PREFIX = NS + "llm-usage:"  # run id → hash {cost, prompt_tokens, ...}
+
 # --- GitHub
 WRITE_SLOT_PREFIX = NS + "write-slot:"  # installation → the next time a write may go out
 PERMISSION_PREFIX = NS + "permission:"  # repo:user → their permission, cached briefly

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import logs
+from bot.agent.gateway import Gateway
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
 from bot.github.client import GitHubApp
@@ -50,6 +51,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     injected: WorkspaceProvider | None = ctx.get(INJECTED_PROVIDER)
     provider = injected or make_provider(settings)
     keys = signing.keys_for(settings)
+    # The LLM gateway, the only holder of the provider key: served by every worker, in this loop.
+    gateway = Gateway(settings, redis)
+    await gateway.start()
     made = Deps(
         settings=settings,
         redis=redis,
@@ -60,6 +64,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds),
         provider=provider,
         owns_provider=injected is None,
+        gateway=gateway,
         clock=ctx.get(INJECTED_CLOCK) or utc_now,
     )
     if made.owns_provider:
@@ -97,6 +102,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         if made.starting is not None and not made.starting.done():
             made.starting.cancel()
         await made.provider.close()
+    with contextlib.suppress(Exception):
+        await made.gateway.stop()
 
 
 def redis_settings(settings: Settings) -> RedisSettings:

@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.github.auth import READ_ONLY
 from bot.github.client import GitHubApp
 from bot.queue.tasks import RepoRef
-from tests.conftest import BOT_SECRETS
+from tests.conftest import BOT_SECRETS, serving_gateway
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -76,7 +76,10 @@ async def _run(
             progress.append(Progress(p.steps, p.last_action, p.cost, p.status))
 
     token = await clone_token(settings, redis, spec)
-    return await run_agent(settings, agent_server, spec, clone_token=token, on_progress=record)
+    async with serving_gateway(settings, redis) as gateway:
+        return await run_agent(
+            settings, agent_server, spec, gateway=gateway, clone_token=token, on_progress=record
+        )
 
 
 async def test_the_agent_edits_adds_and_deletes_files(
