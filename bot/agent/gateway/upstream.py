@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -20,6 +21,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 
 litellm.suppress_debug_info = True
+# litellm's debug lines carry whole requests (prompts, and the provider call as a curl command)
+# and cost seconds per call to format: whatever the bot's level, they stay off.
+for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 # What a client may ask of the provider: OpenAI's chat parameters, nothing that could redirect
 # the call or its key (api_base, base_url, api_key, custom_llm_provider, extra_body, ...).
