@@ -76,7 +76,7 @@ async def test_a_run_credential_reaches_the_provider_streamed_or_not_and_is_char
     )
     async with gateway.access("run-a") as access:
         assert BOT_SECRETS["LLM_API_KEY"] not in repr(access)
-        whole = await _complete(access, {"tools": TOOLS})
+        whole = await _complete(access, {"tools": TOOLS, "prompt_cache_key": "conv-1"})
         streamed = await _complete(
             access, {"stream": True, "stream_options": {"include_usage": True}}
         )
@@ -101,6 +101,7 @@ async def test_a_run_credential_reaches_the_provider_streamed_or_not_and_is_char
     ] * 2
     assert {r.json["model"] for r in sent} == {"fake"}
     assert sent[0].json["tools"][0]["function"]["name"] == "terminal"
+    assert sent[0].json["prompt_cache_key"] == "conv-1"  # the provider's cache stays per run
     # Charged to the run: the provider's own token counts at the configured prices.
     usage = await gateway.usage("run-a")
     prompt = sum(r.usage.prompt_tokens for r in sent if r.usage)

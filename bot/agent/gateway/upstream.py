@@ -49,6 +49,10 @@ ALLOWED_PARAMS = frozenset(
         "thinking",
         "logprobs",
         "top_logprobs",
+        "prompt_cache_key",  # keeps the provider's prompt cache on one conversation
+        "user",
+        "safety_identifier",
+        "verbosity",
     }
 )
 
