@@ -65,6 +65,7 @@ class Gateway:
         self._task: asyncio.Task[None] | None = None
         self._socket_inode: int | None = None
         self.tcp_url = ""
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -101,7 +102,9 @@ class Gateway:
         return sock
 
     async def start(self) -> None:
-        await upstream.warm_up()
+        # litellm's first call loads its provider code (seconds on a busy machine): done in the
+        # background, so the worker starts at once, and awaited before a run gets its credential.
+        self._warming = asyncio.create_task(upstream.warm_up(), name="llm-gateway-warm-up")
         sockets = [self._bind_tcp()]
         try:
             sockets.append(self._bind_unix())
@@ -128,6 +131,8 @@ class Gateway:
         log.info("llm gateway listening", extra={"url": self.url, "socket": str(self.socket_path)})
 
     async def stop(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:
@@ -144,6 +149,8 @@ class Gateway:
         """A credential for `run_id`, valid while the block runs (and never past the job's
         longest life, should the worker die): revoked on the way out, whatever happened."""
         settings = self._settings
+        if self._warming is not None:
+            await asyncio.shield(self._warming)
         token = await self.credentials.mint(
             run_id, settings.max_cost_per_run, ttl_seconds=settings.job_timeout_seconds
         )
