@@ -117,13 +117,21 @@ class Settings(BaseSettings):
     setup_timeout_seconds: int = 600
     setup_failure_fatal: bool = False
     clone_timeout_seconds: int = 300
-    # A dead LLM is reported within 2 minutes: attempts x timeout + waits (2 x 55 + 2 s). The
-    # agent-server has no first-token timeout (see bot/agent/request.py), so the timeout bounds
-    # a whole answer: raise it for a model slower than that, and the report comes later.
+    # A dead LLM is reported within 2 minutes: attempts x first-token bound + waits (2 x 55 +
+    # 2 s). The gateway fails an attempt whose first chunk is later than LLM_FIRST_TOKEN_SECONDS
+    # or that goes silent for LLM_IDLE_SECONDS; an answer that keeps streaming is never cut, up
+    # to the agent-server's generous per-attempt LLM_TIMEOUT_SECONDS (see bot/agent/request.py).
     llm_num_retries: int = 2  # total attempts per LLM call (the agent-server counts that way)
     llm_retry_min_wait: int = 1  # seconds; the agent-server wants whole numbers
     llm_retry_max_wait: int = 8
-    llm_timeout_seconds: float = 55.0
+    llm_first_token_seconds: float = Field(default=55.0, gt=0)
+    llm_idle_seconds: float = Field(default=55.0, gt=0)
+    llm_timeout_seconds: float = 900.0  # the agent-server's limit on one whole attempt
+    # The LLM gateway (bot/agent/gateway/), the only holder of the provider key. Every worker
+    # serves it on a unix socket under STATE_DIR and on this TCP address (port 0: any free one),
+    # which `server`/`runtime` workspaces reach at LLM_GATEWAY_URL (default: that address).
+    llm_gateway_listen: str = "127.0.0.1:0"
+    llm_gateway_url: str | None = None
     progress_interval_seconds: float = 2.0  # how often a run reports its progress at most
     max_cost_per_run: float | None = None  # USD; the run is interrupted once it costs more
     stop_hook_grace_seconds: float = 90.0  # how long a `finished` waits for the repo's stop hooks

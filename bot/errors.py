@@ -14,6 +14,8 @@ BotError                    code        what happens next
     ├── UnsafeDeployment    permanent   the worker refuses to start: the agent could reach Redis
     ├── WorkspaceError      workspace   the agent's workspace could not start or be prepared
     ├── AgentServerError    workspace   the agent-server refused or could not be reached
+    ├── GatewayError        workspace   the LLM gateway could not start (its address is taken)
+    ├── CostBudgetReached   cost_limit  the run's LLM spend reached MAX_COST_PER_RUN
     ├── SetupFailed         setup       `.openhands/setup.sh` failed and that is fatal
     ├── InvalidConfig       config      `.openhands/config.yml` is invalid: reported on GitHub
     ├── InvalidHooks        hooks       `.openhands/hooks.json` is invalid: a note, not fatal
@@ -104,6 +106,18 @@ class AgentServerError(PermanentError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class GatewayError(PermanentError):
+    """The LLM gateway could not listen where settings say."""
+
+    code = "workspace"
+
+
+class CostBudgetReached(PermanentError):
+    """The run has spent its cost budget: the gateway refuses its further LLM calls."""
+
+    code = "cost_limit"
 
 
 class SetupFailed(PermanentError):

@@ -33,6 +33,10 @@ ACTIVE_PREFIX = NS + "active:"  # hash per thread: run_id, job_id of the run in 
 SUMMARY_PREFIX = NS + "thread-summary:"  # thread → the last run's summary, for a follow-up
 THREAD_PREFIX = NS + "thread-conversation:"  # thread → the conversation a follow-up continues
 
+# --- the LLM gateway (one credential per run try; the usage is the run's, across its tries)
+GATEWAY_CREDENTIAL_PREFIX = NS + "llm-credential:"  # sha256 of a token → hash {run_id, budget}
+GATEWAY_USAGE_PREFIX = NS + "llm-usage:"  # run id → hash {cost, prompt_tokens, ...}
+
 # --- GitHub
 WRITE_LOG_PREFIX = NS + "write-log:"  # sorted set per installation: its recent writes (ms)
 WRITE_LOCK_PREFIX = NS + "write-lock:"  # installation → the token of the write in flight

@@ -19,6 +19,7 @@ from arq.worker import Worker
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from bot.agent.gateway import Gateway
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.agent.workspace.local import LocalProvider
 from bot.agent.workspace.server import ServerProvider
@@ -226,6 +227,17 @@ def agent_server() -> Iterator[LocalProvider]:
     yield provider
     asyncio.run(provider.close())
     shutil.rmtree(state, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def serving_gateway(settings: Settings, redis: Redis) -> AsyncIterator[Gateway]:
+    """The LLM gateway a worker serves, in this event loop, with these settings."""
+    gateway = Gateway(settings, redis)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
 
 
 @pytest.fixture

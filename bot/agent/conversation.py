@@ -1,6 +1,7 @@
 """Hold one agent conversation on an agent-server: create it retry-safely, follow its events
-(WebSocket, polling when the socket drops), enforce the wall-clock and cost limits, and turn the
-end state into a classified result (the run reads the changed files: `changes`).
+(WebSocket, polling when the socket drops), enforce the wall-clock and cost limits (the cost as
+the LLM gateway recorded it), and turn the end state into a classified result (the run reads the
+changed files: `changes`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
+from bot.agent.gateway import Usage
 from bot.agent.hooks import has_stop_hooks
-from bot.agent.request import AgentRequest, conversation_id_for, create_request
+from bot.agent.request import AgentRequest, conversation_id_for, create_request, llm_settings
 from bot.agent.results import (
     ERROR_CODES,
     AgentError,
@@ -46,18 +48,7 @@ def _describe_action(event: dict[str, Any]) -> str:
     return tool
 
 
-def _cost_and_tokens(info: dict[str, Any]) -> tuple[float, int, int]:
-    metrics = ((info.get("stats") or {}).get("usage_to_metrics") or {}).values()
-    cost = 0.0
-    prompt = completion = 0
-    for metric in metrics:
-        if not isinstance(metric, dict):
-            continue
-        cost += float(metric.get("accumulated_cost") or 0)
-        usage = metric.get("accumulated_token_usage") or {}
-        prompt += int(usage.get("prompt_tokens") or 0)
-        completion += int(usage.get("completion_tokens") or 0)
-    return cost, prompt, completion
+Meter = Callable[[], Awaitable[Usage]]  # what the run's LLM calls cost so far, per the gateway
 
 
 class _Follower:
@@ -100,8 +91,6 @@ class _Follower:
             elif key == "full_state" and isinstance(value, dict):
                 if isinstance(value.get("execution_status"), str):
                     self._set_status(value["execution_status"])
-            elif key == "stats" and isinstance(value, dict):
-                self.progress.cost = _cost_and_tokens({"stats": value})[0]
         elif kind == "ConversationErrorEvent":
             code = str(event.get("code") or "error")
             self.error = AgentError(ERROR_CODES.get(code, code), str(event.get("detail") or ""))
@@ -134,12 +123,15 @@ class Conversation:
         self,
         client: AgentServerClient,
         settings: Settings,
+        meter: Meter,
         *,
         on_progress: ProgressCallback | None = None,
         poll_interval: float = 1.0,
     ) -> None:
         self._client = client
         self._settings = settings
+        self._meter = meter
+        self._usage = Usage()
         self._follower = _Follower(on_progress, settings.progress_interval_seconds)
         self._reader: asyncio.Task[None] | None = None
         self._poll_interval = poll_interval
@@ -162,6 +154,10 @@ class Conversation:
         self._follower.error = None
 
         async def start() -> None:
+            # A kept conversation still holds the credential of the run that made it, revoked
+            # when that run ended: this run's own goes in first.
+            llm = llm_settings(self._settings, request.llm)
+            await self._client.switch_llm(conversation_id, llm)
             await self._client.send_message(conversation_id, text, run=True)
 
         return await self._drive(request, conversation_id, start)
@@ -207,7 +203,7 @@ class Conversation:
                     conversation_id, stop_hooks
                 ):
                     return follower.status  # type: ignore[return-value]
-                if self._over_budget():
+                if await self._over_budget():
                     await self._interrupt(conversation_id)
                     return "cost_limit"
                 with contextlib.suppress(TimeoutError):
@@ -224,15 +220,22 @@ class Conversation:
                                 "value": status,
                             }
                         )
-                    follower.progress.cost = _cost_and_tokens(info)[0]
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    def _over_budget(self) -> bool:
-        limit = self._settings.max_cost_per_run
-        return limit is not None and self._follower.progress.cost > limit
+    async def _measure(self) -> Usage:
+        """The run's usage as the gateway recorded it (the last reading, if Redis is away)."""
+        with contextlib.suppress(Exception):
+            self._usage = await self._meter()
+            self._follower.progress.cost = self._usage.cost
+        return self._usage
+
+    async def _over_budget(self) -> bool:
+        """The gateway refuses calls past the budget; this stops the run at once instead of
+        letting the agent meet the refusal."""
+        return (await self._measure()).over(self._settings.max_cost_per_run)
 
     async def _confirmed(self, conversation_id: str, stop_hooks: bool) -> bool:
         """`finished` is final only if no stop hook sends the agent back to work."""
@@ -302,9 +305,18 @@ class Conversation:
                 if result.status == "stuck"
                 else "the agent stopped with an error",
             )
-        with contextlib.suppress(AgentServerError):
-            info = await self._client.conversation(cid)
-            result.cost, result.prompt_tokens, result.completion_tokens = _cost_and_tokens(info)
+        usage = await self._measure()
+        result.cost, result.prompt_tokens = usage.cost, usage.prompt_tokens
+        result.completion_tokens = usage.completion_tokens
+        limit = self._settings.max_cost_per_run
+        if result.status == "error" and usage.over(limit):
+            result.status = "cost_limit"  # the gateway refused the agent's next call
+        if result.status == "cost_limit":
+            result.error = AgentError(
+                "cost_limit",
+                f"cost budget reached: the run spent ${usage.cost:.4f} of its "
+                f"${limit or 0:.2f} (MAX_COST_PER_RUN)",
+            )
         with contextlib.suppress(AgentServerError):
             result.final_response = await self._client.final_response(cid)
         await follower._report(force=True)

@@ -1,12 +1,15 @@
 """The agent-server request that starts a conversation, built purely from settings and the run:
-the LLM block (the only place the key appears), tools, skills, hooks, limits."""
+the LLM block (the gateway's URL and the run's credential, never the provider key), tools,
+skills, hooks, limits."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from bot.agent.gateway import LLMAccess
 from bot.config import Settings
 
 RUN_NAMESPACE = uuid.UUID("5b0e3a4e-57d8-4c1e-9d0c-0c6b1f1f0a11")
@@ -22,6 +25,7 @@ class AgentRequest:
     run_id: str
     prompt: str
     working_dir: str
+    llm: LLMAccess  # the gateway and this run's credential
     hook_config: dict[str, Any] | None = None
     tools: list[str] | None = None  # None: the agent-server's default tool set
     max_iterations: int | None = None
@@ -32,17 +36,19 @@ class AgentRequest:
 RETRY_MULTIPLIER = 2
 
 # How long a dead LLM takes to be reported. The agent-server (openhands-sdk 1.58) has no
-# first-token timeout: `timeout` is both litellm's HTTP timeout (so it covers the wait for the
-# response's first byte) and a hard limit on each whole attempt, streamed or not, and
-# `stream_idle_timeout` only bounds the gaps between chunks once a stream has begun. A hung
-# provider therefore costs attempts x timeout plus the waits between attempts, and the only way
-# to report it sooner is to bound that total (LLM_TIMEOUT_SECONDS x LLM_NUM_RETRIES); the
-# defaults keep it under two minutes (`worst_case_llm_seconds`).
+# first-token timeout: its `timeout` is a hard limit on each whole attempt. The bot's LLM gateway
+# (bot/agent/gateway) calls the provider streaming and fails an attempt whose first chunk is
+# later than LLM_FIRST_TOKEN_SECONDS or that goes silent for LLM_IDLE_SECONDS (a 408, which the
+# agent-server's litellm reports as a timeout and retries). So a dead provider costs attempts x
+# the first-token bound plus the waits between attempts (`worst_case_llm_seconds`, under two
+# minutes by default), while an answer that keeps streaming is never cut: the agent-server's
+# own per-attempt `timeout` (LLM_TIMEOUT_SECONDS) is only a generous backstop.
 
 
 def worst_case_llm_seconds(settings: Settings) -> float:
-    """The longest one LLM call can take before the run is told it failed: every attempt timing
-    out, with the agent-server's exponential waits (tenacity's: multiplier x 2^n, clamped)."""
+    """The longest one LLM call to a dead provider takes before the run is told it failed: every
+    attempt waiting out the gateway's first-token bound, with the agent-server's exponential
+    waits between attempts (tenacity's: multiplier x 2^n, clamped)."""
     attempts = max(settings.llm_num_retries, 1)
     waits = sum(
         min(
@@ -50,36 +56,30 @@ def worst_case_llm_seconds(settings: Settings) -> float:
         )
         for n in range(attempts - 1)
     )
-    return attempts * settings.llm_timeout_seconds + waits
+    return attempts * settings.llm_first_token_seconds + waits
 
 
-def llm_settings(settings: Settings) -> dict[str, Any]:
-    """The `llm` block in litellm's naming; the key appears here and nowhere else."""
-    llm: dict[str, Any] = {
+def llm_settings(settings: Settings, access: LLMAccess) -> dict[str, Any]:
+    """The `llm` block in litellm's naming: the gateway and the run's credential. The provider
+    key, endpoint and prices stay with the gateway."""
+    return {
         "usage_id": "agent",
-        "model": settings.llm_model,
+        "model": access.model,
+        "base_url": access.base_url,
+        "api_key": access.api_key,
         "num_retries": settings.llm_num_retries,
         "retry_min_wait": settings.llm_retry_min_wait,
         "retry_max_wait": settings.llm_retry_max_wait,
         "retry_multiplier": RETRY_MULTIPLIER,
-        "timeout": settings.llm_timeout_seconds,
+        "timeout": math.ceil(settings.llm_timeout_seconds),  # the server wants whole seconds
     }
-    if settings.llm_api_key is not None:
-        llm["api_key"] = settings.llm_api_key.get_secret_value()
-    if settings.llm_base_url:
-        llm["base_url"] = settings.llm_base_url
-    if settings.llm_input_cost_per_token is not None:
-        llm["input_cost_per_token"] = settings.llm_input_cost_per_token
-    if settings.llm_output_cost_per_token is not None:
-        llm["output_cost_per_token"] = settings.llm_output_cost_per_token
-    return llm
 
 
 def create_request(
     settings: Settings, request: AgentRequest, conversation_id: str
 ) -> dict[str, Any]:
     agent: dict[str, Any] = {
-        "llm": llm_settings(settings),
+        "llm": llm_settings(settings, request.llm),
         # Off by default on the server: AGENTS.md, .agents/skills, .openhands/{skills,microagents}.
         "agent_context": {
             "load_project_skills": request.load_project_skills,

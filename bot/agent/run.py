@@ -1,5 +1,5 @@
 """One agent run end to end: a read-only clone token (minted by the job, never by the agent
-layer) → workspace → clone and setup → conversation → result.
+layer) → workspace → the run's LLM gateway credential → clone and setup → conversation → result.
 
 Whatever fails, the caller gets an `AgentRun` with a classified error instead of an exception, so
 it can always finalize what the user sees.
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.agent.changes import changed_files
-from bot.agent.conversation import Conversation
+from bot.agent.conversation import Conversation, Meter
+from bot.agent.gateway import Gateway, LLMAccess, Usage
 from bot.agent.prompts import CONTINUE_AFTER_RESTART
 from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
 from bot.agent.request import AgentRequest, conversation_id_for
@@ -130,6 +131,8 @@ async def _continue(
     ws: Workspace,
     spec: RunSpec,
     resume: Resume,
+    llm: LLMAccess,
+    meter: Meter,
     on_progress: ProgressCallback | None,
 ) -> AgentRun:
     """A follow-up in the earlier conversation: the agent keeps its context and checkout."""
@@ -138,12 +141,13 @@ async def _continue(
         run_id=resume.conversation_run_id,
         prompt="",
         working_dir=ws.repo_dir,
+        llm=llm,
         hook_config=hook_config,
         tools=spec.tools,
         attempt=resume.attempt,
         load_project_skills=spec.trusted_checkout,
     )
-    conversation = Conversation(ws.client, settings, on_progress=on_progress)
+    conversation = Conversation(ws.client, settings, meter, on_progress=on_progress)
     result = await conversation.follow_up(request, spec.follow_up_prompt)
     result = await _with_changes(ws, result, resume.base_sha)
     return await _outcome(
@@ -175,11 +179,84 @@ def failed(spec: RunSpec, code: str, detail: str) -> AgentResult:
     )
 
 
+async def _in_workspace(
+    settings: Settings,
+    ws: Workspace,
+    spec: RunSpec,
+    llm: LLMAccess,
+    gateway: Gateway,
+    clone_token: str,
+    on_progress: ProgressCallback | None,
+    check: Callable[[AgentResult], Awaitable[str | None]] | None,
+    on_prepared: Callable[[str], Awaitable[None]] | None,
+) -> AgentRun:
+    """The run inside its workspace, holding its LLM credential."""
+
+    async def meter() -> Usage:
+        return await gateway.usage(spec.run_id)
+
+    extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
+    await _stop_earlier_attempts(ws, spec)
+    interrupted = spec.continue_from
+    if interrupted is not None and await _resumable(ws, interrupted):
+        log.info("continuing the conversation a restart interrupted", extra=extra)
+        again = dataclasses.replace(spec, follow_up_prompt=CONTINUE_AFTER_RESTART)
+        return await _continue(settings, ws, again, interrupted, llm, meter, on_progress)
+    if spec.resume is not None and await _resumable(ws, spec.resume):
+        return await _continue(settings, ws, spec, spec.resume, llm, meter, on_progress)
+    # A kept workspace may hold an older checkout: start clean.
+    await ws.client.bash(
+        f"rm -rf {shlex.quote(ws.repo_dir)} && mkdir -p {shlex.quote(ws.repo_dir)}",
+        limit_seconds=120,
+    )
+    prepared = await prepare(
+        ws,
+        clone_url=spec.clone_url,
+        token=clone_token,
+        branch=spec.branch,
+        fetch_ref=spec.fetch_ref,
+        clone_limit=settings.clone_timeout_seconds,
+        setup_limit=settings.setup_timeout_seconds,
+        setup_fatal=settings.setup_failure_fatal,
+        trusted=spec.trusted_checkout,
+        context_from=spec.context_from,
+    )
+    if on_prepared is not None:
+        await on_prepared(prepared.head_sha)
+    request = AgentRequest(
+        run_id=spec.run_id,
+        prompt=spec.prompt,
+        working_dir=prepared.path,
+        llm=llm,
+        hook_config=prepared.hook_config,
+        tools=spec.tools,
+        max_iterations=spec.max_iterations,
+        attempt=spec.attempt,
+        load_project_skills=spec.trusted_checkout,
+    )
+    conversation = Conversation(ws.client, settings, meter, on_progress=on_progress)
+    result = await _with_changes(ws, await conversation.run(request), prepared.head_sha)
+    if check is not None and result.succeeded:
+        correction = await check(result)
+        if correction is not None:  # one corrective message, then the caller decides
+            result = await conversation.follow_up(request, correction)
+            result = await _with_changes(ws, result, prepared.head_sha)
+    return await _outcome(
+        ws,
+        spec,
+        result,
+        prepared.head_sha,
+        setup=prepared.setup,
+        hooks_error=prepared.hooks_error,
+    )
+
+
 async def run_agent(
     settings: Settings,
     provider: WorkspaceProvider,
     spec: RunSpec,
     *,
+    gateway: Gateway,
     clone_token: str,
     on_progress: ProgressCallback | None = None,
     check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
@@ -192,58 +269,11 @@ async def run_agent(
         async with provider.open(
             spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
         ) as ws:
-            await _stop_earlier_attempts(ws, spec)
-            interrupted = spec.continue_from
-            if interrupted is not None and await _resumable(ws, interrupted):
-                log.info("continuing the conversation a restart interrupted", extra=extra)
-                again = dataclasses.replace(spec, follow_up_prompt=CONTINUE_AFTER_RESTART)
-                return await _continue(settings, ws, again, interrupted, on_progress)
-            if spec.resume is not None and await _resumable(ws, spec.resume):
-                return await _continue(settings, ws, spec, spec.resume, on_progress)
-            # A kept workspace may hold an older checkout: start clean.
-            await ws.client.bash(
-                f"rm -rf {shlex.quote(ws.repo_dir)} && mkdir -p {shlex.quote(ws.repo_dir)}",
-                limit_seconds=120,
-            )
-            prepared = await prepare(
-                ws,
-                clone_url=spec.clone_url,
-                token=clone_token,
-                branch=spec.branch,
-                fetch_ref=spec.fetch_ref,
-                clone_limit=settings.clone_timeout_seconds,
-                setup_limit=settings.setup_timeout_seconds,
-                setup_fatal=settings.setup_failure_fatal,
-                trusted=spec.trusted_checkout,
-                context_from=spec.context_from,
-            )
-            if on_prepared is not None:
-                await on_prepared(prepared.head_sha)
-            request = AgentRequest(
-                run_id=spec.run_id,
-                prompt=spec.prompt,
-                working_dir=prepared.path,
-                hook_config=prepared.hook_config,
-                tools=spec.tools,
-                max_iterations=spec.max_iterations,
-                attempt=spec.attempt,
-                load_project_skills=spec.trusted_checkout,
-            )
-            conversation = Conversation(ws.client, settings, on_progress=on_progress)
-            result = await _with_changes(ws, await conversation.run(request), prepared.head_sha)
-            if check is not None and result.succeeded:
-                correction = await check(result)
-                if correction is not None:  # one corrective message, then the caller decides
-                    result = await conversation.follow_up(request, correction)
-                    result = await _with_changes(ws, result, prepared.head_sha)
-            return await _outcome(
-                ws,
-                spec,
-                result,
-                prepared.head_sha,
-                setup=prepared.setup,
-                hooks_error=prepared.hooks_error,
-            )
+            # The run's own credential, revoked when the run ends (or stops, or times out).
+            async with gateway.access(spec.run_id, base_url=ws.llm_gateway_url) as llm:
+                return await _in_workspace(
+                    settings, ws, spec, llm, gateway, clone_token, on_progress, check, on_prepared
+                )
     except SetupFailed as exc:
         log.warning("setup failed: %s", exc, extra=extra)
         return AgentRun(failed(spec, "setup", str(exc)))

@@ -155,6 +155,12 @@ class AgentServerClient:
             json={"role": "user", "content": [{"type": "text", "text": text}], "run": run},
         )
 
+    async def switch_llm(self, conversation_id: str, llm: dict[str, Any]) -> None:
+        """Give a kept conversation a new `llm` block (a follow-up's own gateway credential)."""
+        await self._request(
+            "POST", f"/api/conversations/{conversation_id}/switch_llm", json={"llm": llm}
+        )
+
     async def interrupt(self, conversation_id: str) -> None:
         await self._request("POST", f"/api/conversations/{conversation_id}/interrupt")
 

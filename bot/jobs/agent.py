@@ -50,6 +50,7 @@ async def run(
         deps.settings,
         provider,
         spec,
+        gateway=deps.gateway,
         clone_token=token.token,
         on_progress=on_progress,
         check=check,

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot import keys, logs
+from bot.agent.gateway import Gateway
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.config import Settings
 from bot.errors import RefusedJob, TransientError, backoff
@@ -52,6 +53,7 @@ class Deps:
     provider: WorkspaceProvider
     owns_provider: bool
     keys: signing.Keys
+    gateway: Gateway  # the LLM gateway this worker serves; runs get their credential from it
     clock: Clock = utc_now
     starting: asyncio.Task[None] | None = field(default=None)
 

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import logs
+from bot.agent.gateway import Gateway
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
 from bot.errors import UnsafeDeployment
@@ -56,6 +57,9 @@ async def startup(ctx: dict[str, Any]) -> None:
             raise UnsafeDeployment(QUEUE_EXPOSED)
         log.warning(QUEUE_EXPOSED)
     keys = signing.keys_for(settings)
+    # The LLM gateway, the only holder of the provider key: served by every worker, in this loop.
+    gateway = Gateway(settings, redis)
+    await gateway.start()
     made = Deps(
         settings=settings,
         redis=redis,
@@ -66,6 +70,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         http=httpx.AsyncClient(timeout=settings.callback_timeout_seconds),
         provider=provider,
         owns_provider=injected is None,
+        gateway=gateway,
         clock=ctx.get(INJECTED_CLOCK) or utc_now,
     )
     if made.owns_provider:
@@ -105,6 +110,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         if made.starting is not None and not made.starting.done():
             made.starting.cancel()
         await made.provider.close()
+    with contextlib.suppress(Exception):
+        await made.gateway.stop()
 
 
 def redis_settings(settings: Settings) -> RedisSettings:

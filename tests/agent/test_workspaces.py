@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.errors import WorkspaceError
 from bot.queue.tasks import RepoRef
 from tests.agent.test_agent_run import clone_token
+from tests.conftest import serving_gateway
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -64,13 +65,19 @@ async def test_server_provider_runs_on_an_existing_agent_server(
     provider = ServerProvider(
         agent_server.url, agent_server.api_key, str(agent_server.workspaces_dir / "server-kind")
     )
-    run = await run_agent(
-        agent_settings,
-        provider,
-        _spec(repo),
-        clone_token=await clone_token(agent_settings, redis, _spec(repo)),
-    )
+    spec = _spec(repo)
+    async with serving_gateway(agent_settings, redis) as gateway:
+        run = await run_agent(
+            agent_settings,
+            provider,
+            spec,
+            gateway=gateway,
+            clone_token=await clone_token(agent_settings, redis, spec),
+        )
+        usage = await gateway.usage(spec.run_id)
     assert run.result.status == "finished", run.result.error
+    # Item 8: a `server` workspace reaches the LLM only through the gateway, as its run.
+    assert usage.calls == len(llm.completions) > 0
     assert [c.path for c in run.result.changes] == ["CHANGELOG.md"]
     assert run.result.changes[0].content == b"# Changelog\n"
 
@@ -93,11 +100,18 @@ async def test_runtime_provider_gets_a_sandbox_per_run_and_stops_it(
         provider = make_provider(settings)
         assert isinstance(provider, RuntimeProvider)
         spec = _spec(repo)
-        run = await run_agent(
-            settings, provider, spec, clone_token=await clone_token(settings, redis, spec)
-        )
+        async with serving_gateway(settings, redis) as gateway:
+            run = await run_agent(
+                settings,
+                provider,
+                spec,
+                gateway=gateway,
+                clone_token=await clone_token(settings, redis, spec),
+            )
+            usage = await gateway.usage(spec.run_id)
 
         assert run.result.status == "finished", run.result.error
+        assert usage.calls == len(llm.completions) > 0  # through the gateway, as this run
         assert [c.path for c in run.result.changes] == ["CHANGELOG.md"]
         (started,) = runtime.started
         assert started["session_id"] == spec.run_id
@@ -121,9 +135,14 @@ async def test_an_unreachable_workspace_fails_clearly_and_quickly(
     )
     provider = make_provider(settings)
     started = time.monotonic()
-    run = await run_agent(
-        settings, provider, _spec(repo), clone_token=await clone_token(settings, redis, _spec(repo))
-    )
+    async with serving_gateway(settings, redis) as gateway:
+        run = await run_agent(
+            settings,
+            provider,
+            _spec(repo),
+            gateway=gateway,
+            clone_token=await clone_token(settings, redis, _spec(repo)),
+        )
     assert run.result.status == "error"
     assert run.result.error is not None
     assert run.result.error.code == "workspace"

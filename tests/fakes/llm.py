@@ -82,6 +82,16 @@ class Sleep:
 
 
 @dataclass(frozen=True)
+class Trickle:
+    """Answer `reply` slowly: its text in `pieces` chunks, `every` seconds apart (a slow model
+    that keeps streaming). Answered without streaming, the whole reply comes after that long."""
+
+    reply: Reply
+    every: float
+    pieces: int = 6
+
+
+@dataclass(frozen=True)
 class Hang:
     """Never answer; released when the client disconnects or the fake stops (503)."""
 
@@ -96,8 +106,8 @@ class Repeat:
 
 
 type Dynamic = Callable[[dict[str, Any]], Step]
-type Step = Reply | Error | Sleep | Hang | Repeat | Dynamic
-type _Answer = Reply | Error | Sleep | Hang
+type Step = Reply | Error | Sleep | Hang | Trickle | Repeat | Dynamic
+type _Answer = Reply | Error | Sleep | Hang | Trickle
 
 
 def tool_call(name: str, /, **arguments: Any) -> Reply:
@@ -155,6 +165,13 @@ def sleep(seconds: float, then: Step) -> Sleep:
     if isinstance(then, Repeat):
         raise TypeError("sleep(then=repeat(...)) is not supported: put repeat() outside")
     return Sleep(seconds, then)
+
+
+def trickle(reply: Reply, *, every: float, pieces: int = 6) -> Trickle:
+    """`reply` streamed in `pieces` chunks `every` seconds apart."""
+    if pieces < 1 or every < 0:
+        raise ValueError("trickle needs pieces >= 1 and every >= 0")
+    return Trickle(reply, every, pieces)
 
 
 def hang() -> Hang:
@@ -505,10 +522,26 @@ class ScriptedLLM(FakeServer):
                 await self._send_error(record, send, error(504, "hang() timed out"))
                 return
             answer = _resolve(answer.then, body)
+        await self._answer(record, send, receive, body, answer, len(raw))
+
+    async def _answer(
+        self,
+        record: LLMRequest,
+        send: Send,
+        receive: Receive,
+        body: dict[str, Any],
+        answer: Reply | Error | Trickle,
+        size: int,
+    ) -> None:
         if isinstance(answer, Error):
             await self._send_error(record, send, answer)
+        elif isinstance(answer, Trickle):
+            if not record.stream:  # no chunks to space out: the whole answer comes that late
+                if await self._wait(answer.every * answer.pieces, receive) != "done":
+                    return
+            await self._send_reply(record, send, body, answer.reply, size, answer, receive)
         else:
-            await self._send_reply(record, send, body, answer, len(raw))
+            await self._send_reply(record, send, body, answer, size)
 
     def _take_step(self, record: LLMRequest) -> Step:
         text = record.text
@@ -560,7 +593,14 @@ class ScriptedLLM(FakeServer):
     # ------------------------------------------------------------------ answers
 
     async def _send_reply(
-        self, record: LLMRequest, send: Send, body: dict[str, Any], reply: Reply, size: int
+        self,
+        record: LLMRequest,
+        send: Send,
+        body: dict[str, Any],
+        reply: Reply,
+        size: int,
+        trickle: Trickle | None = None,
+        receive: Receive | None = None,
     ) -> None:
         number = next(self._ids)
         calls = [
@@ -591,12 +631,18 @@ class ScriptedLLM(FakeServer):
         if record.stream:
             options = body.get("stream_options")
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            await self._send_stream(record, send, completion, with_usage)
+            await self._send_stream(record, send, completion, with_usage, trickle, receive)
         else:
             await self._send_json(record, send, 200, completion)
 
     async def _send_stream(
-        self, record: LLMRequest, send: Send, completion: dict[str, Any], with_usage: bool
+        self,
+        record: LLMRequest,
+        send: Send,
+        completion: dict[str, Any],
+        with_usage: bool,
+        trickle: Trickle | None = None,
+        receive: Receive | None = None,
     ) -> None:
         message = completion["choices"][0]["message"]
         head = {key: completion[key] for key in ("id", "created", "model")}
@@ -609,8 +655,11 @@ class ScriptedLLM(FakeServer):
             }
 
         chunks = [chunk({"role": "assistant", "content": ""})]
-        if message["content"]:
-            chunks.append(chunk({"content": message["content"]}))
+        content = message["content"] or ""
+        pieces = trickle.pieces if trickle is not None else 1
+        size = max(1, math.ceil(len(content) / pieces))
+        for offset in range(0, len(content), size):
+            chunks.append(chunk({"content": content[offset : offset + size]}))
         for index, call in enumerate(message.get("tool_calls", [])):
             name = {"name": call["function"]["name"], "arguments": ""}
             start = {"index": index, "id": call["id"], "type": "function", "function": name}
@@ -633,7 +682,12 @@ class ScriptedLLM(FakeServer):
                 ],
             }
         )
-        for event in events:
+        for number, event in enumerate(events):
+            if trickle is not None and receive is not None and 0 < number <= trickle.pieces:
+                if await self._wait(trickle.every, receive) != "done":
+                    with self._lock:
+                        record.disconnected = True
+                    return
             await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
@@ -679,7 +733,7 @@ class ScriptedLLM(FakeServer):
 def _resolve(step: Step, body: dict[str, Any]) -> _Answer:
     """Call dynamic steps until a concrete answer comes out."""
     for _ in range(10):
-        if isinstance(step, Reply | Error | Sleep | Hang):
+        if isinstance(step, Reply | Error | Sleep | Hang | Trickle):
             return step
         if isinstance(step, Repeat):
             raise TypeError("repeat() is only allowed as a step of a script")

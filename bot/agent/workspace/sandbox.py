@@ -10,7 +10,6 @@ the instant before bwrap starts) binds what the sandbox needs under one traversa
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -19,10 +18,8 @@ import select
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import sysconfig
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,8 +28,10 @@ from pathlib import Path
 import httpx
 
 from bot.agent.workspace import netns
+from bot.agent.workspace.local import free_port
 from bot.agent.workspace.netns import NetworkPolicy
 from bot.agent.workspace.reach import STAGE
+from bot.agent.workspace.sandbox_host import UidSlot
 from bot.errors import WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -107,50 +106,6 @@ def server_env(api_key: str) -> dict[str, str]:
         }
     )
     return env
-
-
-class UidSlot:
-    """A host uid held (by an flock, released by the kernel if the worker dies) by one live
-    sandbox across every worker on the host."""
-
-    def __init__(self, config: SandboxConfig) -> None:
-        locks = config.uid_locks
-        locks.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for uid in range(config.uid_base, config.uid_base + config.uid_count):
-            fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self.uid, self._fd = uid, fd
-            return
-        raise WorkspaceError(f"all {config.uid_count} sandbox uids are in use")
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, -1  # once: a second close would hit another's reused fd
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def compile_environment(stamp_dir: Path) -> None:
-    """Byte-compile the interpreter's packages once: a sandbox cannot write `__pycache__` there
-    (read-only), and without it every start compiles the server's imports again (minutes)."""
-    site = Path(sysconfig.get_paths()["purelib"])
-    stamp = stamp_dir / ".bytecode-compiled"
-    key = f"{sys.prefix}:{site.stat().st_mtime_ns}"
-    if stamp.is_file() and stamp.read_text() == key:
-        return
-    started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "-j", "0", str(site)],
-        capture_output=True,
-        check=False,
-    )
-    stamp_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(key)
-    log.info("byte-compiled %s in %.1fs", site, time.monotonic() - started)
 
 
 def _etc_files(uid: int) -> dict[str, str]:
@@ -302,7 +257,7 @@ class Sandbox:
                 self.child_pid, self.dir / "slirp.sock", self.config.policy, self.dir / "slirp.log"
             )
             netns.apply_rules(self.child_pid, self.config.policy)
-            self.port = _free_port()
+            self.port = free_port()
             netns.forward_port(self.dir / "slirp.sock", self.port, GUEST_PORT)
             self.url = f"http://127.0.0.1:{self.port}"
             os.write(block_write, b"1")  # the network is ready: let the server start
@@ -407,37 +362,6 @@ def _read_info(fd: int, process: subprocess.Popen[bytes], timeout: float = 30) -
         elif process.poll() is not None:
             break
     raise WorkspaceError("bubblewrap did not start the sandbox (see its agent-server.log)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def reap(base: Path) -> list[Path]:
-    """Remove the directories of sandboxes whose worker died (their processes died with it:
-    bwrap's --die-with-parent, slirp4netns's --exit-fd)."""
-    removed: list[Path] = []
-    if not base.is_dir():
-        return removed
-    for directory in base.iterdir():
-        owner = directory / "owner"
-        if not owner.is_file():
-            continue
-        try:
-            pid = int(owner.read_text())
-            os.kill(pid, 0)
-            continue  # a live worker's
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(directory, ignore_errors=True)
-        removed.append(directory)
-        log.warning("removed sandbox %s left by a worker that died", directory.name)
-    return removed
 
 
 def probe(uid: int = 65534) -> str | None:

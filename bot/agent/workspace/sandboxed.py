@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.agent.server_client import AgentServerClient
-from bot.agent.workspace import netns
+from bot.agent.workspace import netns, sandbox_host
 from bot.agent.workspace import sandbox as sandboxes
 from bot.agent.workspace.base import Workspace
 from bot.agent.workspace.kept import KeptStore
@@ -68,8 +68,8 @@ class SandboxProvider:
         self.config.base.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.config.base.chmod(0o700)
         protect_secret_files(self._secret_files)
-        sandboxes.reap(self.config.base)
-        sandboxes.compile_environment(self.config.base)
+        sandbox_host.reap(self.config.base)
+        sandbox_host.compile_environment(self.config.base)
         self._prepared = True
 
     async def start(self) -> None:
