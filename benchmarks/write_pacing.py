@@ -143,7 +143,7 @@ def spawn(args: argparse.Namespace, env: dict[str, str], count: int, label: str)
 
 
 async def burst(args: argparse.Namespace, github: FakeGitHub, settings: Settings) -> None:
-    limits = settings.github_write_limits
+    limits = settings.write_limits()
     env = {
         "BENCH_API": github.url,
         "BENCH_KEY": settings.private_key_pem(),
@@ -246,7 +246,7 @@ async def one_run(settings: Settings, github: FakeGitHub, runs: int) -> None:
     await redis.aclose()
     print(
         f"\none run: {ONE_RUN_WRITES} writes in a row on an idle installation, p50 of {runs} "
-        f"(limits {settings.github_write_limits})"
+        f"(limits {settings.write_limits()})"
     )
     base = statistics.median(figures["no pacing (baseline)"])
     for kind, values in figures.items():

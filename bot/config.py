@@ -70,9 +70,7 @@ class Settings(BaseSettings):
     permission_cache_seconds: int = 300
     # Content writes per installation, across every worker: at most N in any S seconds, for
     # each "N/S" (GitHub's secondary limits: 80 a minute, 500 an hour), one at a time.
-    github_write_limits: Annotated[list[tuple[int, float]], NoDecode] = Field(
-        default_factory=lambda: [(80, 60.0), (500, 3600.0)]
-    )
+    github_write_limits: str = "80/60,500/3600"
     github_max_retry_wait_seconds: float = 60.0  # longer rate-limit waits fail instead
     github_timeout_seconds: float = 30.0
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
@@ -175,12 +173,15 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("github_write_limits", mode="before")
+    @field_validator("github_write_limits")
     @classmethod
-    def _parse_limits(cls, value: object) -> object:
-        if isinstance(value, str):
-            return parse_limits(value)
+    def _check_limits(cls, value: str) -> str:
+        parse_limits(value)  # refuses what it cannot read
         return value
+
+    def write_limits(self) -> list[tuple[int, float]]:
+        """GITHUB_WRITE_LIMITS read: (count, window seconds) pairs."""
+        return parse_limits(self.github_write_limits)
 
     @field_validator("bot_handle")
     @classmethod

@@ -77,9 +77,9 @@ def test_a_key_path_that_does_not_exist_is_named(tmp_path: Path) -> None:
 
 
 def test_write_limits_read_as_count_per_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings(_env_file=None).github_write_limits == [(80, 60.0), (500, 3600.0)]  # type: ignore[call-arg]
+    assert Settings(_env_file=None).write_limits() == [(80, 60.0), (500, 3600.0)]  # type: ignore[call-arg]
     monkeypatch.setenv("GITHUB_WRITE_LIMITS", "8/0.6, 50/36")
-    assert Settings(_env_file=None).github_write_limits == [(8, 0.6), (50, 36.0)]  # type: ignore[call-arg]
+    assert Settings(_env_file=None).write_limits() == [(8, 0.6), (50, 36.0)]  # type: ignore[call-arg]
     monkeypatch.setenv("GITHUB_WRITE_LIMITS", "0/60")
     with pytest.raises(ValidationError, match="positive count"):
         Settings(_env_file=None)  # type: ignore[call-arg]

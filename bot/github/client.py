@@ -292,7 +292,7 @@ class GitHubApp:
         pacer = WritePacer(
             self._redis,
             installation_id,
-            self.settings.github_write_limits,
+            self.settings.write_limits(),
             max_wait=self.settings.github_max_retry_wait_seconds,
             lock_seconds=self.settings.github_timeout_seconds + 5,
         )

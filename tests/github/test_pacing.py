@@ -37,7 +37,7 @@ async def apps(
     await second.aclose()
 
 
-def _limited(settings: Settings, limits: list[tuple[int, float]]) -> Settings:
+def _limited(settings: Settings, limits: str) -> Settings:
     return settings.model_copy(update={"github_write_limits": limits})
 
 
@@ -99,7 +99,7 @@ async def test_a_window_is_counted_by_every_client_together(
 ) -> None:
     fake_github.add_installation(INSTALLATION, "octo", ["octo/app"])
     fake_github.add_issue("octo/app", 7, "An issue", "body", "someone")
-    hourly = _limited(settings, [(3, 3600.0)])  # three an hour: the rest must wait too long
+    hourly = _limited(settings, "3/3600")  # three an hour: the rest must wait too long
     other = Redis.from_url(redis_url)
     try:
         apps = [GitHubApp(hourly, redis), GitHubApp(hourly, other)]
@@ -126,7 +126,7 @@ async def test_a_short_window_makes_writes_wait_not_fail(
 ) -> None:
     fake_github.add_installation(INSTALLATION, "octo", ["octo/app"])
     fake_github.add_issue("octo/app", 7, "An issue", "body", "someone")
-    app = GitHubApp(_limited(settings, [(2, 0.2)]), redis)
+    app = GitHubApp(_limited(settings, "2/0.2"), redis)
     await asyncio.gather(*(_comment(app, INSTALLATION, f"c{n}") for n in range(5)))
     posts = fake_github.requests_to("POST", COMMENTS)
     assert [p.status for p in posts] == [201] * 5
