@@ -20,6 +20,7 @@ from bot.github import commits, publish
 from bot.github.client import GitHubApp
 from bot.queue.tasks import RepoRef
 from tests.agent.test_agent_run import clone_token
+from tests.conftest import serving_gateway
 from tests.fakes import llm as steps
 from tests.fakes.git_data import BareRepo
 from tests.fakes.git_host import FakeGitHost
@@ -54,7 +55,8 @@ async def _run(
         prompt="Make the files",
     )
     token = await clone_token(settings, redis, spec)
-    return await run_agent(settings, agent_server, spec, clone_token=token)
+    async with serving_gateway(settings, redis) as gateway:
+        return await run_agent(settings, agent_server, spec, gateway=gateway, clone_token=token)
 
 
 async def _publish(settings: Settings, redis: Redis, git_host: FakeGitHost, run: AgentRun) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 from redis.asyncio import Redis
 
+from bot import keys
 from bot.agent.run import AgentRun, RunSpec, run_agent
 from bot.agent.workspace import sandbox
 from bot.agent.workspace.netns import HOST_LOOPBACK, NetworkPolicy, host_addresses
@@ -27,7 +28,7 @@ from bot.agent.workspace.sandboxed import SandboxProvider
 from bot.config import Settings
 from bot.queue.tasks import RepoRef
 from tests.agent.test_agent_run import INSTALLATION, clone_token
-from tests.conftest import BOT_SECRETS
+from tests.conftest import BOT_SECRETS, serving_gateway
 from tests.fakes import llm as steps
 from tests.fakes.git_host import FakeGitHost
 from tests.fakes.github import FakeGitHub
@@ -107,7 +108,11 @@ def _host_addresses() -> list[str]:
 def provider() -> Iterator[SandboxProvider]:
     """Two sandboxes kept warm for the module; their firewall is loaded when a run takes one."""
     state = Path(tempfile.mkdtemp(prefix="openhands-bot-sandbox-test-"))
-    made = SandboxProvider(state, pool_size=2, allowed_networks=[f"{HOST_LOOPBACK}:1"])
+    gateway_dir = state / "llm-gateway"  # where the worker's gateway puts its socket
+    gateway_dir.mkdir()
+    made = SandboxProvider(
+        state, pool_size=2, allowed_networks=[f"{HOST_LOOPBACK}:1"], gateway_dir=gateway_dir
+    )
     asyncio.run(made.start())
     yield made
     asyncio.run(made.close())
@@ -138,11 +143,12 @@ def _port(url: str) -> int:
 async def sandboxed(
     provider: SandboxProvider, llm: ScriptedLLM, git_host: FakeGitHost, agent_settings: Settings
 ) -> AsyncIterator[Settings]:
-    """Settings whose LLM and git host the sandboxes may reach (and nothing else local)."""
-    allowed = [f"{HOST_LOOPBACK}:{_port(llm.url)}", f"{HOST_LOOPBACK}:{_port(git_host.url)}"]
+    """Settings whose git host the sandboxes may reach (and nothing else local): the LLM only
+    through the worker's gateway, on the unix socket relayed into each sandbox."""
+    allowed = [f"{HOST_LOOPBACK}:{_port(git_host.url)}"]
     provider.policy = NetworkPolicy.from_settings(allowed)
     # A run may wait for a sandbox to boot (slow on a busy machine): no run timeout meanwhile.
-    update = {"llm_base_url": _through_slirp(llm.base_url), "run_timeout_seconds": 900.0}
+    update = {"state_dir": provider.config.base.parent, "run_timeout_seconds": 900.0}
     yield agent_settings.model_copy(update=update)
     provider.policy = provider.config.policy
 
@@ -163,7 +169,8 @@ async def _run(
     settings: Settings, provider: SandboxProvider, redis: Redis, spec: RunSpec
 ) -> AgentRun:
     token = await clone_token(settings, redis, spec)
-    return await run_agent(settings, provider, spec, clone_token=token)
+    async with serving_gateway(settings, redis) as gateway:
+        return await run_agent(settings, provider, spec, gateway=gateway, clone_token=token)
 
 
 def _probes(output: str) -> dict[str, str]:
@@ -200,7 +207,10 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
     while len([r for r in llm.completions if "[[victim]]" in r.text]) < 2:
         assert not victim.done(), victim.result().result.error
         await asyncio.sleep(0.2)
-    (victim_dir,) = [d for d in provider.config.base.iterdir() if (d / "work/repo").is_dir()]
+    # The victim's sandbox is the one with a checkout (a warm one has an empty run directory).
+    (victim_dir,) = [
+        d for d in provider.config.base.iterdir() if (d / "work/repo/SECRET.md").exists()
+    ]
     # A thread's checkout kept from an earlier run.
     kept = provider.kept.base / "thread-other"
     (kept / "content" / "repo").mkdir(parents=True)
@@ -220,7 +230,7 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
         steps.finish("looked around"),
         match="[[snoop]]",
     )
-    keys_before = await redis.dbsize()
+    keys_before = set(await redis.keys("*"))
 
     snoop = await _run(sandboxed, provider, redis, _spec(git_host, "octo/tools", "[[snoop]]"))
 
@@ -233,7 +243,10 @@ async def test_a_snooping_agent_reaches_nothing_but_its_own_run(
         assert probes[name].startswith("blocked"), (name, probes[name])
     for address in hosts:
         assert probes[f"host-address {address}"].startswith("blocked"), probes
-    assert await redis.dbsize() == keys_before
+    # The only keys the run added are the gateway's record of its credential and usage.
+    added = set(await redis.keys("*")) - keys_before
+    gateway = (keys.GATEWAY_CREDENTIAL_PREFIX, keys.GATEWAY_USAGE_PREFIX)
+    assert all(key.decode().startswith(gateway) for key in added), added
     assert await redis.get("planted") is None
     # Its own processes only: no Redis, no test runner, no other run's server.
     assert "redis-server" not in probes["processes"]
