@@ -99,7 +99,7 @@ async def test_five_pushes_review_only_new_lines_once_and_keep_one_summary(
         [
             finding(31, "dead-code", "FIND-DEAD: this line does nothing."),
             finding(20, "naming", "FIND-NAME: unclear name."),
-            finding(22, "magic-number", "FIND-MAGIC: a magic number.", "suggestion"),
+            finding(22, "magic-number", "FIND-MAGIC: a magic number."),
         ],
         "opened",
     )
@@ -119,7 +119,7 @@ async def test_five_pushes_review_only_new_lines_once_and_keep_one_summary(
         heads[-1],
         [
             finding(31, "dead-code", "FIND-DEAD2: still does nothing."),
-            finding(22, "magic-number", "FIND-MAGIC again.", "suggestion"),
+            finding(22, "magic-number", "FIND-MAGIC again."),
         ],
         "synchronize",
     )
@@ -129,7 +129,7 @@ async def test_five_pushes_review_only_new_lines_once_and_keep_one_summary(
     await review(
         heads[-1],
         [
-            finding(42, "magic-number", "FIND-MAGIC a third time.", "suggestion"),
+            finding(42, "magic-number", "FIND-MAGIC a third time."),
             finding(43, "dead-code", "FIND-DEAD2 repeated."),
         ],
         "synchronize",
@@ -152,9 +152,7 @@ async def test_five_pushes_review_only_new_lines_once_and_keep_one_summary(
     # 6. Unrelated lines at the end.
     lines.append("tail\n")
     heads.append(push(world, git_host, lines, "tail"))
-    await review(
-        heads[-1], [finding(44, "style", "FIND-TAIL: trailing line.", "suggestion")], "synchronize"
-    )
+    await review(heads[-1], [finding(44, "style", "FIND-TAIL: trailing line.")], "synchronize")
 
     llm.assert_script_done()
     world.assert_no_unexpected()
