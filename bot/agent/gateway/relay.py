@@ -22,6 +22,8 @@ from bot.config import Settings
 
 log = logging.getLogger(__name__)
 
+CHARGE_WAIT_SECONDS = 2.0  # how long an answer waits for its charge to be recorded
+
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a long conversation with images stays well under this
 
 
@@ -59,6 +61,7 @@ class Relay:
     def __init__(self, settings: Settings, credentials: Credentials) -> None:
         self._settings = settings
         self._credentials = credentials
+        self._late: set[asyncio.Task[None]] = set()  # charges waiting for Redis to answer
         self.app = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -201,7 +204,20 @@ class Relay:
     async def _charge(self, grant: Grant, body: dict[str, Any], chunks: list[Any]) -> Any:
         answer = upstream.assemble(chunks, body["messages"])
         spent = upstream.spend(self._settings, answer)
-        await self._credentials.charge(
+        charge = self._credentials.charge(
             grant.run_id, spent.cost, spent.prompt_tokens, spent.completion_tokens
         )
+        task = asyncio.create_task(charge)
+        self._late.add(task)
+        task.add_done_callback(self._charged)
+        # The provider answered: a Redis outage (during which the charge waits for Redis) must
+        # not hold the answer past the agent-server's timeout, or the run loses an answer it paid
+        # for. The charge is recorded once Redis is back.
+        if not (await asyncio.wait({task}, timeout=CHARGE_WAIT_SECONDS))[0]:
+            log.warning("llm charge waits for Redis", extra={"run_id": grant.run_id})
         return answer
+
+    def _charged(self, task: asyncio.Task[None]) -> None:
+        self._late.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("llm charge lost: %s", type(task.exception()).__name__)
