@@ -13,7 +13,7 @@ from typing import Any
 
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
 
-from bot.github import pr_files, reads
+from bot.github import pr_files
 from bot.github import review_format as fmt
 from bot.queue.tasks import RepoRef, ReviewTask
 from tests.fakes.github import FakeGitHub
@@ -58,7 +58,8 @@ async def _measure(
     base_times, new_times = [], []
     base_seen = new_seen = 0
     for _ in range(rounds):
-        old = await reads.pull_files(gh, task)
+        listed = await pr_files.list_files(gh, task.repo, task.number)
+        old = [(f.path, f.patch, f.changes) for f in listed]
         started = time.perf_counter()
         _diff, left_out = fmt.budget_diff(old, budget)
         base_times.append(time.perf_counter() - started)

@@ -129,22 +129,6 @@ async def pull_facts(gh: GitHub[Any], task: ReviewTask) -> PullFacts:
     )
 
 
-async def pull_files(gh: GitHub[Any], task: ReviewTask) -> list[tuple[str, str | None, int]]:
-    files: list[tuple[str, str | None, int]] = []
-    page = 1
-    while True:
-        response = await gh.rest.pulls.async_list_files(
-            task.repo.owner, task.repo.name, task.number, per_page=100, page=page
-        )
-        batch: list[Any] = list(response.parsed_data)
-        for item in batch:
-            patch = item.patch if isinstance(item.patch, str) else None
-            files.append((item.filename, patch, int(item.changes or 0)))
-        if len(batch) < 100 or page >= 30:
-            return files
-        page += 1
-
-
 async def comment_author(gh: GitHub[Any], repo: RepoRef, comment_id: int, *, review: bool) -> str:
     """Who wrote a comment (an inline review comment with `review`), as GitHub says now."""
     if review:

@@ -19,7 +19,7 @@ from githubkit.exception import GitHubException
 
 from bot import keys
 from bot.agent.prompts import clean
-from bot.github import outbound, publish
+from bot.github import outbound, pr_files, publish
 from bot.github import review_format as fmt
 from bot.github.threads import BotIdentity, ReviewThread, review_threads
 from bot.jobs.context import Deps
@@ -66,7 +66,8 @@ async def context(deps: Deps, gh: GitHub[Any], task: MentionTask) -> str:
         return ""
     try:
         threads = await review_threads(gh, task.repo, task.number)
-        files = await _pull_files(gh, task)
+        listed = await pr_files.list_files(gh, task.repo, task.number)
+        files = [(f.path, f.patch, f.changes) for f in listed]
     except GitHubException as exc:
         log.warning("review threads unreadable: %s", exc, extra={"run_id": task.run_id})
         return ""
@@ -88,21 +89,6 @@ async def context(deps: Deps, gh: GitHub[Any], task: MentionTask) -> str:
         if open_:
             parts.append(await _remember(deps, task, open_))
     return "\n".join(parts)
-
-
-async def _pull_files(gh: GitHub[Any], task: MentionTask) -> list[tuple[str, str | None, int]]:
-    files: list[tuple[str, str | None, int]] = []
-    for page in range(1, 31):
-        response = await gh.rest.pulls.async_list_files(
-            task.repo.owner, task.repo.name, task.number, per_page=100, page=page
-        )
-        batch: list[Any] = list(response.parsed_data)
-        files += [
-            (f.filename, f.patch if isinstance(f.patch, str) else None, f.changes) for f in batch
-        ]
-        if len(batch) < 100:
-            break
-    return files
 
 
 async def _remember(deps: Deps, task: MentionTask, open_: list[ReviewThread]) -> str:
