@@ -66,3 +66,13 @@ METRICS_PREFIX = NS + "metrics:"
 def thread(repo: str, number: int) -> str:
     """The id of an issue or pull request thread, as the thread keys use it."""
     return f"{repo.lower()}#{number}"
+
+
+def thread_line(thread_id: str) -> str:
+    """The turnstile of a thread (`thread(...)`): one run at a time."""
+    return f"thread:{thread_id}"
+
+
+def installation_line(installation_id: int) -> str:
+    """The turnstile of an installation: MAX_RUNS_PER_INSTALLATION runs at a time."""
+    return f"installation:{installation_id}"

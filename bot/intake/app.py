@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from bot.intake import signature
 from bot.intake.triggers import Ignored, NotAnObject, RouteConfig, route_body
 from bot.queue import codec, signing
 from bot.queue.enqueue import Enqueuer
-from bot.queue.tasks import job_function
+from bot.queue.tasks import job_function, lines
 from bot.runs import api, metrics
 from bot.runs import page as runs_page
 from bot.runs.store import RunStore
@@ -94,6 +95,8 @@ class _Queue:
     kind: str
     job: bytes
     ids: dict[str, str | int]
+    lines: tuple[str, ...]  # the turnstiles its run waits at, joined when it is queued
+    arrival_ms: int
 
 
 class Intake:
@@ -137,7 +140,9 @@ class Intake:
         if not isinstance(decided, _Queue):
             return decided
         try:
-            stored = await self.enqueuer.enqueue_raw(decided.run_id, decided.job)
+            stored = await self.enqueuer.enqueue_raw(
+                decided.run_id, decided.job, lines=decided.lines, arrival_ms=decided.arrival_ms
+            )
         except QueueUnavailable as exc:
             self.deliveries[str(decided.ids["event"]), "queue_unavailable"] += 1
             log.error("could not queue delivery: %s", exc, extra=decided.ids)
@@ -179,8 +184,9 @@ class Intake:
         ids["repo"] = outcome.repo.full_name
         if outcome.installation_id is not None:
             ids["installation_id"] = outcome.installation_id
-        job = codec.job(job_function(outcome), outcome.model_dump(mode="json"))
-        return _Queue(outcome.run_id, outcome.kind, job, ids)
+        arrival = int(time.time() * 1000)
+        job = codec.job(job_function(outcome), outcome.model_dump(mode="json"), enqueue_ms=arrival)
+        return _Queue(outcome.run_id, outcome.kind, job, ids, lines(outcome), arrival)
 
 
 class FastPath:

@@ -57,9 +57,6 @@ async def run_mention(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutc
         sender=task.sender,
         job_id=now.job_id,
     )
-    stopped = await admit_run(deps, now, task, record)
-    if stopped is not None:
-        return stopped
     turn = Turn(
         deps,
         now,
@@ -69,6 +66,9 @@ async def run_mention(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutc
         thread=threads.key(task.repo.full_name, task.number),
         tell=lambda why: _say_waiting(deps, task, why),
     )
+    if (stopped := await admit_run(deps, now, task, record)) is not None:
+        await turn.release()  # it leaves the lines it joined when it was queued
+        return stopped
     return await lifecycle.tracked(
         deps.settings,
         deps.runs,

@@ -342,9 +342,11 @@ async def run_review(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutco
         sender=task.sender,
         job_id=now.job_id,
     )
+    turn = Turn(deps, now, task.run_id, task.repo, installation=task.installation_id)
     if task.rereview:
         stopped = await admit_run(deps, now, task, record)
-        if stopped is not None:
+        if stopped is not None:  # it leaves the line it joined when it was queued
+            await turn.release()
             return stopped
     return await lifecycle.tracked(
         deps.settings,
@@ -354,7 +356,7 @@ async def run_review(deps: Deps, now: Attempt, data: dict[str, Any]) -> RunOutco
         record,
         lambda: _review(deps, now, task),
         may_rerun=now.may_rerun,
-        turn=Turn(deps, now, task.run_id, task.repo, installation=task.installation_id),
+        turn=turn,
     )
 
 

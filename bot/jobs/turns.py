@@ -70,11 +70,11 @@ class Turn:
         stale = int(max(STALE_MIN_SECONDS, 6 * settings.wait_poll_seconds) * 1000)
         gates = []
         if self.thread is not None:
-            gates.append(Turnstile(f"thread:{self.thread}", 1, hold, stale))
+            gates.append(Turnstile(keys.thread_line(self.thread), 1, hold, stale))
         installation = await self._installation(ask_github)
         if installation is not None:
             capacity = settings.max_runs_per_installation
-            gates.append(Turnstile(f"installation:{installation}", capacity, hold, stale))
+            gates.append(Turnstile(keys.installation_line(installation), capacity, hold, stale))
         if ask_github:
             self._gates = gates
         return gates

@@ -58,9 +58,10 @@ def loads(raw: bytes) -> Any:
     return data
 
 
-def job(function: str, *args: Any) -> bytes:
+def job(function: str, *args: Any, enqueue_ms: int | None = None) -> bytes:
     """A serialized arq job, ready for `Enqueuer.enqueue_raw`."""
-    return serialize_job(function, args, {}, None, int(time.time() * 1000), serializer=dumps)
+    when = int(time.time() * 1000) if enqueue_ms is None else enqueue_ms
+    return serialize_job(function, args, {}, None, when, serializer=dumps)
 
 
 class Signed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,26 +21,32 @@ from redis.exceptions import RedisError
 from bot import keys
 from bot.errors import QueueUnavailable
 from bot.queue import codec, signing
-from bot.queue.tasks import Task, job_function
+from bot.queue.tasks import Task, job_function, lines
 
 EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropped
 
 # KEYS: the queue, and the workers' wake-up channel (published to, not a key).
-# ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key
-# prefixes, then (job id, serialized job) per job. The per-job keys are built here rather than
-# passed: fewer arguments to encode and send for every delivery (one Redis, not a cluster).
+# ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key prefixes, the
+# turnstiles' line, seen and jobs key prefixes, then (job id, serialized job, run id, arrival ms,
+# line names joined by newlines) per job. The per-job keys are built here rather than passed:
+# fewer arguments to encode and send for every delivery (one Redis, not a cluster).
 # Mirrors arq's enqueue_job (skip when the job or its result exists) plus a long-lived delivery
-# marker, so a redelivery days later is still a no-op.
+# marker, so a redelivery days later is still a no-op. A queued run joins the lines of the
+# turnstiles it will wait at (`turnstile`), by its arrival: a run queued later cannot take a
+# place first because its worker happened to look first.
 _ENQUEUE_LUA = """
 local now = tonumber(ARGV[1])
 local expires = tonumber(ARGV[2])
 local dedup = tonumber(ARGV[3])
 local job_prefix, result_prefix, delivery_prefix = ARGV[4], ARGV[5], ARGV[6]
+local line_prefix, seen_prefix, jobs_prefix = ARGV[7], ARGV[8], ARGV[9]
 local out = {}
 local queued = false
-local n = (#ARGV - 6) / 2
+local n = (#ARGV - 9) / 5
 for i = 1, n do
-  local id, job = ARGV[2 * i + 5], ARGV[2 * i + 6]
+  local base = 9 + 5 * (i - 1)
+  local id, job, run = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local arrival, names = tonumber(ARGV[base + 4]), ARGV[base + 5]
   local jk, rk, dk = job_prefix .. id, result_prefix .. id, delivery_prefix .. id
   if redis.call('EXISTS', jk, rk, dk) > 0 then
     out[i] = 0
@@ -47,6 +54,13 @@ for i = 1, n do
     redis.call('SET', dk, now, 'EX', dedup)
     redis.call('PSETEX', jk, expires, job)
     redis.call('ZADD', KEYS[1], now, id)
+    for name in string.gmatch(names, '[^\\n]+') do
+      local line, seen, jobs = line_prefix .. name, seen_prefix .. name, jobs_prefix .. name
+      redis.call('ZADD', line, 'NX', arrival, run)
+      redis.call('ZADD', seen, now, run)
+      redis.call('HSET', jobs, run, id)
+      for _, key in ipairs({line, seen, jobs}) do redis.call('PEXPIRE', key, expires) end
+    end
     out[i] = 1
     queued = true
   end
@@ -63,6 +77,9 @@ class _Pending:
     job_id: str
     payload: bytes
     future: asyncio.Future[Outcome]
+    run_id: str
+    arrival_ms: int
+    lines: str  # the turnstiles' names, one per line
 
 
 class Enqueuer:
@@ -95,13 +112,24 @@ class Enqueuer:
 
     async def enqueue_job(self, job_id: str, task: Task) -> Outcome:
         """Store the task's job under `job_id`; "duplicate" when it already exists."""
+        arrival = int(time.time() * 1000)
+        job = codec.job(job_function(task), task.model_dump(mode="json"), enqueue_ms=arrival)
         return await self.enqueue_raw(
-            job_id, codec.job(job_function(task), task.model_dump(mode="json"))
+            job_id, job, run_id=task.run_id, lines=lines(task), arrival_ms=arrival
         )
 
-    async def enqueue_raw(self, job_id: str, payload: bytes) -> Outcome:
+    async def enqueue_raw(
+        self,
+        job_id: str,
+        payload: bytes,
+        *,
+        run_id: str | None = None,
+        lines: Sequence[str] = (),
+        arrival_ms: int = 0,
+    ) -> Outcome:
         """Queue a serialized job (`codec.job`), signed here; resolves once Redis ran the script
-        holding it.
+        holding it. Its run (`run_id`, the job id by default) joins the turnstiles' `lines` by
+        `arrival_ms` (the job's enqueue time, which the worker enters them by).
 
         No timer per request: the flusher bounds every script call, so each waiter is answered
         (stored, duplicate, or QueueUnavailable) within the queue's timeout per batch ahead.
@@ -109,7 +137,15 @@ class Enqueuer:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_forever(), name="enqueue-flusher")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(job_id, signing.sign(self._key, payload), future))
+        pending = _Pending(
+            job_id,
+            signing.sign(self._key, payload),
+            future,
+            run_id or job_id,
+            arrival_ms or int(time.time() * 1000),
+            "\n".join(lines),
+        )
+        self._pending.append(pending)
         self._wakeup.set()
         return await future
 
@@ -131,9 +167,12 @@ class Enqueuer:
             job_key_prefix,
             result_key_prefix,
             keys.DELIVERY_PREFIX,
+            keys.TURN_LINE_PREFIX,
+            keys.TURN_SEEN_PREFIX,
+            keys.TURN_JOBS_PREFIX,
         ]
         for item in batch:
-            args += [item.job_id.encode(), item.payload]
+            args += [item.job_id.encode(), item.payload, item.run_id, item.arrival_ms, item.lines]
         try:
             results = await asyncio.wait_for(
                 self._script(keys=script_keys, args=args), self._timeout

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from bot import keys
+
 # GitHub's numbers and ids are positive and far below 2^63; a larger one cannot even be written
 # as the job's JSON (orjson stops at 64 bits), so a task refuses it instead of crashing the queue.
 MAX_ID = 2**63 - 1
@@ -148,3 +150,14 @@ JOB_FUNCTIONS: dict[str, str] = {
 def job_function(task: Task) -> str:
     """The arq function that runs this task."""
     return JOB_FUNCTIONS[task.kind]
+
+
+def lines(task: _TaskBase) -> tuple[str, ...]:
+    """The turnstiles a task's run waits at before it starts, in the order it takes them: it
+    joins their lines when it is queued, so runs start in the order they were asked for."""
+    found: list[str] = []
+    if isinstance(task, MentionTask):
+        found.append(keys.thread_line(keys.thread(task.repo.full_name, task.number)))
+    if isinstance(task, MentionTask | ReviewTask | AutomationTask) and task.installation_id:
+        found.append(keys.installation_line(task.installation_id))
+    return tuple(found)

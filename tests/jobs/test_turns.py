@@ -24,6 +24,9 @@ from bot.intake.app import create_app
 from bot.jobs import turnstile
 from bot.jobs.threads import key as thread_key
 from bot.jobs.turnstile import Turnstile
+from bot.queue import signing
+from bot.queue.enqueue import Enqueuer
+from bot.queue.tasks import MentionTask, RepoRef
 from bot.runs.store import RunRecord, RunStatus, RunStore
 from tests.conftest import Deliverer, run_worker
 from tests.fakes import llm as steps
@@ -118,6 +121,52 @@ async def test_a_waiter_gone_quiet_is_passed_over_until_it_comes_back(redis: Red
     await turnstile.leave(redis, one, "c", now_ms=12_400)
     assert await turnstile.enter(redis, one, "e", "je", arrival_ms=5, now_ms=12_500) == []
     assert await turnstile.enter(redis, one, "b", "jb", arrival_ms=2, now_ms=12_600) is None
+
+
+async def test_a_run_queued_first_goes_first_whichever_worker_looks_first(
+    redis: Redis, settings: Settings
+) -> None:
+    """Runs join their lines when they are queued: the second run's worker looking first (it
+    got through its permission check sooner) does not take the thread from the first."""
+    enqueuer = Enqueuer(redis, key=signing.keys_for(settings).queue)
+    repo = RepoRef(owner="octo", name="app")
+    first, second = (
+        MentionTask(
+            run_id=f"run-{n}",
+            delivery_id=f"delivery-{n}",
+            event="issue_comment",
+            installation_id=INSTALLATION,
+            repo=repo,
+            sender=WRITER,
+            trigger="issue_comment",
+            number=ISSUE,
+            is_pull_request=False,
+            instruction=f"step {n}",
+        )
+        for n in (1, 2)
+    )
+    try:
+        assert await enqueuer.enqueue(first) == "queued"
+        assert await enqueuer.enqueue(second) == "queued"
+        assert await enqueuer.enqueue(first) == "duplicate"  # joins nothing twice
+    finally:
+        await enqueuer.close()
+    thread = gate(keys.thread_line(keys.thread(REPO, ISSUE)))
+    slots = gate(keys.installation_line(INSTALLATION), capacity=5)
+    now = int(time.time() * 1000)
+    for line in (thread, slots):
+        waiting = await redis.zrange(keys.TURN_LINE_PREFIX + line.name, 0, -1)
+        assert waiting == [b"run-1", b"run-2"]
+
+    async def enter(run: str, line: Turnstile) -> list[str] | None:
+        return await turnstile.enter(redis, line, run, run, arrival_ms=now, now_ms=now)
+
+    assert await enter("run-2", thread) == []  # free, but run-1 is ahead in line
+    assert await enter("run-1", thread) is None
+    assert await enter("run-2", slots) is None  # five slots: nobody waits there
+    # run-1 is done: the thread is run-2's.
+    await turnstile.leave(redis, thread, "run-1", now_ms=now)
+    assert await enter("run-2", thread) is None
 
 
 # ----------------------------------------------------------------------------- end to end
