@@ -1,12 +1,17 @@
 """A mention's run overhead, from outside: the real web app and an `openhands-bot worker` process,
-the fake GitHub, an instant scripted LLM and a warm agent-server (WORKSPACE_KIND=server; the warm
-sandbox pool lands separately), mention → final comment p50 over `--runs`, with its phases and
-the GitHub calls one run makes.
+the fake GitHub, an instant scripted LLM and a warm workspace, mention → final comment p50 over
+`--runs`, with its phases and the GitHub calls one run makes; and the baseline, the same scripted
+conversation driven straight at an agent-server (`AgentServerClient`) in the same process.
 
-    python -m benchmarks.mention [--runs 5]
+    python -m benchmarks.mention [--runs 5] [--workspace local|server]
+
+`--workspace local` (root, bubblewrap, slirp4netns, nftables): WORKSPACE_KIND=local with the
+sandbox warm pool (LOCAL_SANDBOX_POOL=2); each run starts once the pool is full again, so every run
+takes a warm sandbox. `server`: one shared, warm agent-server (WORKSPACE_KIND=server).
 
 Phases, each from the 202 that acknowledged the mention: the first GitHub call, the tracking
-comment, the first LLM call, the pull request, the final edit of the tracking comment."""
+comment, the last GitHub read before the first LLM call, the first and last LLM calls, the first
+Git Data write, the pull request, the final edit of the tracking comment."""
 # ruff: noqa: T201
 
 from __future__ import annotations
@@ -19,21 +24,27 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from benchmarks._world import World, world
+from benchmarks._world import WorkerProcess, World, world
 from bot.agent.request import llm_settings
 from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace.netns import HOST_LOOPBACK
 from bot.runs.store import RunStatus, RunStore
 from tests.fakes import llm as steps
 from tests.fakes.github.calls import RecordedRequest
+from tests.jobs.test_mention import REPO
 
 FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 PHASES = (
     "first GitHub call",
     "tracking comment",
+    "context read",
     "first LLM call",
+    "last LLM call",
+    "publish started",
     "pull request",
     "final comment",
 )
@@ -71,13 +82,18 @@ async def one(w: World, redis: Redis) -> tuple[dict[str, float], Counter[str], s
     requests = w.github.requests[mark:]
     llm = [r.timestamp for r in w.llm.completions if r.script is script]
     edits = [r.at for r in requests if r.method == "PATCH" and "/issues/comments/" in r.path]
+    first_llm = min(llm, default=None)
+    reads = [r.at for r in requests if r.method == "GET" and first_llm and r.at < first_llm]
     marks = {
         "first GitHub call": min((r.at for r in requests), default=None),
         "tracking comment": min(
             (r.at for r in requests if r.method == "POST" and r.path.endswith("/comments")),
             default=None,
         ),
-        "first LLM call": min(llm, default=None),
+        "context read": max(reads, default=None),
+        "first LLM call": first_llm,
+        "last LLM call": max(llm, default=None),
+        "publish started": _first(requests, "POST", "/git/blobs"),
         "pull request": _first(requests, "POST", "/pulls"),
         "final comment": max(edits, default=None),
     }
@@ -133,13 +149,58 @@ async def direct(w: World, n: int) -> float:
         return time.time() - started
 
 
+POOL = 2
+READY = "sandbox ready in"  # the worker's log line for a sandbox that joined the pool
+FAILED = "a sandbox failed to start"
+
+
+def use_sandboxes(w: World) -> None:
+    """WORKSPACE_KIND=local with the warm pool: clones reach the fake git host through slirp's
+    alias for the host's loopback, the only local address the sandboxes may reach."""
+    repo = w.github._repos[REPO.lower()]  # the fake's own record (it has no reader for it)
+    assert repo.clone_url is not None
+    host = urlsplit(repo.clone_url)
+    w.github.set_clone_url(REPO, repo.clone_url.replace("127.0.0.1", HOST_LOOPBACK, 1))
+    w.settings = w.settings.model_copy(
+        update={
+            "workspace_kind": "local",
+            "local_sandbox": True,
+            "local_sandbox_pool": POOL,
+            "sandbox_allowed_networks": [f"{HOST_LOOPBACK}:{host.port}"],
+            "run_timeout_seconds": 900.0,
+        }
+    )
+
+
+async def pool_full(worker: WorkerProcess, taken: int, limit: float = 600.0) -> None:
+    """Wait until the worker's pool holds POOL ready sandboxes again (`taken` runs took one). A
+    start that failed is tried again only when a run takes a sandbox: one fewer is waited for."""
+    deadline = time.monotonic() + limit
+    while True:
+        text = worker.log.read_text(errors="replace")
+        failed = text.count(FAILED)
+        if text.count(READY) >= taken + max(1, POOL - failed):
+            return
+        if worker.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the sandbox pool did not fill:\n{worker.tail()}")
+        await asyncio.sleep(0.2)
+
+
 async def measure(w: World, args: argparse.Namespace) -> None:
-    w.start_worker("w1")
+    local = args.workspace == "local"
+    if local:
+        use_sandboxes(w)
+    worker = w.start_worker("w1")
     redis = Redis.from_url(w.settings.redis_url)
     try:
+        if local:
+            print("filling the sandbox pool...", flush=True)
+            await pool_full(worker, 0)
         await one(w, redis)  # warm-up: the worker's start, the agent-server's first run
         rows, calls = [], []
-        for _ in range(args.runs):
+        for n in range(args.runs):
+            if local:
+                await pool_full(worker, n + 1)
             phases, counted, status = await one(w, redis)
             rows.append(phases)
             calls.append(counted)
@@ -150,7 +211,8 @@ async def measure(w: World, args: argparse.Namespace) -> None:
     print(
         f"\nmention → phase, seconds after the 202 (p50 of {args.runs}); settings: "
         f"GITHUB_WRITE_LIMITS={w.settings.github_write_limits}, "
-        f"QUEUE_POLL_SECONDS={w.settings.queue_poll_seconds:g}, workspace server (warm)"
+        f"QUEUE_POLL_SECONDS={w.settings.queue_poll_seconds:g}, "
+        + (f"workspace local (warm pool of {POOL})" if local else "workspace server (warm)")
     )
     for name in PHASES:
         values = [r[name] for r in rows if name in r]
@@ -178,4 +240,5 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workspace", choices=("local", "server"), default="server")
     main(parser.parse_args())

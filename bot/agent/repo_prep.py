@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bot.agent.hooks import parse_hooks
+from bot.agent.repo_files import RepoFile, read_files
 from bot.agent.workspace.base import Workspace
 from bot.errors import AgentServerError, InvalidHooks, SetupFailed, WorkspaceError
 
@@ -56,6 +57,7 @@ class PreparedRepo:
     setup: SetupOutcome
     hook_config: dict[str, object] | None
     hooks_error: str | None
+    files: dict[str, str] = field(default_factory=dict)  # what `prepare` was asked to read
 
 
 def credential_line(clone_url: str, token: str) -> str:
@@ -204,15 +206,18 @@ async def prepare(
     setup_fatal: bool,
     trusted: bool = True,
     context_from: str | None = None,
+    files: tuple[RepoFile, ...] = (),
 ) -> PreparedRepo:
-    """Clone and set up; with `context_from` (a fork's base branch) setup runs on that branch's
-    checkout before the head is checked out, and hooks and skills come from it too."""
+    """Clone, read `files` (before anything of the repo runs), and set up; with `context_from` (a
+    fork's base branch) setup runs on that branch's checkout before the head is checked out, and
+    hooks and skills come from it too."""
     head = await clone(
         ws, clone_url=clone_url, token=token, branch=branch, fetch_ref=fetch_ref, limit=clone_limit
     )
+    found = await read_files(ws, head, files)
     if not trusted:  # never run or load anything from a checkout we are only asked to read
         skipped = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
-        return PreparedRepo(ws.repo_dir, head, skipped, hook_config=None, hooks_error=None)
+        return PreparedRepo(ws.repo_dir, head, skipped, None, None, found)
     repo = shlex.quote(ws.repo_dir)
     if context_from is not None:
         base = shlex.quote(f"refs/remotes/origin/{context_from}")
@@ -237,4 +242,5 @@ async def prepare(
         setup=setup,
         hook_config=hook_config,
         hooks_error=hooks_error,
+        files=found,
     )

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from bot.agent.changes import changed_files
 from bot.agent.conversation import Conversation, Meter
 from bot.agent.gateway import Gateway, LLMAccess, Usage
 from bot.agent.prompts import CONTINUE_AFTER_RESTART
+from bot.agent.repo_files import RepoFile
 from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
 from bot.agent.request import AgentRequest, conversation_id_for
 from bot.agent.results import AgentError, AgentResult, Patch, ProgressCallback
@@ -59,6 +60,10 @@ class RunSpec:
     # This run's try that a restart interrupted: continued when its conversation and checkout
     # survived (a `server` or `runtime` workspace), else the run starts afresh.
     continue_from: Resume | None = None
+    # Files read from the fresh checkout before anything runs in it (`AgentRun.files`), and the
+    # prompt made with them (their texts by name) when the prompt needs one, else `prompt`.
+    read_files: tuple[RepoFile, ...] = ()
+    compose: Callable[[Mapping[str, str]], str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,9 @@ class AgentRun:
     head_sha: str | None = None
     patch: Patch | None = None  # the change as a git patch, when the spec asked for one
     resumed: Resume | None = None  # the earlier conversation this one continued
+    # `spec.read_files` found in the fresh checkout; None when the run had none (it continued a
+    # kept one, which the agent has had its hands on, or failed before it cloned).
+    files: dict[str, str] | None = None
 
 
 # More of a patch than a comment can show is never read: its size is, its head is.
@@ -220,12 +228,13 @@ async def _in_workspace(
         setup_fatal=settings.setup_failure_fatal,
         trusted=spec.trusted_checkout,
         context_from=spec.context_from,
+        files=spec.read_files,
     )
     if on_prepared is not None:
         await on_prepared(prepared.head_sha)
     request = AgentRequest(
         run_id=spec.run_id,
-        prompt=spec.prompt,
+        prompt=spec.compose(prepared.files) if spec.compose is not None else spec.prompt,
         working_dir=prepared.path,
         llm=llm,
         hook_config=prepared.hook_config,
@@ -248,6 +257,7 @@ async def _in_workspace(
         prepared.head_sha,
         setup=prepared.setup,
         hooks_error=prepared.hooks_error,
+        files=prepared.files,
     )
 
 

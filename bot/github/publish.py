@@ -22,6 +22,7 @@ from typing import Any, Literal
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
 
+from bot.agent.repo_files import RepoFile
 from bot.agent.results import ChangedFile, Patch
 from bot.errors import BranchMoved, PublishError
 from bot.github import once, outbound, threads
@@ -42,6 +43,7 @@ TEMPLATE_PATHS = (
     "docs/pull_request_template.md",
     "pull_request_template.md",
 )
+TEMPLATE_FILE = RepoFile("pr-template", TEMPLATE_PATHS)  # read from a run's fresh checkout
 
 
 def slug(title: str, limit: int = 40) -> str:

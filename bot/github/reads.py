@@ -1,9 +1,12 @@
 """What jobs read from GitHub about a thread: the issue or pull request as it was asked about,
-its facts and changed files, and files from a ref (templates, review guides)."""
+its facts and changed files, and files from a ref (through the contents API, for jobs without a
+fresh checkout to read them from: see `bot.agent.repo_files`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +16,7 @@ from githubkit.exception import RequestFailed
 
 from bot.agent.prompts import IssueContext, ThreadComment
 from bot.github.once import output_marker
+from bot.github.publish import TEMPLATE_FILE
 from bot.github.tracking import MARKER_START
 from bot.queue.tasks import MentionTask, RepoRef, ReviewTask
 
@@ -25,6 +29,12 @@ class PullInfo:
     head_sha: str
     base_ref: str
     is_fork: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RepoInfo:
+    clone_url: str
+    default_branch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +63,11 @@ def _by_the_bot(body: str) -> bool:
     return MARKER_START in body or output_marker("").removesuffix(" -->") in body
 
 
-async def load_context(
+async def _comments_before(
     gh: GitHub[Any], task: MentionTask, bot_login: str | None
-) -> tuple[IssueContext, PullInfo | None]:
-    """The issue or PR as it was when the mention was written: later comments are left out."""
+) -> list[ThreadComment]:
+    """The thread's comments written (and last edited) before the mention, but the bot's own."""
     owner, name = task.repo.owner, task.repo.name
-    issue = (await gh.rest.issues.async_get(owner, name, task.number)).parsed_data
     trigger_time = task.comment_created_at or datetime.now(UTC).isoformat()
     cutoff = datetime.fromisoformat(trigger_time.replace("Z", "+00:00"))
     comments: list[ThreadComment] = []
@@ -82,16 +91,35 @@ async def load_context(
         if len(batch) < 100:
             break
         page += 1
-    pull: PullInfo | None = None
-    if task.is_pull_request:
-        pr = (await gh.rest.pulls.async_get(owner, name, task.number)).parsed_data
-        head_repo = pr.head.repo.full_name if pr.head.repo else None
-        pull = PullInfo(
-            head_ref=pr.head.ref,
-            head_sha=pr.head.sha,
-            base_ref=pr.base.ref,
-            is_fork=(head_repo or "").lower() != task.repo.full_name.lower(),
-        )
+    return comments
+
+
+async def _pull_info(gh: GitHub[Any], task: MentionTask) -> PullInfo | None:
+    if not task.is_pull_request:
+        return None
+    pr = (await gh.rest.pulls.async_get(task.repo.owner, task.repo.name, task.number)).parsed_data
+    head_repo = pr.head.repo.full_name if pr.head.repo else None
+    return PullInfo(
+        head_ref=pr.head.ref,
+        head_sha=pr.head.sha,
+        base_ref=pr.base.ref,
+        is_fork=(head_repo or "").lower() != task.repo.full_name.lower(),
+    )
+
+
+async def load_context(
+    gh: GitHub[Any], task: MentionTask, bot_login: str | None
+) -> tuple[IssueContext, PullInfo | None, RepoInfo]:
+    """The issue or PR as it was when the mention was written (later comments are left out),
+    and the repository: all asked for at once, not in turn."""
+    owner, name = task.repo.owner, task.repo.name
+    issue_response, comments, pull, repo_response = await asyncio.gather(
+        gh.rest.issues.async_get(owner, name, task.number),
+        _comments_before(gh, task, bot_login),
+        _pull_info(gh, task),
+        gh.rest.repos.async_get(owner, name),
+    )
+    issue, repo = issue_response.parsed_data, repo_response.parsed_data
     context = IssueContext(
         repo=task.repo.full_name,
         number=task.number,
@@ -107,7 +135,7 @@ async def load_context(
         line=task.line,
         diff_hunk=task.diff_hunk,
     )
-    return context, pull
+    return context, pull, RepoInfo(repo.clone_url, repo.default_branch)
 
 
 async def pull_facts(gh: GitHub[Any], task: ReviewTask) -> PullFacts:
@@ -159,6 +187,16 @@ async def first_file(
         if isinstance(content, str):
             return base64.b64decode(content).decode("utf-8", errors="replace")
     return None
+
+
+async def pr_template(
+    gh: GitHub[Any], repo: RepoRef, files: Mapping[str, str] | None, base: str
+) -> str | None:
+    """The repository's pull request template: as the run's fresh checkout had it when it has
+    one (`AgentRun.files`), else from `base` through the contents API."""
+    if files is not None:
+        return files.get(TEMPLATE_FILE.name)
+    return await first_file(gh, repo, TEMPLATE_FILE.paths, base)
 
 
 async def file_with_sha(

@@ -202,9 +202,8 @@ class MentionRun:
         """What the agent is asked and where, or the outcome when GitHub could not be read."""
         task, settings = self.task, self.settings
         try:
-            repo = (await self.gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
             bot_login = await self.deps.github.app_login()
-            context, pull = await reads.load_context(self.gh, task, bot_login)
+            context, pull, repo = await reads.load_context(self.gh, task, bot_login)
         except GitHubException as exc:
             return await self._fail("github", failures.describe(exc))
         previous = await threads.last_summary(self.redis, self.thread)
@@ -235,6 +234,7 @@ class MentionRun:
             follow_up_prompt=follow_up_prompt(task.instruction, task.sender) + extra,
             attempt=self.now.label,
             earlier_attempts=self.now.earlier,
+            read_files=() if pull else (publish.TEMPLATE_FILE,),  # for the PR it may open
         )
         self.published_base = kept.published_sha if kept and resume else None
         return spec, pull, context.title, repo.default_branch
@@ -328,7 +328,7 @@ class MentionRun:
         summary = run.result.final_response.strip()
         clean = self.cleaner.clean
         pr_title = f"Fix #{task.number}: {title}"[:120]
-        template = await reads.first_file(self.writer, task.repo, publish.TEMPLATE_PATHS, base)
+        template = await reads.pr_template(self.writer, task.repo, run.files, base)
         number, url = await publish.propose(
             self.writer,
             task.repo,
@@ -350,8 +350,7 @@ class MentionRun:
         )
         links["pull_request"] = url
         files = len(run.result.changes)
-        plural = "s" if files != 1 else ""
-        opened = OPENED.format(number=number, url=url, files=files, plural=plural)
+        opened = OPENED.format(number=number, url=url, files=files, plural="s"[: files != 1])
         return f"{opened}\n\n{clean(summary[:3000])}"
 
     async def _push_to_pull(self, run: AgentRun, pull: PullInfo) -> str:

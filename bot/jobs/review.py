@@ -7,6 +7,7 @@ setup script, hooks or skills from it run, and a fork by a non-collaborator gets
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from githubkit import GitHub
@@ -14,6 +15,7 @@ from githubkit.exception import GitHubException, RequestFailed
 
 from bot import keys
 from bot.agent.prompts import clean
+from bot.agent.repo_files import RepoFile
 from bot.agent.run import RunSpec
 from bot.errors import InvalidReview
 from bot.github import failures, noise, outbound, pr_files, publish, reads, suggestions
@@ -47,6 +49,7 @@ GUIDE_PATHS = (
     ".openhands/skills/code-review.md",
     ".openhands/microagents/code-review.md",
 )
+GUIDE = "review-guide"
 READ_ONLY_TOOLS = ["file_editor"]  # can read files; cannot run anything
 TOO_LARGE = (
     "This pull request changes {lines:,} lines in {files} files, more than this bot reviews "
@@ -214,22 +217,29 @@ class ReviewRun:
                 reason="no reviewable files",
                 facts=review_check.facts({}, plan.coverage()),
             )
-        # The guide as the base branch has it, never the PR's own version of it.
-        guide = await reads.first_file(gh, task.repo, GUIDE_PATHS, pr.base_ref)
-        if self.config.instructions:  # from the default branch's config, never the PR's
-            guide = "\n\n".join(part for part in (guide, self.config.instructions) if part)
         repo = (await gh.rest.repos.async_get(task.repo.owner, task.repo.name)).parsed_data
+        instructions = self.config.instructions  # from the default branch's config, never the PR's
 
         def spec_for(index: int) -> RunSpec:
             part = review_passes.pass_note(index, len(plan.passes))
             diff = plan.passes[index].diff
+
+            def prompt(files: Mapping[str, str]) -> str:
+                guide = "\n\n".join(p for p in (files.get(GUIDE), instructions) if p) or None
+                return (
+                    review_prompt(task, pr, diff, plan.left_out(), guide, part)
+                    + memory.prompt_context()
+                )
+
             return RunSpec(
                 run_id=task.run_id,
                 installation_id=task.installation_id or 0,
                 repo=task.repo,
                 clone_url=repo.clone_url,
-                prompt=review_prompt(task, pr, diff, plan.left_out(), guide, part)
-                + memory.prompt_context(),
+                prompt="",
+                # The guide as the base branch has it in the fresh checkout, never the PR's.
+                read_files=(RepoFile(GUIDE, GUIDE_PATHS, branch=pr.base_ref),),
+                compose=prompt,
                 branch=pr.base_ref,
                 fetch_ref=f"refs/pull/{task.number}/head",
                 tools=READ_ONLY_TOOLS if read_only else None,
