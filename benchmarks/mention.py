@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import time
 import uuid
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from benchmarks._world import WorkerProcess, World, world
+from bot.agent.gateway import LLMAccess
 from bot.agent.request import llm_settings
 from bot.agent.server_client import AgentServerClient
 from bot.agent.workspace.netns import HOST_LOOPBACK
@@ -118,6 +120,12 @@ async def direct(w: World, n: int) -> float:
     key = settings.agent_server_api_key
     root = f"{settings.agent_server_workspace_root}/direct-{n}"
     marker = f"direct-{uuid.uuid4().hex[:12]}"
+    assert settings.llm_base_url is not None
+    assert settings.llm_api_key is not None
+    # Straight at the scripted LLM, as the bot's gateway would relay it.
+    direct_llm = LLMAccess(
+        settings.llm_base_url, settings.llm_api_key.get_secret_value(), settings.llm_model
+    )
     w.llm.script(*fix_steps(), match=marker)
     async with AgentServerClient(
         settings.agent_server_url, key.get_secret_value() if key else None
@@ -128,7 +136,7 @@ async def direct(w: World, n: int) -> float:
         )
         body = {
             "conversation_id": str(uuid.uuid4()),
-            "agent_settings": {"llm": llm_settings(settings)},
+            "agent_settings": {"llm": llm_settings(settings, direct_llm)},
             "workspace": {"kind": "LocalWorkspace", "working_dir": root},
             "initial_message": {
                 "role": "user",
@@ -208,6 +216,8 @@ async def measure(w: World, args: argparse.Namespace) -> None:
         baseline = [await direct(w, n) for n in range(args.runs)]
     finally:
         await redis.aclose()
+        if args.log:  # the worker's log outlives the benchmark's directory (for profiling)
+            shutil.copyfile(worker.log, args.log)
     print(
         f"\nmention → phase, seconds after the 202 (p50 of {args.runs}); settings: "
         f"GITHUB_WRITE_LIMITS={w.settings.github_write_limits}, "
@@ -241,4 +251,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workspace", choices=("local", "server"), default="server")
+    parser.add_argument("--log", help="copy the worker's log to this file at the end")
     main(parser.parse_args())

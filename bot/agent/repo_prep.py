@@ -25,6 +25,7 @@ HOOKS_FILE = ".openhands/hooks.json"
 PR_HEAD = "openhands/pr-head"  # the local branch a pull request's head is checked out on
 GIT_EMAIL = "openhands@users.noreply.github.com"
 SETUP_OUTPUT_LIMIT = 20_000  # characters of setup output kept for the run's log
+RAN, ABSENT = "openhands-setup:ran", "openhands-setup:absent"
 # Everything the bot runs or the agent-server loads from a checkout besides its code: setup.sh,
 # hooks and skills under `.openhands/` and `.agents/`, and instruction files in any directory (the
 # names the SDK's `Skill.PATH_TO_THIRD_PARTY_SKILL_NAME` lists, matched without case).
@@ -98,15 +99,20 @@ async def clone(
     credentials = f"{ws.root}/.clone-credentials"
     helper = shlex.quote(f"store --file={credentials}")
     repo = shlex.quote(ws.repo_dir)
+    # The last command that needs the credentials removes them, whether it succeeds or not.
+    forget = f"; s=$?; rm -f {shlex.quote(credentials)}; exit $s"
+    removed = False
     try:
         await ws.client.upload(credentials, credential_line(clone_url, token).encode())
         branch_arg = f"--branch {shlex.quote(branch)} " if branch else ""
         await _run(
             ws,
-            _git(
+            f"rm -rf {repo} && "  # a kept workspace may hold an older checkout: start clean
+            + _git(
                 f"-c credential.helper={helper} clone --quiet --no-tags {branch_arg}"
                 f"{shlex.quote(clone_url)} {repo}"
-            ),
+            )
+            + ("" if fetch_ref else forget),
             "cloning the repository",
             limit=limit,
         )
@@ -119,39 +125,49 @@ async def clone(
                     f"-c credential.helper={helper} fetch --quiet origin "
                     f"{shlex.quote(f'+{fetch_ref}:refs/remotes/origin/{local}')}"
                 )
-                + f" && git checkout --quiet -B {local} refs/remotes/origin/{local}",
+                + f" && git checkout --quiet -B {local} refs/remotes/origin/{local}"
+                + forget,
                 f"fetching {fetch_ref}",
                 limit=limit,
             )
+        removed = True  # by the last command that needed the file
     except AgentServerError as exc:
         raise WorkspaceError(
             f"could not hand the clone credentials to the workspace: {exc}"
         ) from exc
     finally:
-        try:
-            await ws.client.bash(f"rm -f {shlex.quote(credentials)}", limit_seconds=30)
-        except AgentServerError:
-            log.warning("could not remove the clone credentials file")
-    await _run(
+        if not removed:  # that command failed to run, or never ran
+            try:
+                await ws.client.bash(f"rm -f {shlex.quote(credentials)}", limit_seconds=30)
+            except AgentServerError:
+                log.warning("could not remove the clone credentials file")
+    # One round trip: configure, show the whole configuration, and the head commit last.
+    out = await _run(
         ws,
         f"cd {repo} && git remote set-url origin {shlex.quote(clone_url)} && "
-        f"git config user.name openhands && git config user.email {GIT_EMAIL}",
+        f"git config user.name openhands && git config user.email {GIT_EMAIL} && "
+        "git config --list --show-origin && git rev-parse HEAD",
         "configuring the clone",
     )
-    config = await _run(ws, f"cd {repo} && git config --list --show-origin", "reading git config")
+    config, _, head = out.rpartition("\n")
     if token in config:
         raise WorkspaceError("the clone token is still in the git configuration; refusing to run")
-    return await _run(ws, f"cd {repo} && git rev-parse HEAD", "reading the checked-out commit")
+    return head.strip()
 
 
 async def run_setup(ws: Workspace, *, limit: int) -> SetupOutcome:
     """Run `.openhands/setup.sh` when the repository has one, keeping its output."""
     repo = shlex.quote(ws.repo_dir)
-    present = await ws.client.bash(f"test -f {repo}/{SETUP_SCRIPT}", limit_seconds=30)
-    if not present.ok:
+    # One round trip: the first line says whether there is a script; its output follows.
+    result = await ws.client.bash(
+        f"cd {repo} && if [ -f {SETUP_SCRIPT} ]; then echo {RAN}; bash {SETUP_SCRIPT} 2>&1; "
+        f"else echo {ABSENT}; fi",
+        limit_seconds=limit,
+    )
+    said, _, rest = result.stdout.partition("\n")
+    if said == ABSENT and result.ok:
         return SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
-    result = await ws.client.bash(f"cd {repo} && bash {SETUP_SCRIPT} 2>&1", limit_seconds=limit)
-    output = (result.stdout + result.stderr)[-SETUP_OUTPUT_LIMIT:]
+    output = (rest + result.stderr)[-SETUP_OUTPUT_LIMIT:]
     return SetupOutcome(
         ran=True, exit_code=result.exit_code, output=output, timed_out=result.exit_code == -1
     )

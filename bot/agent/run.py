@@ -212,11 +212,7 @@ async def _in_workspace(
         return await _continue(settings, ws, again, interrupted, llm, meter, on_progress)
     if spec.resume is not None and await _resumable(ws, spec.resume):
         return await _continue(settings, ws, spec, spec.resume, llm, meter, on_progress)
-    # A kept workspace may hold an older checkout: start clean.
-    await ws.client.bash(
-        f"rm -rf {shlex.quote(ws.repo_dir)} && mkdir -p {shlex.quote(ws.repo_dir)}",
-        limit_seconds=120,
-    )
+    # (A kept workspace may hold an older checkout: the clone starts clean.)
     prepared = await prepare(
         ws,
         clone_url=spec.clone_url,

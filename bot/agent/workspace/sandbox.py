@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bot.agent.workspace import netns
+from bot.agent.workspace import netns, warm
 from bot.agent.workspace.local import free_port
 from bot.agent.workspace.netns import NetworkPolicy
 from bot.agent.workspace.reach import STAGE
@@ -292,14 +292,15 @@ class Sandbox:
         )
 
     def _warm_up(self, http: httpx.Client) -> None:
-        """The server's first command starts its terminal (seconds on a busy host): pay that
-        here, in the pool, and make the run's directory while at it."""
+        """The server's first command starts its terminal and its first conversation loads the
+        agent (seconds on a busy host): pay both here, in the pool; make the run's directory."""
         http.post(
             f"{self.url}/api/bash/execute_bash_command",
             json={"command": f"mkdir -p {ROOT}/repo", "timeout": 60},
             headers={"X-Session-API-Key": self.api_key},
             timeout=90,
         )
+        warm.first_conversation(http, self.url, self.api_key, ROOT)
 
     def start(self, spawner: Executor | None = None) -> None:
         """Spawn (in `spawner`'s thread, which must outlive the sandbox: see pool.py) and wait
