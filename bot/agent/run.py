@@ -21,7 +21,7 @@ from bot.agent.gateway import Gateway, LLMAccess, Usage
 from bot.agent.prompts import CONTINUE_AFTER_RESTART
 from bot.agent.repo_files import RepoFile
 from bot.agent.repo_prep import SetupOutcome, prepare, read_hooks
-from bot.agent.request import AgentRequest, conversation_id_for
+from bot.agent.request import AgentRequest, conversation_id_for, create_request
 from bot.agent.results import AgentError, AgentResult, Patch, ProgressCallback
 from bot.agent.workspace.base import Workspace, WorkspaceProvider
 from bot.config import Settings
@@ -121,17 +121,65 @@ async def _stop_earlier_attempts(ws: Workspace, spec: RunSpec) -> None:
             await ws.client.interrupt(conversation_id_for(spec.run_id, attempt))
 
 
-async def _resumable(ws: Workspace, resume: Resume) -> bool:
+async def _resumable(
+    settings: Settings, ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess
+) -> bool:
     """The earlier conversation and its checkout are both still there, and idle."""
     checkout = await ws.client.bash(f"test -d {shlex.quote(ws.repo_dir)}/.git", limit_seconds=30)
     if not checkout.ok:
         return False
+    conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
     try:
-        conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
         info = await ws.client.conversation(conversation_id)
+    except AgentServerError as exc:
+        if exc.status != 404 or not await _revived(settings, ws, spec, resume, llm):
+            return False
+        try:
+            info = await ws.client.conversation(conversation_id)
+        except AgentServerError:
+            return False
+    return info.get("execution_status") in ("finished", "error", "stuck", "paused", "idle")
+
+
+async def _revived(
+    settings: Settings, ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess
+) -> bool:
+    """A kept conversation whose files are in the workspace but which its server never loaded
+    (a sandbox's server starts before the kept checkout moves in): created again under its id,
+    the server restores it from its files. Whether it came back with its history."""
+    conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
+    request = await _continuing(ws, spec, resume, llm)
+    body = create_request(settings, request[0], conversation_id)
+    del body["initial_message"]  # a create with a message would run it
+    try:
+        await ws.client.create_conversation(body)
+        events, _ = await ws.client.events(conversation_id, limit=20)
     except AgentServerError:
         return False
-    return info.get("execution_status") in ("finished", "error", "stuck", "paused", "idle")
+    if any(e.get("kind") == "MessageEvent" and e.get("source") == "user" for e in events):
+        log.info("kept conversation %s restored from its files", conversation_id)
+        return True
+    with contextlib.suppress(AgentServerError):  # nothing kept: an empty one is no follow-up
+        await ws.client.delete_conversation(conversation_id)
+    return False
+
+
+async def _continuing(
+    ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess
+) -> tuple[AgentRequest, str | None]:
+    """The request a follow-up in the earlier conversation goes on with (and a hooks error)."""
+    hook_config, hooks_error = await read_hooks(ws)
+    request = AgentRequest(
+        run_id=resume.conversation_run_id,
+        prompt="",
+        working_dir=ws.repo_dir,
+        llm=llm,
+        hook_config=hook_config,
+        tools=spec.tools,
+        attempt=resume.attempt,
+        load_project_skills=spec.trusted_checkout,
+    )
+    return request, hooks_error
 
 
 async def _continue(
@@ -144,17 +192,7 @@ async def _continue(
     on_progress: ProgressCallback | None,
 ) -> AgentRun:
     """A follow-up in the earlier conversation: the agent keeps its context and checkout."""
-    hook_config, hooks_error = await read_hooks(ws)
-    request = AgentRequest(
-        run_id=resume.conversation_run_id,
-        prompt="",
-        working_dir=ws.repo_dir,
-        llm=llm,
-        hook_config=hook_config,
-        tools=spec.tools,
-        attempt=resume.attempt,
-        load_project_skills=spec.trusted_checkout,
-    )
+    request, hooks_error = await _continuing(ws, spec, resume, llm)
     conversation = Conversation(ws.client, settings, meter, on_progress=on_progress)
     result = await conversation.follow_up(request, spec.follow_up_prompt)
     result = await _with_changes(ws, result, resume.base_sha)
@@ -206,11 +244,11 @@ async def _in_workspace(
     extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
     await _stop_earlier_attempts(ws, spec)
     interrupted = spec.continue_from
-    if interrupted is not None and await _resumable(ws, interrupted):
+    if interrupted is not None and await _resumable(settings, ws, spec, interrupted, llm):
         log.info("continuing the conversation a restart interrupted", extra=extra)
         again = dataclasses.replace(spec, follow_up_prompt=CONTINUE_AFTER_RESTART)
         return await _continue(settings, ws, again, interrupted, llm, meter, on_progress)
-    if spec.resume is not None and await _resumable(ws, spec.resume):
+    if spec.resume is not None and await _resumable(settings, ws, spec, spec.resume, llm):
         return await _continue(settings, ws, spec, spec.resume, llm, meter, on_progress)
     # (A kept workspace may hold an older checkout: the clone starts clean.)
     prepared = await prepare(

@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot import keys
-from bot.agent.run import AgentRun, RunSpec, run_agent
+from bot.agent.run import AgentRun, Resume, RunSpec, run_agent
 from bot.agent.workspace import sandbox
 from bot.agent.workspace.netns import HOST_LOOPBACK, NetworkPolicy, host_addresses
 from bot.agent.workspace.sandboxed import SandboxProvider
@@ -310,3 +310,53 @@ def _tool_output(llm: ScriptedLLM, marker: str) -> str:
     return "\n".join(
         content_text(m.get("content")) for m in last.messages if m.get("role") == "tool"
     )
+
+
+async def test_a_follow_up_continues_its_kept_conversation_in_a_fresh_sandbox(
+    provider: SandboxProvider,
+    sandboxed: Settings,
+    fake_github: FakeGitHub,
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    redis: Redis,
+) -> None:
+    """The thread's checkout and conversation wait outside every sandbox; the follow-up's
+    sandbox (its server started before they moved in) goes on with the same conversation."""
+    git_host.create_repo("octo/gamma", {"README.md": "gamma\n"})
+    fake_github.add_installation(INSTALLATION, "octo", ["octo/gamma"])
+    # The follow-up's requests carry the first run's messages too: its script is matched first.
+    llm.script(steps.finish("second done"), match="[[second]]")
+    llm.script(
+        steps.tool_call("terminal", command="echo first > /workspace/repo/FIRST.txt"),
+        steps.finish("first done"),
+        match="[[first]]",
+    )
+    thread = f"thread-{uuid.uuid4().hex[:8]}"
+    first = _spec(
+        git_host,
+        "octo/gamma",
+        "[[first]] the word is pelican",
+        workspace_id=thread,
+        keep_seconds=600,
+    )
+    one = await _run(sandboxed, provider, redis, first)
+    assert one.result.status == "finished"
+    assert one.head_sha is not None
+
+    resume = Resume(conversation_run_id=first.run_id, base_sha=one.head_sha)
+    second = _spec(
+        git_host,
+        "octo/gamma",
+        "unused",
+        workspace_id=thread,
+        resume=resume,
+        follow_up_prompt="[[second]] what was the word?",
+    )
+    two = await _run(sandboxed, provider, redis, second)
+
+    assert two.result.status == "finished"
+    assert two.resumed == resume
+    assert two.result.conversation_id == one.result.conversation_id
+    asked = [r for r in llm.completions if "[[second]]" in r.text][-1]
+    assert "pelican" in asked.text  # the agent still has the first run's conversation
+    assert "FIRST.txt" in [change.path for change in two.result.changes]

@@ -56,6 +56,8 @@ def _listen_address(listen: str) -> tuple[str, int]:
 class Gateway:
     """One per worker process; any worker's gateway serves any run (credentials are in Redis)."""
 
+    _live = 0  # gateways serving in this process
+
     def __init__(self, settings: Settings, redis: Redis) -> None:
         self._settings = settings
         self.credentials = Credentials(redis, usage_seconds=USAGE_SECONDS)
@@ -122,6 +124,7 @@ class Gateway:
             timeout_keep_alive=30,
         )
         server = self._server = _Server(config)
+        Gateway._live += 1
         self._task = asyncio.create_task(server.serve(sockets=sockets), name="llm-gateway")
         while not server.started:
             if self._task.done():
@@ -138,6 +141,10 @@ class Gateway:
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, 10)
+        if self._server is not None:
+            Gateway._live -= 1
+            if Gateway._live == 0:  # litellm's clients are the process's: the last one closes
+                await upstream.close_clients()
         self._server = self._task = None
         path = self.socket_path
         with contextlib.suppress(OSError):

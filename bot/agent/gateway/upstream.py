@@ -175,3 +175,13 @@ def model_info(settings: Settings) -> dict[str, Any]:
         info = litellm.get_model_info(settings.llm_model)
         return {key: value for key, value in dict(info).items() if value is not None}
     return {}
+
+
+async def close_clients() -> None:
+    """Close the provider connections litellm keeps per event loop, and forget them: they would
+    otherwise outlive the loop that opened them (a worker's, as it stops) as unclosed sockets."""
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    with contextlib.suppress(Exception):
+        await close_litellm_async_clients()  # type: ignore[no-untyped-call]
+    litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]

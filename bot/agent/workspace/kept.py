@@ -5,6 +5,7 @@ published from)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 KEPT = ("repo", ".agent-server")  # the checkout, and the server's record of the conversation
 CONVERSATIONS = ".agent-server/workspace/conversations"
+LEASE_FILES = ("owner_lease.json", ".owner_lease.lock")  # the agent-server's, per conversation
 
 
 def fingerprint(root: Path) -> str:
@@ -50,6 +52,20 @@ def chown_tree(root: Path, uid: int) -> None:
             os.lchown(Path(directory, name), uid, uid)
 
 
+def _drop_leases(conversations: Path) -> None:
+    """The stopped server's claims on its conversations: it is dead (its sandbox is gone), but
+    its lease would keep the next server from loading them for a while (the agent-server takes
+    a pid it sees alive in its own pid namespace, even its own, for the lease's owner)."""
+    if not conversations.is_dir() or conversations.is_symlink():
+        return
+    with os.scandir(conversations) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                for name in LEASE_FILES:
+                    with contextlib.suppress(OSError):
+                        os.unlink(Path(entry.path, name))  # a link is removed, never followed
+
+
 class KeptStore:
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -70,6 +86,7 @@ class KeptStore:
         for name in KEPT:
             if (work / name).exists():
                 os.rename(work / name, content / name)
+        _drop_leases(content / CONVERSATIONS)
         record = {"fingerprint": fingerprint(content), "kept_at": time.time()}
         (target / "state.json").write_text(json.dumps(record))
 
