@@ -150,7 +150,8 @@ def bench_settings(api_url: str, private_key: str, home: Path, **values: Any) ->
 
 
 @contextlib.contextmanager
-def world(lease: float) -> Iterator[World]:
+def world(lease: float, **values: Any) -> Iterator[World]:
+    """The world; `values` are settings over bench_settings' (MAX_JOBS, write limits...)."""
     with contextlib.ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-")))
         print("starting the agent-server (15-45 s)...", file=sys.stderr, flush=True)
@@ -177,6 +178,7 @@ def world(lease: float) -> Iterator[World]:
             agent_server_url=agent.url,
             agent_server_api_key=SecretStr(agent.api_key),
             agent_server_workspace_root=str(agent.workspaces_dir / "bench"),
+            **values,
         )
         web = stack.enter_context(
             ServerThread(create_app(settings), health_path="/healthz", lifespan="on")
