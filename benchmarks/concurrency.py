@@ -11,7 +11,8 @@ agent-server. Each run's first LLM call is answered after `--hold` seconds, so e
 started by then is in flight at once. Settings the benchmark raises, so that the bot's own fair
 limits do not serialize what it measures: MAX_RUNS_PER_INSTALLATION (one installation here),
 GITHUB_WRITE_LIMITS (100 runs' tracking comments and pull requests in a minute would wait for
-GitHub's 80 writes a minute), and LLM_FIRST_TOKEN_SECONDS (the held answer is late on purpose).
+GitHub's 80 writes a minute), LLM_FIRST_TOKEN_SECONDS (the held answer is late on purpose),
+and the agent-server's own OH_MAX_CONCURRENT_RUNS (10 by default; past it, it answers 429).
 The baseline is the same worker measured twice in the same run: idle before its first run, and
 settled after one run (its lazy imports and clients made)."""
 # ruff: noqa: T201
@@ -115,11 +116,14 @@ async def finish(store: RunStore, run_ids: list[str], deadline: float) -> dict[s
     statuses: dict[str, str] = {}
     while time.monotonic() < deadline:
         for run_id in run_ids:
-            if statuses.get(run_id) in FINAL:
+            if str(statuses.get(run_id)).split()[0] in FINAL:
                 continue
             record = await store.get(run_id)
-            statuses[run_id] = record.status if record else "missing"
-        if all(statuses.get(r) in FINAL for r in run_ids):
+            status = record.status if record else "missing"
+            if record and record.error:  # why a run failed is part of the figures
+                status = f"{status} {record.error.code}: {record.error.detail[:120]}"
+            statuses[run_id] = status
+        if all(str(statuses.get(r)).split()[0] in FINAL for r in run_ids):
             break
         await asyncio.sleep(1.0)
     return statuses
@@ -179,7 +183,7 @@ async def measure(w: World, args: argparse.Namespace) -> None:
     peak = max(sampler.samples, key=lambda s: s[1])
     peak_at, peak_own, peak_children = peak
     completed = sum(1 for s in statuses.values() if s == "COMPLETED")
-    counted = dict(Counter(statuses.values()))
+    counted = Counter(str(s) for s in statuses.values())
     per_run = (peak_own - settled) / max(at_once, 1)
     print(
         f"\nmachine: {os.cpu_count()} cores (shared); python {platform.python_version()}; "
@@ -190,10 +194,12 @@ async def measure(w: World, args: argparse.Namespace) -> None:
         f"{w.settings.llm_first_token_seconds:g}; workspace server (one shared agent-server)"
     )
     print(
-        f"runs: {args.runs} queued, {completed} completed ({counted}), in "
+        f"runs: {args.runs} queued, {completed} completed, in "
         f"{done_at - queued_at:.0f} s; {len(arrivals)} reached the LLM; "
         f"{at_once} in flight at once (waiting on their held LLM answer)"
     )
+    for status, n in counted.most_common():
+        print(f"  {n:3} {status}")
     print(f"worker RSS (VmRSS of pid {pid}; its children separately):")
     print(f"  baseline, idle before any run     {mib(idle):7.1f} MiB")
     print(f"  baseline, settled after one run   {mib(settled):7.1f} MiB")
@@ -218,6 +224,7 @@ async def measure(w: World, args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> None:
     with world(
         lease=30.0,
+        agent_runs=args.runs + 1,
         max_jobs=args.runs,
         max_runs_per_installation=args.runs,
         github_write_limits="100000/60",

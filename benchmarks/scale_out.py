@@ -12,7 +12,8 @@ run final. CPU is user+system time over that window as a share of one core, for 
 the workers (summed), the agent-server (with its children: the runs' git and shell), and this
 process (the web app and the fakes, in threads). Raised for the benchmark, so the bot's fair
 limits do not set the pace: MAX_RUNS_PER_INSTALLATION and GITHUB_WRITE_LIMITS (one
-installation here). The k = 1 row is the baseline, measured in the same run."""
+installation here), and the agent-server's OH_MAX_CONCURRENT_RUNS (10 by default).
+The k = 1 row is the baseline, measured in the same run."""
 # ruff: noqa: T201
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ async def measure(w: World, args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    with world(lease=30.0, max_runs_per_installation=1000, github_write_limits="100000/60") as w:
+    with world(
+        lease=30.0, agent_runs=1000, max_runs_per_installation=1000, github_write_limits="100000/60"
+    ) as w:
         asyncio.run(measure(w, args))
 
 
