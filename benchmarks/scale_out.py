@@ -29,12 +29,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from benchmarks._world import World, world
-from benchmarks.concurrency import descendants, finish
+from benchmarks.concurrency import descendants, finish, ready
 from bot.runs.store import RunStore
 from tests import redis_server
 from tests.fakes import llm as steps
 
-SETTLE_SECONDS = 15.0  # a fresh worker's imports and start-up on a busy 2-core machine
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -81,9 +80,9 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     for worker in w.workers:
         redis_server.stop(worker.process, grace=10)
     w.workers.clear()
-    for n in range(k):
-        w.start_worker(f"k{k}-w{n}")
-    await asyncio.sleep(SETTLE_SECONDS)
+    fresh = [w.start_worker(f"k{k}-w{n}") for n in range(k)]
+    for worker in fresh:  # their imports and start-up are not what is measured
+        await ready(worker)
     # Agent-server children come and go: count the live ones at both ends, and this process.
     before = cpu_by_group(w, redis_pid)
     started = time.monotonic()
@@ -104,8 +103,7 @@ async def measure(w: World, args: argparse.Namespace) -> None:
     store = RunStore(redis, 3600)
     rows: dict[int, dict[str, float]] = {}
     try:
-        w.start_worker("warm")  # the agent-server's first conversation, outside the figures
-        await asyncio.sleep(SETTLE_SECONDS)
+        await ready(w.start_worker("warm"))  # the agent-server's first conversation, outside
         await finish(store, [w.new_run(*instant_steps())[1]], time.monotonic() + 300)
         for k in args.workers:
             rows[k] = await one_k(w, k, args.runs, store, redis_pid)
