@@ -35,6 +35,7 @@ from tests import redis_server
 from tests.fakes import llm as steps
 
 TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_SECONDS = 5.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -83,6 +84,10 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     fresh = [w.start_worker(f"k{k}-w{n}") for n in range(k)]
     for worker in fresh:  # their imports and start-up are not what is measured
         await ready(worker)
+    # The baseline: what the k workers burn with nothing to do (polls, heartbeats).
+    idle_from = cpu_by_group(w, redis_pid)["workers"]
+    await asyncio.sleep(IDLE_SECONDS)
+    idle = (cpu_by_group(w, redis_pid)["workers"] - idle_from) / IDLE_SECONDS
     # Agent-server children come and go: count the live ones at both ends, and this process.
     before = cpu_by_group(w, redis_pid)
     started = time.monotonic()
@@ -92,7 +97,8 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     after = cpu_by_group(w, redis_pid)
     row = {f"cpu {name}": (after[name] - before[name]) / elapsed for name in after}
     counted = Counter(statuses.values())
-    row.update(elapsed=elapsed, completed=counted.get("COMPLETED", 0))
+    row.update(elapsed=elapsed, completed=counted.get("COMPLETED", 0), idle=idle)
+    row["worker_s"] = row["cpu workers"] * elapsed / max(row["completed"], 1)
     row["per_minute"] = row["completed"] / elapsed * 60
     return row
 
@@ -120,11 +126,17 @@ async def measure(w: World, args: argparse.Namespace) -> None:
         f"MAX_JOBS={w.settings.max_jobs} per worker"
     )
     head = "".join(f"{name.removeprefix('cpu '):>14}" for name in names)
-    print(f"{'k':>3}{'runs/min':>10}{'vs k=1':>8}{head}   (CPU: share of one core)")
+    print(
+        f"{'k':>3}{'runs/min':>10}{'vs k=1':>8}{head}{'workers idle':>14}{'worker s/run':>14}"
+        "   (CPU: share of one core)"
+    )
     base = rows[args.workers[0]]["per_minute"]
     for k, row in rows.items():
         cpus = "".join(f"{row[name]:>13.0%} " for name in names)
-        print(f"{k:>3}{row['per_minute']:>10.1f}{row['per_minute'] / base:>7.2f}x{cpus}")
+        print(
+            f"{k:>3}{row['per_minute']:>10.1f}{row['per_minute'] / base:>7.2f}x{cpus}"
+            f"{row['idle']:>13.0%} {row['worker_s']:>13.2f}"
+        )
 
 
 def main(args: argparse.Namespace) -> None:
