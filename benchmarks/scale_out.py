@@ -47,6 +47,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
 
 
+async def commands_done(store: RunStore) -> int:
+    """Redis's count of the commands it has served."""
+    return int((await store.redis.info("stats"))["total_commands_processed"])
+
+
 def instant_steps() -> list[steps.Step]:
     return [
         steps.tool_call(
@@ -90,6 +95,7 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     idle = (cpu_by_group(w, redis_pid)["workers"] - idle_from) / IDLE_SECONDS
     # Agent-server children come and go: count the live ones at both ends, and this process.
     before = cpu_by_group(w, redis_pid)
+    commands = await commands_done(store)
     started = time.monotonic()
     run_ids = [w.new_run(*instant_steps())[1] for _ in range(runs)]
     statuses = await finish(store, run_ids, time.monotonic() + 600)
@@ -98,6 +104,7 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     row = {f"cpu {name}": (after[name] - before[name]) / elapsed for name in after}
     counted = Counter(statuses.values())
     row.update(elapsed=elapsed, completed=counted.get("COMPLETED", 0), idle=idle)
+    row["commands"] = (await commands_done(store) - commands) / max(row["completed"], 1)
     row["worker_s"] = row["cpu workers"] * elapsed / max(row["completed"], 1)
     row["per_minute"] = row["completed"] / elapsed * 60
     return row
@@ -128,6 +135,7 @@ async def measure(w: World, args: argparse.Namespace) -> None:
     head = "".join(f"{name.removeprefix('cpu '):>14}" for name in names)
     print(
         f"{'k':>3}{'runs/min':>10}{'vs k=1':>8}{head}{'workers idle':>14}{'worker s/run':>14}"
+        f"{'Redis cmd/run':>15}"
         "   (CPU: share of one core)"
     )
     base = rows[args.workers[0]]["per_minute"]
@@ -135,7 +143,7 @@ async def measure(w: World, args: argparse.Namespace) -> None:
         cpus = "".join(f"{row[name]:>13.0%} " for name in names)
         print(
             f"{k:>3}{row['per_minute']:>10.1f}{row['per_minute'] / base:>7.2f}x{cpus}"
-            f"{row['idle']:>13.0%} {row['worker_s']:>13.2f}"
+            f"{row['idle']:>13.0%} {row['worker_s']:>13.2f}{row['commands']:>15.0f}"
         )
 
 
