@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.agent.workspace import local
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
 from bot.intake.app import create_app
@@ -52,13 +53,25 @@ def redis_server_in(directory: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def agent_server() -> Iterator[LocalProvider]:
+def agent_server(max_concurrent_runs: int | None = None) -> Iterator[LocalProvider]:
     """One real agent-server for the whole benchmark (as tests/conftest.py's fixture): it takes
-    15-45 s to start. LocalProvider gives it a scrubbed environment of its own."""
+    15-45 s to start. LocalProvider gives it a scrubbed environment of its own; with
+    `max_concurrent_runs`, that environment raises the server's limit on conversations running
+    at once (OH_MAX_CONCURRENT_RUNS, 10 by default: it answers 429 past it)."""
     state = Path(tempfile.mkdtemp(prefix="openhands-bot-bench-"))
     provider = LocalProvider(state, start_timeout=240)
+    scrubbed = local.scrubbed_env
+    if max_concurrent_runs is not None:
+
+        def raised(**kwargs: Any) -> dict[str, str]:
+            return {**scrubbed(**kwargs), "OH_MAX_CONCURRENT_RUNS": str(max_concurrent_runs)}
+
+        local.scrubbed_env = raised  # only while it starts: the bot's own use is untouched
     try:
-        asyncio.run(provider.start())
+        try:
+            asyncio.run(provider.start())
+        finally:
+            local.scrubbed_env = scrubbed
         yield provider
     finally:
         asyncio.run(provider.close())
@@ -150,11 +163,13 @@ def bench_settings(api_url: str, private_key: str, home: Path, **values: Any) ->
 
 
 @contextlib.contextmanager
-def world(lease: float) -> Iterator[World]:
+def world(lease: float, agent_runs: int | None = None, **values: Any) -> Iterator[World]:
+    """The world; `values` are settings over bench_settings' (MAX_JOBS, write limits...),
+    `agent_runs` the agent-server's limit on conversations running at once."""
     with contextlib.ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-")))
         print("starting the agent-server (15-45 s)...", file=sys.stderr, flush=True)
-        agent = stack.enter_context(agent_server())
+        agent = stack.enter_context(agent_server(agent_runs))
         redis_url = stack.enter_context(redis_server_in(home))
         private_key, public_key = rsa_key_pair()
         github = stack.enter_context(FakeGitHub(APP_ID, public_key).serving())
@@ -177,6 +192,7 @@ def world(lease: float) -> Iterator[World]:
             agent_server_url=agent.url,
             agent_server_api_key=SecretStr(agent.api_key),
             agent_server_workspace_root=str(agent.workspaces_dir / "bench"),
+            **values,
         )
         web = stack.enter_context(
             ServerThread(create_app(settings), health_path="/healthz", lifespan="on")
