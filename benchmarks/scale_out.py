@@ -52,6 +52,12 @@ async def commands_done(store: RunStore) -> int:
     return int((await store.redis.info("stats"))["total_commands_processed"])
 
 
+async def commands_by_name(store: RunStore) -> Counter[str]:
+    """Redis's count of the commands it has served, by command name."""
+    stats = await store.redis.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
 def instant_steps() -> list[steps.Step]:
     return [
         steps.tool_call(
@@ -96,6 +102,7 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     # Agent-server children come and go: count the live ones at both ends, and this process.
     before = cpu_by_group(w, redis_pid)
     commands = await commands_done(store)
+    by_name = await commands_by_name(store)
     started = time.monotonic()
     run_ids = [w.new_run(*instant_steps())[1] for _ in range(runs)]
     statuses = await finish(store, run_ids, time.monotonic() + 600)
@@ -105,6 +112,9 @@ async def one_k(w: World, k: int, runs: int, store: RunStore, redis_pid: int) ->
     counted = Counter(statuses.values())
     row.update(elapsed=elapsed, completed=counted.get("COMPLETED", 0), idle=idle)
     row["commands"] = (await commands_done(store) - commands) / max(row["completed"], 1)
+    spent = await commands_by_name(store) - by_name
+    top = ", ".join(f"{n} {c / max(row['completed'], 1):.0f}" for n, c in spent.most_common(8))
+    print(f"  k={k} commands per run by name: {top}")
     row["worker_s"] = row["cpu workers"] * elapsed / max(row["completed"], 1)
     row["per_minute"] = row["completed"] / elapsed * 60
     return row

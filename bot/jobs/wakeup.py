@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -63,9 +64,25 @@ class WakeUp:
             self._task = None
 
 
-async def next_due(redis: Redis, queue: str) -> float | None:
-    """Seconds until the queue's earliest job is due (0 if one is due now), None when empty."""
-    head = await redis.zrange(queue, 0, 0, withscores=True)
-    if not head:
-        return None
-    return max(float(head[0][1]) / 1000 - time.time(), 0.0)
+async def next_due(redis: Redis, queue: str, window: int) -> float | None:
+    """Seconds until a job of the queue's first `window` (what a poll reads) may be taken: 0 if
+    one is due and unclaimed, else the nearest of a claim lapsing and a deferred job coming due;
+    None when there is nothing to wait for. A running job stays queued under its claim until it
+    ends, so a due job is not a reason to poll again unless no worker holds it: polling on it
+    kept every worker with a free slot spinning (thousands of commands a run with four)."""
+    now_ms = time.time() * 1000
+    head = await redis.zrangebyscore(queue, "-inf", now_ms, start=0, num=window, withscores=True)
+    later = await redis.zrangebyscore(queue, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+    waits = [max(float(later[0][1]) - now_ms, 0.0) / 1000] if later else []
+    if head:
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id, _ in head:
+                name = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+                pipe.pttl(in_progress_key_prefix + name)
+            claims = await pipe.execute()
+        for left in claims:
+            if int(left) == -2:  # no claim: free to take now
+                return 0.0
+            if int(left) >= 0:  # claimed until then, unless renewed
+                waits.append(int(left) / 1000)
+    return min(waits) if waits else None

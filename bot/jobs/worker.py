@@ -228,7 +228,7 @@ class LeasedWorker(Worker):
             self._wakeup.start()
         wait = self._fallback
         if self.job_counter < self.max_jobs and self.allow_pick_jobs:
-            due = await next_due(self.pool, self.queue_name)
+            due = await next_due(self.pool, self.queue_name, self.queue_read_limit)
             if due is not None:
                 wait = min(wait, due)
         now = utc_now()

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from arq import Retry, func
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
 from bot.config import Settings
+from bot.jobs.wakeup import next_due
 from bot.jobs.worker import LeasedWorker, redis_settings
 from bot.queue import codec, signing
 from bot.queue.enqueue import Enqueuer
@@ -70,3 +73,19 @@ async def test_queued_jobs_start_without_waiting_for_the_poll(
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.close()
+
+
+async def test_a_job_another_worker_runs_is_no_reason_to_poll_again(redis: Redis) -> None:
+    """A running job stays queued under its claim: the wait runs to the claim's end (or the next
+    deferred job), not zero, else every worker with a free slot polls without pause."""
+    queue = "test:wake-queue"
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(queue, {"running": now_ms - 1000, "later": now_ms + 50_000})
+    await redis.psetex(in_progress_key_prefix + "running", 20_000, b"1")
+    claimed = await next_due(redis, queue, window=10)
+    assert claimed is not None
+    assert 10 < claimed <= 20  # the claim's end comes first
+    await redis.delete(in_progress_key_prefix + "running")  # its worker died: the claim lapsed
+    assert await next_due(redis, queue, window=10) == 0.0
+    await redis.delete(queue)
+    assert await next_due(redis, queue, window=10) is None
