@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot import keys
+from bot.agent.gateway import Gateway
 from bot.agent.run import AgentRun, Resume, RunSpec, run_agent
 from bot.agent.workspace import sandbox
 from bot.agent.workspace.netns import HOST_LOOPBACK, NetworkPolicy, host_addresses
@@ -166,11 +167,18 @@ def _spec(git_host: FakeGitHost, repo: str, prompt: str, **fields: Any) -> RunSp
 
 
 async def _run(
-    settings: Settings, provider: SandboxProvider, redis: Redis, spec: RunSpec
+    settings: Settings,
+    provider: SandboxProvider,
+    redis: Redis,
+    spec: RunSpec,
+    gateway: Gateway | None = None,
 ) -> AgentRun:
+    """One run, through `gateway` (a worker's, which its runs share) or a gateway of its own."""
     token = await clone_token(settings, redis, spec)
-    async with serving_gateway(settings, redis) as gateway:
+    if gateway is not None:
         return await run_agent(settings, provider, spec, gateway=gateway, clone_token=token)
+    async with serving_gateway(settings, redis) as own:
+        return await run_agent(settings, provider, spec, gateway=own, clone_token=token)
 
 
 def _probes(output: str) -> dict[str, str]:
@@ -287,12 +295,16 @@ async def test_two_runs_at_once_cannot_see_each_others_files(
             match=f"[[{name}]]",
         )
 
-    alpha, beta = await asyncio.gather(
-        _run(sandboxed, provider, redis, _spec(git_host, "octo/alpha", "[[alpha]]")),
-        _run(sandboxed, provider, redis, _spec(git_host, "octo/beta", "[[beta]]")),
-    )
+    async with serving_gateway(sandboxed, redis) as gateway:  # one worker's, as in production
+        alpha, beta = await asyncio.gather(
+            _run(sandboxed, provider, redis, _spec(git_host, "octo/alpha", "[[alpha]]"), gateway),
+            _run(sandboxed, provider, redis, _spec(git_host, "octo/beta", "[[beta]]"), gateway),
+        )
 
-    assert alpha.result.status == beta.result.status == "finished"
+    assert alpha.result.status == beta.result.status == "finished", (
+        alpha.result.error,
+        beta.result.error,
+    )
     seen = {name: _tool_output(llm, f"[[{name}]]") for name in ("alpha", "beta")}
     assert "/workspace/repo/ALPHA.md" in seen["alpha"]
     assert "/workspace/repo/BETA.md" in seen["beta"]
