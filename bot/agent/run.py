@@ -148,8 +148,8 @@ async def _revived(
     (a sandbox's server starts before the kept checkout moves in): created again under its id,
     the server restores it from its files. Whether it came back with its history."""
     conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
-    request = await _continuing(ws, spec, resume, llm)
-    body = create_request(settings, request[0], conversation_id)
+    request, _ = await _continuing(ws, spec, resume, llm)
+    body = create_request(settings, request, conversation_id)
     del body["initial_message"]  # a create with a message would run it
     try:
         await ws.client.create_conversation(body)
