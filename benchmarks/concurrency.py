@@ -4,17 +4,17 @@ on distinct issues, each conversation held open by the scripted LLM, one `openha
 
     python -m benchmarks.concurrency [--runs 100] [--hold 90] [--budget 1024]
 
-The world is benchmarks/_world.py's: the real web app, a private redis-server, the fake GitHub,
-the scripted LLM and one shared agent-server (WORKSPACE_KIND=server) that every run's
-conversation lives in; only the worker's process (and its children, if any) is measured, not the
-agent-server. Each run's first LLM call is answered after `--hold` seconds, so every run that has
-started by then is in flight at once. Settings the benchmark raises, so that the bot's own fair
-limits do not serialize what it measures: MAX_RUNS_PER_INSTALLATION (one installation here),
-GITHUB_WRITE_LIMITS (100 runs' tracking comments and pull requests in a minute would wait for
-GitHub's 80 writes a minute), LLM_FIRST_TOKEN_SECONDS (the held answer is late on purpose),
-and the agent-server's own OH_MAX_CONCURRENT_RUNS (10 by default; past it, it answers 429).
-The baseline is the same worker measured twice in the same run: idle before its first run, and
-settled after one run (its lazy imports and clients made)."""
+The world is benchmarks/_world.py's: the real web app, a private redis-server, the fake GitHub, the
+scripted LLM and one shared agent-server (WORKSPACE_KIND=server) that every run's conversation lives
+in; the worker's process is measured, and its one child, the LLM gateway process (litellm lives
+there, out of the worker), separately; not the agent-server. Each run's first LLM call is answered
+after `--hold` seconds, so every run that has started by then is in flight at once. Settings the
+benchmark raises, so that the bot's own fair limits do not serialize what it measures:
+MAX_RUNS_PER_INSTALLATION (one installation here), GITHUB_WRITE_LIMITS (100 runs' tracking comments
+and pull requests in a minute would wait for GitHub's 80 writes a minute), LLM_FIRST_TOKEN_SECONDS
+(the held answer is late on purpose), and the agent-server's own OH_MAX_CONCURRENT_RUNS (10 by
+default; past it, it answers 429). The baseline is the same worker measured twice in the same run:
+idle before its first run, and settled after one run (its lazy imports and clients made)."""
 # ruff: noqa: T201
 
 from __future__ import annotations
@@ -200,13 +200,13 @@ async def measure(w: World, args: argparse.Namespace) -> None:
     )
     for status, n in counted.most_common():
         print(f"  {n:3} {status}")
-    print(f"worker RSS (VmRSS of pid {pid}; its children separately):")
+    print(f"worker RSS (VmRSS of pid {pid}; its child, the LLM gateway process, separately):")
     print(f"  baseline, idle before any run     {mib(idle):7.1f} MiB")
     print(f"  baseline, settled after one run   {mib(settled):7.1f} MiB")
     print(
         f"  peak, {at_once:3} runs in flight        {mib(peak_own):7.1f} MiB "
-        f"(at +{peak_at - queued_at:.0f} s; VmHWM {mib(hwm):.1f}); children "
-        f"{mib(peak_children):.1f} MiB"
+        f"(at +{peak_at - queued_at:.0f} s; VmHWM {mib(hwm):.1f}); gateway process "
+        f"{mib(peak_children):.1f} MiB (its peak {mib(max(s[2] for s in sampler.samples)):.1f})"
     )
     print(f"  after all finished                {mib(sampler.samples[-1][1]):7.1f} MiB")
     print(

@@ -20,7 +20,7 @@ import httpx
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from bot.agent.gateway import Gateway
+from bot.agent.gateway import GatewayProcess
 from bot.config import Settings
 from tests import redis_server
 from tests.fakes import llm as steps
@@ -71,7 +71,7 @@ async def bench(calls: int, warmup: int, redis_url: str, home: Path) -> dict[str
             redis_url=redis_url,
         )
         redis = Redis.from_url(redis_url)
-        gateway = Gateway(settings, redis)
+        gateway = GatewayProcess(settings, redis)  # as a worker runs it
         await gateway.start()
         try:
             async with (

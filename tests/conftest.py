@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot.agent.gateway import Gateway
+from bot.agent.gateway.server import GatewayServer
 from bot.agent.workspace.base import WorkspaceProvider
 from bot.agent.workspace.local import LocalProvider
 from bot.agent.workspace.server import ServerProvider
@@ -183,20 +184,28 @@ async def run_worker(
     the agent sees a workspace failure instead of starting an agent-server of its own."""
     if workspaces is None:
         workspaces = ServerProvider("http://127.0.0.1:9", None, "/nonexistent")
-    worker = make_worker(
-        settings,
-        workspaces=workspaces,
-        scheduled=scheduled,
-        clock=clock,
-        burst=True,
-        poll_delay=0,
-        handle_signals=False,
-        max_burst_jobs=max_burst_jobs,
-    )
+    # The worker's gateway, served in this loop rather than as the worker's own process (its
+    # start costs seconds per worker; tests/agent/test_gateway_process.py covers the process).
+    redis = Redis.from_url(settings.redis_url)
     try:
-        await worker.main()
+        async with serving_gateway(settings, redis) as gateway:
+            worker = make_worker(
+                settings,
+                workspaces=workspaces,
+                gateway=gateway,
+                scheduled=scheduled,
+                clock=clock,
+                burst=True,
+                poll_delay=0,
+                handle_signals=False,
+                max_burst_jobs=max_burst_jobs,
+            )
+            try:
+                await worker.main()
+            finally:
+                await worker.close()
     finally:
-        await worker.close()
+        await redis.aclose()
     return worker
 
 
@@ -231,8 +240,8 @@ def agent_server() -> Iterator[LocalProvider]:
 
 @contextlib.asynccontextmanager
 async def serving_gateway(settings: Settings, redis: Redis) -> AsyncIterator[Gateway]:
-    """The LLM gateway a worker serves, in this event loop, with these settings."""
-    gateway = Gateway(settings, redis)
+    """The LLM gateway a worker's process serves, here in this event loop, with these settings."""
+    gateway = GatewayServer(settings, redis)
     await gateway.start()
     try:
         yield gateway

@@ -54,6 +54,7 @@ class Deps:
     owns_provider: bool
     keys: signing.Keys
     gateway: Gateway  # the LLM gateway this worker serves; runs get their credential from it
+    owns_gateway: bool = True
     clock: Clock = utc_now
     starting: asyncio.Task[None] | None = field(default=None)
 

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import logs
-from bot.agent.gateway import Gateway
+from bot.agent.gateway import Gateway, GatewayProcess
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
 from bot.errors import UnsafeDeployment
@@ -45,21 +45,25 @@ log = logging.getLogger(__name__)
 SETTINGS = "settings"
 INJECTED_PROVIDER = "workspaces"
 INJECTED_CLOCK = "clock"
+INJECTED_GATEWAY = "gateway"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx[SETTINGS]
     redis = ctx["redis"]  # arq's own connection
     injected: WorkspaceProvider | None = ctx.get(INJECTED_PROVIDER)
-    provider = injected or make_provider(settings)
+    # The LLM gateway, the only holder of the provider key: a process of this worker's own, so
+    # the provider client (litellm) stays out of the worker, and its socket is this worker's.
+    given: Gateway | None = ctx.get(INJECTED_GATEWAY)
+    gateway = given or GatewayProcess(settings, redis)
+    provider = injected or make_provider(settings, gateway_dir=gateway.socket_path.parent)
     if exposed_queue(settings) and not getattr(provider, "isolates_network", False):
         if injected is None:  # tests inject a provider of their own, and are only warned
             raise UnsafeDeployment(QUEUE_EXPOSED)
         log.warning(QUEUE_EXPOSED)
     keys = signing.keys_for(settings)
-    # The LLM gateway, the only holder of the provider key: served by every worker, in this loop.
-    gateway = Gateway(settings, redis)
-    await gateway.start()
+    if given is None:
+        await gateway.start()
     made = Deps(
         settings=settings,
         redis=redis,
@@ -71,6 +75,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         provider=provider,
         owns_provider=injected is None,
         gateway=gateway,
+        owns_gateway=given is None,
         clock=ctx.get(INJECTED_CLOCK) or utc_now,
     )
     if made.owns_provider:
@@ -110,8 +115,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         if made.starting is not None and not made.starting.done():
             made.starting.cancel()
         await made.provider.close()
-    with contextlib.suppress(Exception):
-        await made.gateway.stop()
+    if made.owns_gateway:
+        with contextlib.suppress(Exception):
+            await made.gateway.stop()
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -144,11 +150,13 @@ def worker_options(
     settings: Settings,
     *,
     workspaces: WorkspaceProvider | None = None,
+    gateway: Gateway | None = None,
     clock: Clock | None = None,
     scheduled: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker`, with `settings` (and an injected workspace provider,
-    which the caller then owns, and a clock for the scheduler) in every job's ctx.
+    which the caller then owns, as it owns an injected, started gateway, and a clock for the
+    scheduler) in every job's ctx.
     `scheduled=False` leaves out the cron jobs (the automation tick and the hourly resync)."""
     ctx: dict[str, Any] = {
         SETTINGS: settings,
@@ -157,6 +165,8 @@ def worker_options(
     }
     if workspaces is not None:
         ctx[INJECTED_PROVIDER] = workspaces
+    if gateway is not None:
+        ctx[INJECTED_GATEWAY] = gateway
     signed = codec.Signed(signing.keys_for(settings).queue)
     if clock is not None:
         ctx[INJECTED_CLOCK] = clock
@@ -263,12 +273,15 @@ def make_worker(
     settings: Settings,
     *,
     workspaces: WorkspaceProvider | None = None,
+    gateway: Gateway | None = None,
     clock: Clock | None = None,
     scheduled: bool = True,
     **arq_options: Any,
 ) -> LeasedWorker:
     """The worker the CLI, replay and tests run: `worker_options` plus arq's own options."""
-    options = worker_options(settings, workspaces=workspaces, clock=clock, scheduled=scheduled)
+    options = worker_options(
+        settings, workspaces=workspaces, gateway=gateway, clock=clock, scheduled=scheduled
+    )
     # The longest wait between polls: wake-ups start queued jobs sooner (`LeasedWorker`).
     options["poll_delay"] = settings.queue_poll_seconds
     options.update(arq_options)

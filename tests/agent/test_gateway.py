@@ -12,7 +12,7 @@ import litellm
 import pytest
 from redis.asyncio import Redis
 
-from bot.agent.gateway import Gateway, LLMAccess
+from bot.agent.gateway import Gateway, GatewayProcess, LLMAccess
 from bot.config import Settings
 from tests.conftest import BOT_SECRETS, serving_gateway
 from tests.fakes import llm as steps
@@ -38,10 +38,21 @@ def gateway_settings(agent_settings: Settings) -> Settings:
     )
 
 
-@pytest.fixture
-async def gateway(gateway_settings: Settings, redis: Redis) -> AsyncIterator[Gateway]:
-    async with serving_gateway(gateway_settings, redis) as gateway:
-        yield gateway
+@pytest.fixture(params=["process", "in-loop"])
+async def gateway(
+    request: pytest.FixtureRequest, gateway_settings: Settings, redis: Redis
+) -> AsyncIterator[Gateway]:
+    """The gateway as a worker runs it (a process of its own), and served in this loop."""
+    if request.param == "in-loop":
+        async with serving_gateway(gateway_settings, redis) as gateway:
+            yield gateway
+        return
+    process = GatewayProcess(gateway_settings, redis)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
 
 
 def _headers(token: str) -> dict[str, str]:

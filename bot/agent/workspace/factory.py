@@ -12,7 +12,9 @@ from bot.agent.workspace.server import ServerProvider
 from bot.config import Settings
 
 
-def make_provider(settings: Settings) -> WorkspaceProvider:
+def make_provider(settings: Settings, *, gateway_dir: Path | None = None) -> WorkspaceProvider:
+    """The provider WORKSPACE_KIND names; a local sandbox sees `gateway_dir` (the LLM gateway's
+    socket directory, STATE_DIR/llm-gateway by default) and nothing else of the host's state."""
     if settings.workspace_kind == "server":
         if not settings.agent_server_url:
             raise ValueError("WORKSPACE_KIND=server needs AGENT_SERVER_URL")
@@ -42,7 +44,7 @@ def make_provider(settings: Settings) -> WorkspaceProvider:
             pool_size=settings.local_sandbox_pool,
             start_timeout=settings.workspace_start_timeout_seconds,
             allowed_networks=settings.sandbox_allowed_networks,
-            gateway_dir=settings.state_dir.resolve() / "llm-gateway",
+            gateway_dir=gateway_dir or settings.state_dir.resolve() / "llm-gateway",
             secret_files=secret_files,
         )
     return LocalProvider(
