@@ -74,9 +74,10 @@ class Settings(BaseSettings):
     github_max_retry_wait_seconds: float = 60.0  # longer rate-limit waits fail instead
     github_timeout_seconds: float = 30.0
     github_retry_base_seconds: float = 1.0  # first back-off after a 5xx; doubles per retry
-    # Jobs at once per worker process. The worker costs ~1.1 MiB per run over ~290 MiB (see
-    # benchmarks/concurrency.py); 10 is what a local sandbox per run (~336 MiB each) and a stock
-    # agent-server (10 conversations at once, then 429) allow, not what the worker allows.
+    # Jobs at once per worker process. The worker costs ~1.05 MiB per run over ~94 MiB, its
+    # gateway process a flat ~290 MiB (benchmarks/concurrency.py); 10 is what a local sandbox
+    # per run (~336 MiB each) and a stock agent-server (10 conversations at once, then 429)
+    # allow, not what the worker allows.
     max_jobs: int = 10
     # A queued job wakes a worker at once (pub/sub); this is how often it looks anyway.
     queue_poll_seconds: float = Field(default=5.0, gt=0)
