@@ -200,6 +200,9 @@ async def measure(w: World, args: argparse.Namespace) -> None:
     )
     for status, n in counted.most_common():
         print(f"  {n:3} {status}")
+    unexpected = w.llm.unexpected
+    if unexpected:  # what the scripted LLM could not answer explains a run's llm failure
+        print(f"  the scripted LLM answered {len(unexpected)} 500: {unexpected[0][:300]}")
     print(f"worker RSS (VmRSS of pid {pid}; its child, the LLM gateway process, separately):")
     print(f"  baseline, idle before any run     {mib(idle):7.1f} MiB")
     print(f"  baseline, settled after one run   {mib(settled):7.1f} MiB")
