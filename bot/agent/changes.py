@@ -21,17 +21,18 @@ REGULAR, EXECUTABLE, SYMLINK, GITLINK = "100644", "100755", "120000", "160000"
 _STATUSES = {"A": "added", "D": "deleted"}  # M (modified) and T (type changed) are modified
 
 # The working tree against `base` through a scratch index (the agent's own index is left as it
-# was): every file git would commit, with its mode, as NUL-separated raw records, in base64 so
-# no byte of a name is lost on the way.
+# was): every file git would commit, with its mode, as NUL-separated raw records; then the names
+# of those that are not deleted, and their sizes, one line each, in that order (what is read and
+# published is the working file, which a repository's eol or filter attributes may make differ
+# from its blob). Both listings in base64, so no byte of a name is lost on the way.
 _LIST = (
     'cd {repo} && i="$(mktemp -u)" && {{ cp "$(git rev-parse --git-path index)" "$i" 2>/dev/null'
     ' || true; }} && GIT_INDEX_FILE="$i" git add -A >/dev/null && GIT_INDEX_FILE="$i" git diff'
-    ' --cached --raw -z --no-renames --no-abbrev {base} -- >"$i.raw"; s=$?;'
-    ' [ $s -eq 0 ] && base64 -w0 <"$i.raw"; rm -f "$i" "$i.raw"; exit $s'
+    ' --cached --raw -z --no-renames --no-abbrev {base} -- >"$i.raw" && GIT_INDEX_FILE="$i" git'
+    ' diff --cached --name-only -z --no-renames --diff-filter=d {base} -- >"$i.names"; s=$?;'
+    ' [ $s -eq 0 ] && base64 -w0 <"$i.raw" && echo && base64 -w0 <"$i.names" && echo &&'
+    ' xargs -0 -r stat -c %s -- <"$i.names"; s=$?; rm -f "$i" "$i.raw" "$i.names"; exit $s'
 )
-# Sizes of the working files, one line each, in the order asked: what is read and published is
-# the working file, which a repository's eol or filter attributes may make differ from its blob.
-_SIZES = "cd {repo} && stat -c %s -- {paths}"
 # A symbolic link's blob is its target.
 _TARGET = "cd {repo} && git cat-file blob {sha} | base64 -w0"
 
@@ -91,15 +92,14 @@ async def changed_files(client: AgentServerClient, repo: str, base_ref: str) -> 
     """Every file the run added, modified or deleted against `base_ref`: its mode and, unless it
     cannot be published (`ChangedFile.refused` says why), its content, read once, streamed."""
     q = shlex.quote
-    records, unnamed = _parse(
-        _decoded(await _run(client, _LIST.format(repo=q(repo), base=q(base_ref))))
+    listing, _, rest = (await _run(client, _LIST.format(repo=q(repo), base=q(base_ref)))).partition(
+        "\n"
     )
-    present = [r for r in records if r.status != "deleted"]
-    sizes: dict[str, int] = {}
-    if present:
-        paths = " ".join(q(r.path) for r in present)
-        lines = (await _run(client, _SIZES.format(repo=q(repo), paths=paths))).splitlines()
-        sizes = {r.path: int(n) if n.isdigit() else 0 for r, n in zip(present, lines, strict=False)}
+    names, _, sized = rest.partition("\n")
+    lines = sized.splitlines()
+    records, unnamed = _parse(_decoded(listing))
+    present = [name.decode(errors="backslashreplace") for name in _decoded(names).split(b"\0")]
+    sizes = {path: int(n) if n.isdigit() else 0 for path, n in zip(present, lines, strict=False)}
     out = [
         ChangedFile(path=name, status="added", content=None, refused="its name is not UTF-8")
         for name in unnamed

@@ -9,8 +9,7 @@ import binascii
 import shlex
 from dataclasses import dataclass
 
-from bot.agent.workspace.base import Workspace
-from bot.errors import AgentServerError, WorkspaceError
+from bot.errors import WorkspaceError
 
 MAX_FILE_BYTES = 64 * 1024  # a template or guide longer than this is cut
 
@@ -25,12 +24,13 @@ class RepoFile:
     branch: str | None = None
 
 
-def _script(repo_dir: str, head_sha: str, wanted: tuple[RepoFile, ...]) -> str:
-    """One shell command printing `<name> <base64 of the text>` for each file found."""
-    lines = [f"cd {shlex.quote(repo_dir)} || exit 1", "export GIT_NO_REPLACE_OBJECTS=1"]
+def script(wanted: tuple[RepoFile, ...], head: str) -> str:
+    """Shell lines, run in the checkout, printing `<name> <base64 of the text>` for each file
+    found; `head` is a shell word for the checked-out commit."""
+    lines = ["export GIT_NO_REPLACE_OBJECTS=1"]
     for index, item in enumerate(wanted):
         if item.branch is None:
-            lines.append(f"rev{index}={shlex.quote(head_sha)}")
+            lines.append(f"rev{index}={head}")
         else:
             ref = shlex.quote(f"refs/remotes/origin/{item.branch}^{{commit}}")
             lines.append(f"rev{index}=$(git rev-parse --verify -q {ref}) || rev{index}=")
@@ -42,23 +42,15 @@ def _script(repo_dir: str, head_sha: str, wanted: tuple[RepoFile, ...]) -> str:
             f'git cat-file blob "$rev{index}:$p" | head -c {MAX_FILE_BYTES} | base64 -w0; '
             "echo; break; fi; done"
         )
-    lines.append("exit 0")
     return "\n".join(lines)
 
 
-async def read_files(ws: Workspace, head_sha: str, wanted: tuple[RepoFile, ...]) -> dict[str, str]:
-    """{name: text} of the wanted files that exist (a missing one is left out)."""
-    if not wanted:
-        return {}
-    try:
-        result = await ws.client.bash(_script(ws.repo_dir, head_sha, wanted), limit_seconds=60)
-    except AgentServerError as exc:
-        raise WorkspaceError(f"reading the repository's files failed: {exc}") from exc
-    if not result.ok:
-        detail = (result.stderr or result.stdout).strip()[-300:]
-        raise WorkspaceError(f"reading the repository's files failed: {detail}")
+def parse(stdout: str) -> dict[str, str]:
+    """{name: text} from what `script` printed."""
     found: dict[str, str] = {}
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
+        if not line:
+            continue
         name, _, encoded = line.partition(" ")
         try:
             found[name] = base64.b64decode(encoded, validate=True).decode("utf-8", "replace")

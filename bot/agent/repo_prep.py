@@ -8,13 +8,17 @@ right after: it is in no command line, no remote URL, no event and no log line.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from bot.agent import repo_files
 from bot.agent.hooks import parse_hooks
-from bot.agent.repo_files import RepoFile, read_files
+from bot.agent.repo_files import RepoFile
 from bot.agent.workspace.base import Workspace
 from bot.errors import AgentServerError, InvalidHooks, SetupFailed, WorkspaceError
 
@@ -26,6 +30,7 @@ PR_HEAD = "openhands/pr-head"  # the local branch a pull request's head is check
 GIT_EMAIL = "openhands@users.noreply.github.com"
 SETUP_OUTPUT_LIMIT = 20_000  # characters of setup output kept for the run's log
 RAN, ABSENT = "openhands-setup:ran", "openhands-setup:absent"
+FILES_MARK = "openhands-clone:files"  # after the clone's head commit, before the files read
 # Everything the bot runs or the agent-server loads from a checkout besides its code: setup.sh,
 # hooks and skills under `.openhands/` and `.agents/`, and instruction files in any directory (the
 # names the SDK's `Skill.PATH_TO_THIRD_PARTY_SKILL_NAME` lists, matched without case).
@@ -94,65 +99,71 @@ async def clone(
     branch: str | None = None,
     fetch_ref: str | None = None,
     limit: int = 300,
-) -> str:
-    """Clone into `ws.repo_dir` and check out `branch` or `fetch_ref`; the head commit's sha."""
+    files: tuple[RepoFile, ...] = (),
+) -> tuple[str, dict[str, str]]:
+    """Clone into `ws.repo_dir`, check out `branch` or `fetch_ref`, and read `files` from the
+    fresh checkout's git objects (before anything of the repo runs): the head commit's sha and
+    {name: text} of the files found. One round trip after the credentials' upload."""
     credentials = f"{ws.root}/.clone-credentials"
     helper = shlex.quote(f"store --file={credentials}")
     repo = shlex.quote(ws.repo_dir)
-    # The last command that needs the credentials removes them, whether it succeeds or not.
-    forget = f"; s=$?; rm -f {shlex.quote(credentials)}; exit $s"
-    removed = False
-    try:
-        await ws.client.upload(credentials, credential_line(clone_url, token).encode())
-        branch_arg = f"--branch {shlex.quote(branch)} " if branch else ""
-        await _run(
-            ws,
+    branch_arg = f"--branch {shlex.quote(branch)} " if branch else ""
+    fetched = ""
+    if fetch_ref:
+        local = PR_HEAD
+        fetched = (
+            f" && cd {repo} && "
+            + _git(
+                f"-c credential.helper={helper} fetch --quiet origin "
+                f"{shlex.quote(f'+{fetch_ref}:refs/remotes/origin/{local}')}"
+            )
+            + f" && git checkout --quiet -B {local} refs/remotes/origin/{local}"
+        )
+    # The clone (and fetch) is the only step that needs the credentials: whether it succeeds or
+    # not, they are removed right after it, before anything else runs.
+    command = "\n".join(
+        [
             f"rm -rf {repo} && "  # a kept workspace may hold an older checkout: start clean
             + _git(
                 f"-c credential.helper={helper} clone --quiet --no-tags {branch_arg}"
                 f"{shlex.quote(clone_url)} {repo}"
             )
-            + ("" if fetch_ref else forget),
-            "cloning the repository",
-            limit=limit,
-        )
-        if fetch_ref:
-            local = PR_HEAD
-            await _run(
-                ws,
-                f"cd {repo} && "
-                + _git(
-                    f"-c credential.helper={helper} fetch --quiet origin "
-                    f"{shlex.quote(f'+{fetch_ref}:refs/remotes/origin/{local}')}"
-                )
-                + f" && git checkout --quiet -B {local} refs/remotes/origin/{local}"
-                + forget,
-                f"fetching {fetch_ref}",
-                limit=limit,
-            )
-        removed = True  # by the last command that needed the file
+            + fetched,
+            f"s=$?; rm -f {shlex.quote(credentials)}; [ $s -eq 0 ] || exit $s",
+            # Configure, show the whole configuration, and the head commit last.
+            f"cd {repo} && git remote set-url origin {shlex.quote(clone_url)} && "
+            f"git config user.name openhands && git config user.email {GIT_EMAIL} && "
+            'git config --list --show-origin && head="$(git rev-parse HEAD)" && echo "$head" '
+            "|| exit $?",
+            f"echo {FILES_MARK}",
+            repo_files.script(files, '"$head"'),
+            "exit 0",
+        ]
+    )
+    what = "cloning the repository" + (f" and fetching {fetch_ref}" if fetch_ref else "")
+    removed = False
+    try:
+        await ws.client.upload(credentials, credential_line(clone_url, token).encode())
+        result = await ws.client.bash(command, cwd=ws.root, limit_seconds=limit)
+        removed = result.exit_code != -1  # (past its time limit, the script was cut short)
     except AgentServerError as exc:
-        raise WorkspaceError(
-            f"could not hand the clone credentials to the workspace: {exc}"
-        ) from exc
+        raise WorkspaceError(f"{what} failed: {exc}") from exc
     finally:
-        if not removed:  # that command failed to run, or never ran
+        if not removed:  # the script did not run to the removal, or never ran
             try:
                 await ws.client.bash(f"rm -f {shlex.quote(credentials)}", limit_seconds=30)
             except AgentServerError:
                 log.warning("could not remove the clone credentials file")
-    # One round trip: configure, show the whole configuration, and the head commit last.
-    out = await _run(
-        ws,
-        f"cd {repo} && git remote set-url origin {shlex.quote(clone_url)} && "
-        f"git config user.name openhands && git config user.email {GIT_EMAIL} && "
-        "git config --list --show-origin && git rev-parse HEAD",
-        "configuring the clone",
-    )
+    if not result.ok:
+        detail = (result.stderr or result.stdout).strip()[-500:]
+        raise WorkspaceError(f"{what} failed (exit {result.exit_code}): {detail}")
+    out, mark, listed = result.stdout.rpartition(f"\n{FILES_MARK}\n")
+    if not mark:
+        raise WorkspaceError(f"{what} failed: the checkout's commit was not reported")
     config, _, head = out.rpartition("\n")
     if token in config:
         raise WorkspaceError("the clone token is still in the git configuration; refusing to run")
-    return head.strip()
+    return head.strip(), repo_files.parse(listed)
 
 
 async def run_setup(ws: Workspace, *, limit: int) -> SetupOutcome:
@@ -173,6 +184,17 @@ async def run_setup(ws: Workspace, *, limit: int) -> SetupOutcome:
     )
 
 
+def _hooks_from(data: bytes) -> tuple[dict[str, object] | None, str | None]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"{HOOKS_FILE} could not be read: {exc}"
+    try:
+        return parse_hooks(text), None
+    except InvalidHooks as exc:
+        return None, f"{HOOKS_FILE} is invalid and was not used: {exc}"
+
+
 async def read_hooks(ws: Workspace) -> tuple[dict[str, object] | None, str | None]:
     """The repo's validated hook config and, for an invalid file, why it was not used."""
     path = f"{ws.repo_dir}/{HOOKS_FILE}"
@@ -180,13 +202,52 @@ async def read_hooks(ws: Workspace) -> tuple[dict[str, object] | None, str | Non
     if not present.ok:
         return None, None
     try:
-        text = (await ws.client.download(path)).decode("utf-8")
-    except (AgentServerError, UnicodeDecodeError) as exc:
+        data = await ws.client.download(path)
+    except AgentServerError as exc:
         return None, f"{HOOKS_FILE} could not be read: {exc}"
+    return _hooks_from(data)
+
+
+async def setup_then_hooks(
+    ws: Workspace, *, limit: int
+) -> tuple[SetupOutcome, dict[str, object] | None, str | None]:
+    """`run_setup`, then `read_hooks` from the checkout it leaves, in one round trip (a setup
+    cut short by its time limit has its hooks read on their own)."""
+    repo = shlex.quote(ws.repo_dir)
+    mark = f"openhands-hooks:{secrets.token_hex(8)}"  # setup's output cannot end it by chance
+    hooks = shlex.quote(HOOKS_FILE)
+    result = await ws.client.bash(
+        f"cd {repo} || exit 1\n"
+        f"if [ -f {SETUP_SCRIPT} ]; then echo {RAN}; bash {SETUP_SCRIPT} 2>&1; s=$?; "
+        f"else echo {ABSENT}; s=0; fi\n"
+        f"cd {repo} && printf '\\n%s\\n' {mark} && if [ -f {hooks} ]; then "
+        f'b="$(base64 -w0 <{hooks})" && echo "ok $b" || echo unreadable; fi\n'
+        "exit $s",
+        limit_seconds=limit,
+    )
+    before, found, after = result.stdout.rpartition(f"\n{mark}\n")
+    if not found:
+        before = result.stdout
+    said, _, rest = before.partition("\n")
+    if said == ABSENT and result.ok:
+        setup = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
+    else:
+        output = (rest + result.stderr)[-SETUP_OUTPUT_LIMIT:]
+        setup = SetupOutcome(
+            ran=True, exit_code=result.exit_code, output=output, timed_out=result.exit_code == -1
+        )
+    if not found or result.exit_code == -1:
+        return (setup, *await read_hooks(ws))
+    state, _, encoded = after.strip().partition(" ")
+    if not state:
+        return setup, None, None
     try:
-        return parse_hooks(text), None
-    except InvalidHooks as exc:
-        return None, f"{HOOKS_FILE} is invalid and was not used: {exc}"
+        data = base64.b64decode(encoded, validate=True) if state == "ok" else None
+    except binascii.Error:
+        data = None
+    if data is None:
+        return setup, None, f"{HOOKS_FILE} could not be read"
+    return (setup, *_hooks_from(data))
 
 
 async def use_base_context(ws: Workspace, base: str) -> str:
@@ -227,10 +288,15 @@ async def prepare(
     """Clone, read `files` (before anything of the repo runs), and set up; with `context_from` (a
     fork's base branch) setup runs on that branch's checkout before the head is checked out, and
     hooks and skills come from it too."""
-    head = await clone(
-        ws, clone_url=clone_url, token=token, branch=branch, fetch_ref=fetch_ref, limit=clone_limit
+    head, found = await clone(
+        ws,
+        clone_url=clone_url,
+        token=token,
+        branch=branch,
+        fetch_ref=fetch_ref,
+        limit=clone_limit,
+        files=files,
     )
-    found = await read_files(ws, head, files)
     if not trusted:  # never run or load anything from a checkout we are only asked to read
         skipped = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
         return PreparedRepo(ws.repo_dir, head, skipped, None, None, found)
@@ -239,12 +305,14 @@ async def prepare(
         base = shlex.quote(f"refs/remotes/origin/{context_from}")
         await _run(ws, f"cd {repo} && git checkout -q --detach {base}", f"checking out {base}")
     try:
-        setup = await run_setup(ws, limit=setup_limit)
-        if context_from is not None:  # back to the head, with the base's hooks and skills
+        if context_from is None:
+            setup, hook_config, hooks_error = await setup_then_hooks(ws, limit=setup_limit)
+        else:  # back to the head, with the base's hooks and skills
+            setup = await run_setup(ws, limit=setup_limit)
             back = PR_HEAD if fetch_ref else head
             await _run(ws, f"cd {repo} && git checkout -q -f {back}", "checking out the head again")
             head = await use_base_context(ws, context_from)
-        hook_config, hooks_error = await read_hooks(ws)
+            hook_config, hooks_error = await read_hooks(ws)
     except AgentServerError as exc:
         raise WorkspaceError(f"preparing the repository failed: {exc}") from exc
     if not setup.ok and setup_fatal:

@@ -6,6 +6,8 @@ Every call has a bounded timeout; any transport failure or unexpected status bec
 
 from __future__ import annotations
 
+import functools
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,13 @@ class BashResult:
         return self.exit_code == 0
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The verifying TLS context httpx would make for each client, made once: making one reads
+    the CA store (tens of milliseconds of a run's start, for a client per run)."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class AgentServerClient:
     """REST calls against one agent-server, authenticated with its session API key."""
 
@@ -35,7 +44,11 @@ class AgentServerClient:
         self.api_key = api_key
         headers = {API_KEY_HEADER: api_key} if api_key else {}
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            trust_env=False,
+            verify=_tls(),
         )
 
     async def aclose(self) -> None:

@@ -6,10 +6,11 @@ Docs: https://docs.github.com/rest/git
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -78,6 +79,19 @@ async def _create_blob(gh: GitHub[Any], repo: RepoRef, content: bytes | bytearra
     return str(made.parsed_data.sha)
 
 
+async def together(*steps: Awaitable[Any]) -> list[Any]:
+    """The steps' results, run at once; the first failure cancels the others and is raised as
+    itself (not in a group: callers catch GitHub's and publishing's errors by type)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def create_commit(
     gh: GitHub[Any],
     repo: RepoRef,
@@ -91,13 +105,18 @@ async def create_commit(
     git's (executable bits, symbolic links as links); a refused file stops it before any write."""
     refuse_unpublishable(changes)
     owner, name = repo.owner, repo.name
-    base = await gh.rest.git.async_get_commit(owner, name, base_sha)
-    entries: list[dict[str, Any]] = []
-    for change in changes:
-        entry = {"path": change.path, "mode": change.mode, "type": "blob", "sha": None}
-        if change.status != "deleted" and change.content is not None:
-            entry["sha"] = await _create_blob(gh, repo, change.content)
-        entries.append(entry)
+
+    async def blobs() -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for change in changes:
+            entry = {"path": change.path, "mode": change.mode, "type": "blob", "sha": None}
+            if change.status != "deleted" and change.content is not None:
+                entry["sha"] = await _create_blob(gh, repo, change.content)
+            entries.append(entry)
+        return entries
+
+    # The base commit (for its tree) is read while the blobs go up.
+    base, entries = await together(gh.rest.git.async_get_commit(owner, name, base_sha), blobs())
     tree = await gh.rest.git.async_create_tree(
         owner, name, base_tree=base.parsed_data.tree.sha, tree=cast(Any, entries)
     )

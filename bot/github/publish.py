@@ -26,7 +26,7 @@ from bot.agent.repo_files import RepoFile
 from bot.agent.results import ChangedFile, Patch
 from bot.errors import BranchMoved, PublishError
 from bot.github import once, outbound, threads
-from bot.github.commits import create_commit, refuse_unpublishable
+from bot.github.commits import create_commit, refuse_unpublishable, together
 from bot.queue.tasks import RepoRef
 
 # The only token that may write code: minted for publishing, for the one repository.
@@ -67,7 +67,13 @@ async def _ref_sha(gh: GitHub[Any], repo: RepoRef, branch: str) -> str | None:
 
 async def ensure_branch(gh: GitHub[Any], repo: RepoRef, branch: str, sha: str) -> bool:
     """Point a new branch at `sha`; True when the branch already pointed there (a re-run)."""
-    current = await _ref_sha(gh, repo, branch)
+    return await _point_branch(gh, repo, branch, sha, await _ref_sha(gh, repo, branch))
+
+
+async def _point_branch(
+    gh: GitHub[Any], repo: RepoRef, branch: str, sha: str, current: str | None
+) -> bool:
+    """`ensure_branch`, the branch's sha read (`current`, None when it does not exist)."""
     if current == sha:
         return True
     if current is None:
@@ -131,6 +137,37 @@ def pr_body(
     return "\n".join(parts)
 
 
+async def _find_pull(gh: GitHub[Any], repo: RepoRef, branch: str) -> tuple[int, str, bool] | None:
+    """The open pull request of `branch` (number, URL, True), if there is one."""
+    existing = await gh.rest.pulls.async_list(
+        repo.owner, repo.name, head=f"{repo.owner}:{branch}", state="open"
+    )
+    found: list[Any] = list(existing.parsed_data)  # githubkit's `list` name confuses mypy
+    for pr in found:
+        return int(pr.number), str(pr.html_url), True
+    return None
+
+
+async def _open_pull(
+    gh: GitHub[Any], repo: RepoRef, branch: str, *, base: str, title: str, body: str, draft: bool
+) -> tuple[int, str, bool]:
+    """Create the pull request, finding it when its creation's answer was lost or refused."""
+
+    async def create() -> tuple[int, str, bool]:
+        created = await gh.rest.pulls.async_create(
+            repo.owner, repo.name, title=title, head=branch, base=base, body=body, draft=draft
+        )
+        return created.parsed_data.number, created.parsed_data.html_url, False
+
+    return await once.create_once(
+        gh,
+        f"pull request for {branch}",
+        create,
+        lambda: _find_pull(gh, repo, branch),
+        exists=lambda exc: exc.response.status_code == 422,
+    )
+
+
 async def ensure_pull_request(
     gh: GitHub[Any],
     repo: RepoRef,
@@ -145,32 +182,10 @@ async def ensure_pull_request(
 
     A creation whose answer was lost, or refused with 422 ("A pull request already exists"), is
     followed by a look for the open pull request of the branch: found, it is the run's."""
-
-    async def find() -> tuple[int, str, bool] | None:
-        existing = await gh.rest.pulls.async_list(
-            repo.owner, repo.name, head=f"{repo.owner}:{branch}", state="open"
-        )
-        found: list[Any] = list(existing.parsed_data)  # githubkit's `list` name confuses mypy
-        for pr in found:
-            return int(pr.number), str(pr.html_url), True
-        return None
-
-    async def create() -> tuple[int, str, bool]:
-        created = await gh.rest.pulls.async_create(
-            repo.owner, repo.name, title=title, head=branch, base=base, body=body, draft=draft
-        )
-        return created.parsed_data.number, created.parsed_data.html_url, False
-
-    reused = await find()
+    reused = await _find_pull(gh, repo, branch)
     if reused is not None:
         return reused
-    return await once.create_once(
-        gh,
-        f"pull request for {branch}",
-        create,
-        find,
-        exists=lambda exc: exc.response.status_code == 422,
-    )
+    return await _open_pull(gh, repo, branch, base=base, title=title, body=body, draft=draft)
 
 
 def patch_comment(patch: str, *, reason: str, size: int | None = None) -> str:
@@ -204,14 +219,19 @@ async def propose(
     draft: bool,
 ) -> tuple[int, str]:
     """The changes as a commit on `branch` and a pull request into `base`: (number, URL)."""
-    sha = await create_commit(
-        writer, repo, base_sha=base_sha, changes=changes, message=message, when=when
+    refuse_unpublishable(changes)  # before anything is read or written
+    # What an earlier attempt left (its branch, its pull request) is read while the commit is made.
+    sha, current, found = await together(
+        create_commit(writer, repo, base_sha=base_sha, changes=changes, message=message, when=when),
+        _ref_sha(writer, repo, branch),
+        _find_pull(writer, repo, branch),
     )
-    await ensure_branch(writer, repo, branch, sha)
-    number, url, _reused = await ensure_pull_request(
-        writer, repo, branch=branch, base=base, title=title, body=body, draft=draft
-    )
-    return number, url
+    await _point_branch(writer, repo, branch, sha, current)
+    if found is None:
+        found = await _open_pull(
+            writer, repo, branch, base=base, title=title, body=body, draft=draft
+        )
+    return found[0], found[1]
 
 
 async def push(
