@@ -120,8 +120,13 @@ async def test_a_run_in_flight_rides_out_a_redis_outage(
         worker.handle_sig(signal.SIGTERM)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(running, 60)
-        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):  # a run SIGTERM cut short
+            await worker.close()
 
+    assert world.created_pulls, (  # what the run got to, when it did not finish
+        f"no pull request; LLM calls {len(llm.completions)}, unexpected {llm.unexpected}, "
+        f"tracking {[c['body'][:200] for c in tracking_comments(world)]}"
+    )
     (pr,) = world.created_pulls  # once: no second run of the same job
     (comment,) = tracking_comments(world)
     assert f"#{pr['number']}" in comment["body"]
