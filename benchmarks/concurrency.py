@@ -140,10 +140,11 @@ def first_calls(w: World, scripts: list[Script]) -> list[float]:
 
 
 async def ready(worker: WorkerProcess) -> None:
-    """Until the worker logs that it is ready (its imports done, at most 2 minutes), and a
-    little after."""
+    """Until the worker logs that it and its LLM gateway process are ready (imports done, at
+    most 2 minutes), and a little after."""
     for _ in range(240):
-        if "worker ready" in worker.tail(100_000):
+        log = worker.tail(100_000)
+        if "worker ready" in log and "llm gateway process ready" in log:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(SETTLE_SECONDS)

@@ -179,6 +179,7 @@ class GatewayProcess(Grants):
                 while message := await self._message(proc):
                     if message.get("warm"):
                         self._warm.set()
+                        log.info("llm gateway process ready", extra={"pid": proc.pid})
                     elif "error" in message:
                         self._failed = str(message["error"])
                 code = await proc.wait()
