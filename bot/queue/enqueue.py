@@ -83,7 +83,9 @@ class _Pending:
 
 
 class Enqueuer:
-    """Coalesces concurrent enqueues: while one script call is in flight, the next batch gathers."""
+    """Coalesces concurrent enqueues: while `max_in_flight` script calls are out, the next batch
+    gathers (two keep Redis and this process busy at once: one alone left each waiting on the
+    other's half of every round trip)."""
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class Enqueuer:
         dedup_seconds: int = 7 * 24 * 3600,
         timeout: float = 5.0,
         max_batch: int = 256,
+        max_in_flight: int = 2,
     ) -> None:
         self._redis = redis
         self._key = key  # signing.Keys.queue
@@ -104,6 +107,8 @@ class Enqueuer:
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._flushing: set[asyncio.Task[None]] = set()
         self._script = redis.register_script(_ENQUEUE_LUA)
 
     async def enqueue(self, task: Task) -> Outcome:
@@ -154,9 +159,20 @@ class Enqueuer:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                await self._slots.acquire()  # meanwhile, more requests join the next batch
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._flush(batch)
+                flush = asyncio.create_task(self._flush_then_release(batch))
+                self._flushing.add(flush)
+                flush.add_done_callback(self._flushing.discard)
+
+    async def _flush_then_release(self, batch: list[_Pending]) -> None:
+        try:
+            await self._flush(batch)
+        finally:
+            self._slots.release()
+            if self._pending:
+                self._wakeup.set()
 
     async def _flush(self, batch: list[_Pending]) -> None:
         script_keys = [self._queue, keys.QUEUE_WAKE]
@@ -191,6 +207,9 @@ class Enqueuer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for flush in list(self._flushing):  # batches already sent are answered, or failed
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(flush, self._timeout)
         for item in self._pending:
             if not item.future.done():
                 item.future.set_exception(QueueUnavailable("the web process is shutting down"))
