@@ -255,6 +255,13 @@ class LeasedWorker(Worker):
     async def close(self) -> None:
         if self._wakeup is not None:
             await self._wakeup.close()
+        if self._pool is not None and self.tasks:
+            # arq gathers its job tasks without return_exceptions: one that a stop cancelled
+            # (a deploy's SIGTERM mid-job) raised out of close() before `on_shutdown` ran, so
+            # the worker's clients, workspaces and gateway process were never closed.
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            for job_id in [j for j, task in self.tasks.items() if task.done()]:
+                del self.tasks[job_id]
         await super().close()
 
     async def run_job(self, job_id: str, score: int) -> None:

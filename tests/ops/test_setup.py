@@ -615,7 +615,7 @@ def test_serve_without_credentials_registers_the_app_then_serves(
         stdout, stderr = process.communicate(timeout=30)
         stdout = "".join(printed) + stdout
     assert process.returncode == 0, stderr
-    assert '"worker stopping"' in stderr  # a clean stop, not a kill
+    assert '"worker stopping"' in stderr, stderr  # a clean stop, not a kill
     assert OPEN_LINK.format(link=link) in stdout
     assert f"https://github.com/apps/{app.slug}/installations/new" in stdout
     for secret in (app.webhook_secret, app.client_secret, app.pem.splitlines()[1]):
