@@ -121,34 +121,42 @@ async def _stop_earlier_attempts(ws: Workspace, spec: RunSpec) -> None:
             await ws.client.interrupt(conversation_id_for(spec.run_id, attempt))
 
 
+Continuing = tuple[AgentRequest, str | None]  # a follow-up's request, and its hooks error
+
+
 async def _resumable(
     settings: Settings, ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess
-) -> bool:
-    """The earlier conversation and its checkout are both still there, and idle."""
+) -> Continuing | None:
+    """The request to go on with, when the earlier conversation and its checkout are both still
+    there, and idle."""
     checkout = await ws.client.bash(f"test -d {shlex.quote(ws.repo_dir)}/.git", limit_seconds=30)
     if not checkout.ok:
-        return False
+        return None
     conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
+    continuing: Continuing | None = None
     try:
         info = await ws.client.conversation(conversation_id)
     except AgentServerError as exc:
-        if exc.status != 404 or not await _revived(settings, ws, spec, resume, llm):
-            return False
+        if exc.status != 404:
+            return None
+        continuing = await _continuing(ws, spec, resume, llm)
+        if not await _revived(settings, ws, continuing[0], conversation_id):
+            return None
         try:
             info = await ws.client.conversation(conversation_id)
         except AgentServerError:
-            return False
-    return info.get("execution_status") in ("finished", "error", "stuck", "paused", "idle")
+            return None
+    if info.get("execution_status") not in ("finished", "error", "stuck", "paused", "idle"):
+        return None
+    return continuing or await _continuing(ws, spec, resume, llm)
 
 
 async def _revived(
-    settings: Settings, ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess
+    settings: Settings, ws: Workspace, request: AgentRequest, conversation_id: str
 ) -> bool:
     """A kept conversation whose files are in the workspace but which its server never loaded
     (a sandbox's server starts before the kept checkout moves in): created again under its id,
     the server restores it from its files. Whether it came back with its history."""
-    conversation_id = conversation_id_for(resume.conversation_run_id, resume.attempt)
-    request, _ = await _continuing(ws, spec, resume, llm)
     body = create_request(settings, request, conversation_id)
     del body["initial_message"]  # a create with a message would run it
     try:
@@ -164,9 +172,7 @@ async def _revived(
     return False
 
 
-async def _continuing(
-    ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess
-) -> tuple[AgentRequest, str | None]:
+async def _continuing(ws: Workspace, spec: RunSpec, resume: Resume, llm: LLMAccess) -> Continuing:
     """The request a follow-up in the earlier conversation goes on with (and a hooks error)."""
     hook_config, hooks_error = await read_hooks(ws)
     request = AgentRequest(
@@ -187,12 +193,12 @@ async def _continue(
     ws: Workspace,
     spec: RunSpec,
     resume: Resume,
-    llm: LLMAccess,
+    continuing: Continuing,
     meter: Meter,
     on_progress: ProgressCallback | None,
 ) -> AgentRun:
     """A follow-up in the earlier conversation: the agent keeps its context and checkout."""
-    request, hooks_error = await _continuing(ws, spec, resume, llm)
+    request, hooks_error = continuing
     conversation = Conversation(ws.client, settings, meter, on_progress=on_progress)
     result = await conversation.follow_up(request, spec.follow_up_prompt)
     result = await _with_changes(ws, result, resume.base_sha)
@@ -244,12 +250,16 @@ async def _in_workspace(
     extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
     await _stop_earlier_attempts(ws, spec)
     interrupted = spec.continue_from
-    if interrupted is not None and await _resumable(settings, ws, spec, interrupted, llm):
+    if interrupted is not None and (
+        continuing := await _resumable(settings, ws, spec, interrupted, llm)
+    ):
         log.info("continuing the conversation a restart interrupted", extra=extra)
         again = dataclasses.replace(spec, follow_up_prompt=CONTINUE_AFTER_RESTART)
-        return await _continue(settings, ws, again, interrupted, llm, meter, on_progress)
-    if spec.resume is not None and await _resumable(settings, ws, spec, spec.resume, llm):
-        return await _continue(settings, ws, spec, spec.resume, llm, meter, on_progress)
+        return await _continue(settings, ws, again, interrupted, continuing, meter, on_progress)
+    if spec.resume is not None and (
+        continuing := await _resumable(settings, ws, spec, spec.resume, llm)
+    ):
+        return await _continue(settings, ws, spec, spec.resume, continuing, meter, on_progress)
     # (A kept workspace may hold an older checkout: the clone starts clean.)
     prepared = await prepare(
         ws,
