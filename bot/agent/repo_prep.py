@@ -166,22 +166,26 @@ async def clone(
     return head.strip(), repo_files.parse(listed)
 
 
+def _setup_command(repo: str) -> str:
+    """Run setup.sh when there is one; the first line says which (its output follows)."""
+    return (
+        f"cd {repo} && if [ -f {SETUP_SCRIPT} ]; then echo {RAN}; bash {SETUP_SCRIPT} 2>&1; "
+        f"else echo {ABSENT}; fi"
+    )
+
+
+def _setup_outcome(stdout: str, stderr: str, exit_code: int) -> SetupOutcome:
+    said, _, rest = stdout.partition("\n")
+    if said == ABSENT and exit_code == 0:
+        return SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
+    output = (rest + stderr)[-SETUP_OUTPUT_LIMIT:]
+    return SetupOutcome(ran=True, exit_code=exit_code, output=output, timed_out=exit_code == -1)
+
+
 async def run_setup(ws: Workspace, *, limit: int) -> SetupOutcome:
     """Run `.openhands/setup.sh` when the repository has one, keeping its output."""
-    repo = shlex.quote(ws.repo_dir)
-    # One round trip: the first line says whether there is a script; its output follows.
-    result = await ws.client.bash(
-        f"cd {repo} && if [ -f {SETUP_SCRIPT} ]; then echo {RAN}; bash {SETUP_SCRIPT} 2>&1; "
-        f"else echo {ABSENT}; fi",
-        limit_seconds=limit,
-    )
-    said, _, rest = result.stdout.partition("\n")
-    if said == ABSENT and result.ok:
-        return SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
-    output = (rest + result.stderr)[-SETUP_OUTPUT_LIMIT:]
-    return SetupOutcome(
-        ran=True, exit_code=result.exit_code, output=output, timed_out=result.exit_code == -1
-    )
+    result = await ws.client.bash(_setup_command(shlex.quote(ws.repo_dir)), limit_seconds=limit)
+    return _setup_outcome(result.stdout, result.stderr, result.exit_code)
 
 
 def _hooks_from(data: bytes) -> tuple[dict[str, object] | None, str | None]:
@@ -217,25 +221,14 @@ async def setup_then_hooks(
     mark = f"openhands-hooks:{secrets.token_hex(8)}"  # setup's output cannot end it by chance
     hooks = shlex.quote(HOOKS_FILE)
     result = await ws.client.bash(
-        f"cd {repo} || exit 1\n"
-        f"if [ -f {SETUP_SCRIPT} ]; then echo {RAN}; bash {SETUP_SCRIPT} 2>&1; s=$?; "
-        f"else echo {ABSENT}; s=0; fi\n"
+        f"{_setup_command(repo)}; s=$?\n"
         f"cd {repo} && printf '\\n%s\\n' {mark} && if [ -f {hooks} ]; then "
         f'b="$(base64 -w0 <{hooks})" && echo "ok $b" || echo unreadable; fi\n'
         "exit $s",
         limit_seconds=limit,
     )
     before, found, after = result.stdout.rpartition(f"\n{mark}\n")
-    if not found:
-        before = result.stdout
-    said, _, rest = before.partition("\n")
-    if said == ABSENT and result.ok:
-        setup = SetupOutcome(ran=False, exit_code=0, output="", timed_out=False)
-    else:
-        output = (rest + result.stderr)[-SETUP_OUTPUT_LIMIT:]
-        setup = SetupOutcome(
-            ran=True, exit_code=result.exit_code, output=output, timed_out=result.exit_code == -1
-        )
+    setup = _setup_outcome(before if found else result.stdout, result.stderr, result.exit_code)
     if not found or result.exit_code == -1:
         return (setup, *await read_hooks(ws))
     state, _, encoded = after.strip().partition(" ")

@@ -7,20 +7,15 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from arq import Worker, cron, func
 from arq.connections import RedisSettings
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot import logs
+from bot import logs, redis_outage
 from bot.agent.gateway import Gateway, GatewayProcess
 from bot.agent.workspace import WorkspaceProvider, make_provider
 from bot.config import Settings
@@ -124,15 +119,12 @@ def redis_settings(settings: Settings) -> RedisSettings:
     """arq's connection, made to ride out an outage: a command that meets a dropped or refused
     connection retries with back-off (capped at 5 s) for about REDIS_OUTAGE_SECONDS, so a run in
     flight pauses on its next Redis write and carries on when Redis is back."""
-    cap = 5.0
-    tries = math.ceil(settings.redis_outage_seconds / cap) + 4  # +4: the short first waits
     return dataclasses.replace(
         RedisSettings.from_dsn(settings.redis_url),
-        retry=RedisRetry(ExponentialBackoff(cap=cap, base=0.25), tries),
-        # OSError: a refused connect, which redis-py raises outside its command retry.
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
-        conn_retries=tries,
-        conn_retry_delay=int(cap),
+        retry=redis_outage.retry(settings),
+        retry_on_error=list(redis_outage.RETRY_ON),
+        conn_retries=redis_outage.tries(settings),
+        conn_retry_delay=int(redis_outage.CAP_SECONDS),
     )
 
 

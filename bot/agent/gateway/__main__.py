@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import fcntl
 import json
-import logging
 import signal
 import sys
 import threading
@@ -46,12 +45,7 @@ async def serve(settings: Settings, socket_path: Path) -> None:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     lock = (socket_path.parent / LOCK_NAME).open("a")  # held for our life: the dir is in use
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    tcp, tcp_url = bind.bind_tcp(settings.llm_gateway_listen)
-    unix = None
-    try:
-        unix, _ = bind.bind_unix(socket_path)
-    except OSError as exc:  # a path over the kernel's 108 bytes: TCP still serves
-        logging.getLogger(__name__).warning("llm gateway: no unix socket: %s", exc)
+    unix, tcp, tcp_url = bind.bind_both(settings.llm_gateway_listen, socket_path)
     _say(listening=tcp_url, socket=unix is not None)  # the worker may go on; calls queue up
 
     from bot.agent.gateway.server import GatewayServer  # litellm: seconds to import

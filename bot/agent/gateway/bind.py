@@ -4,12 +4,15 @@ sandbox relays, and TCP for `server`/`runtime` workspaces."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import stat
 from pathlib import Path
 
 from bot.errors import GatewayError
+
+log = logging.getLogger(__name__)
 
 
 def listen_address(listen: str) -> tuple[str, int]:
@@ -57,6 +60,17 @@ def bind_tcp(listen: str) -> tuple[socket.socket, str]:
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
     return sock, f"http://{shown}:{bound[1]}"
+
+
+def bind_both(listen: str, path: Path) -> tuple[socket.socket | None, socket.socket, str]:
+    """(the unix socket, or None where it cannot be bound; the TCP socket; its URL)."""
+    tcp, url = bind_tcp(listen)
+    try:
+        unix, _ = bind_unix(path)
+    except OSError as exc:  # e.g. a path over the kernel's 108 bytes: TCP still serves
+        log.warning("llm gateway: no unix socket at %s: %s", path, exc)
+        unix = None
+    return unix, tcp, url
 
 
 def unlink_if_ours(path: Path, inode: int | None) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import math
 import os
 import secrets
 import shutil
@@ -19,11 +18,8 @@ from typing import Any
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot import redis_outage
 from bot.agent.gateway.access import SOCKET_NAME, Grants
 from bot.config import Settings
 from bot.errors import GatewayError
@@ -76,11 +72,10 @@ def gateway_settings(settings: Settings) -> dict[str, Any]:
 
 def redis_for(settings: Settings) -> Redis:
     """A connection that rides out an outage as the worker's does (back-off capped at 5 s)."""
-    tries = math.ceil(settings.redis_outage_seconds / 5.0) + 4
     redis: Redis = Redis.from_url(
         settings.redis_url,
-        retry=Retry(ExponentialBackoff(cap=5.0, base=0.25), tries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        retry=redis_outage.retry(settings),
+        retry_on_error=list(redis_outage.RETRY_ON),
     )
     return redis
 

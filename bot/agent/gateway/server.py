@@ -61,19 +61,12 @@ class GatewayServer(Grants):
         return (self._settings.llm_gateway_url or self.tcp_url).rstrip("/")
 
     def _sockets(self) -> list[socket.socket]:
-        if self._bound is not None:
-            unix, tcp, self.tcp_url = self._bound
-            if unix is not None:
-                self._socket_inode = self.socket_path.stat().st_ino
-            return [tcp] if unix is None else [tcp, unix]
-        tcp, self.tcp_url = bind.bind_tcp(self._settings.llm_gateway_listen)
-        sockets = [tcp]
-        try:
-            unix, self._socket_inode = bind.bind_unix(self.socket_path)
-            sockets.append(unix)
-        except OSError as exc:  # e.g. a path over the kernel's 108 bytes: TCP still serves
-            log.warning("llm gateway: no unix socket at %s: %s", self.socket_path, exc)
-        return sockets
+        bound = self._bound or bind.bind_both(self._settings.llm_gateway_listen, self.socket_path)
+        unix, tcp, self.tcp_url = bound
+        if unix is None:
+            return [tcp]
+        self._socket_inode = self.socket_path.stat().st_ino
+        return [tcp, unix]
 
     async def start(self) -> None:
         # litellm's first call loads its provider code (seconds on a busy machine): done in the
