@@ -7,6 +7,7 @@ it can always finalize what the user sees.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -86,6 +87,12 @@ class AgentRun:
     # `spec.read_files` found in the fresh checkout; None when the run had none (it continued a
     # kept one, which the agent has had its hands on, or failed before it cloned).
     files: dict[str, str] | None = None
+    released: asyncio.Task[None] | None = None  # the workspace's release, when still under way
+
+    async def settled(self) -> None:
+        """Until the workspace is released (`run_agent(release_later=True)` goes on at once)."""
+        if self.released is not None:
+            await asyncio.shield(self.released)
 
 
 # More of a patch than a comment can show is never read: its size is, its head is.
@@ -305,6 +312,14 @@ async def _in_workspace(
     )
 
 
+async def _release(held: contextlib.AsyncExitStack, extra: dict[str, str]) -> None:
+    """Release what a finished run held; its result stands whatever happens here."""
+    try:
+        await held.aclose()
+    except (WorkspaceError, AgentServerError) as exc:
+        log.warning("releasing the workspace failed: %s", exc, extra=extra)
+
+
 async def run_agent(
     settings: Settings,
     provider: WorkspaceProvider,
@@ -315,19 +330,28 @@ async def run_agent(
     on_progress: ProgressCallback | None = None,
     check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
     on_prepared: Callable[[str], Awaitable[None]] | None = None,
+    release_later: bool = False,
 ) -> AgentRun:
     """Run the agent on the repository; never raises for a failed run (only for cancellation).
-    `on_prepared` hears the checkout's base commit once it is cloned (a later try may continue)."""
+    `on_prepared` hears the checkout's base commit once it is cloned (a later try may continue).
+    `release_later`: a run that got its result returns it at once, its workspace (and LLM
+    credential) released in the background, `AgentRun.settled` once done."""
     extra = {"run_id": spec.run_id, "repo": spec.repo.full_name}
     try:
-        async with provider.open(
-            spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds
-        ) as ws:
+        async with contextlib.AsyncExitStack() as held:
+            ws = await held.enter_async_context(
+                provider.open(spec.workspace_id or spec.run_id, keep_seconds=spec.keep_seconds)
+            )
             # The run's own credential, revoked when the run ends (or stops, or times out).
-            async with gateway.access(spec.run_id, base_url=ws.llm_gateway_url) as llm:
-                return await _in_workspace(
-                    settings, ws, spec, llm, gateway, clone_token, on_progress, check, on_prepared
-                )
+            llm = await held.enter_async_context(
+                gateway.access(spec.run_id, base_url=ws.llm_gateway_url)
+            )
+            run = await _in_workspace(
+                settings, ws, spec, llm, gateway, clone_token, on_progress, check, on_prepared
+            )
+            if release_later:
+                run.released = asyncio.create_task(_release(held.pop_all(), extra))
+            return run
     except SetupFailed as exc:
         log.warning("setup failed: %s", exc, extra=extra)
         return AgentRun(failed(spec, "setup", str(exc)))

@@ -3,10 +3,11 @@ handed to the agent layer, which never holds a GitHub client."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from githubkit.exception import GitHubException
 
@@ -25,8 +26,10 @@ async def run(
     *,
     on_progress: ProgressCallback | None = None,
     check: Callable[[AgentResult], Awaitable[str | None]] | None = None,
+    release_later: bool = False,
 ) -> AgentRun:
-    """Run the agent on the repository; never raises for a failed run (only for cancellation)."""
+    """Run the agent on the repository; never raises for a failed run (only for cancellation).
+    `release_later`: see `run_agent`."""
     try:
         token = await deps.github.installation_token(
             spec.installation_id, repositories=[spec.repo.name], permissions=READ_ONLY
@@ -55,7 +58,21 @@ async def run(
         on_progress=on_progress,
         check=check,
         on_prepared=prepared,
+        release_later=release_later,
     )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    deps: Deps, spec: RunSpec, *, on_progress: ProgressCallback | None = None
+) -> AsyncIterator[AgentRun]:
+    """`run`, its workspace released while the block goes on with the result (publishing it):
+    released for good once the block ends."""
+    ran = await run(deps, spec, on_progress=on_progress, release_later=True)
+    try:
+        yield ran
+    finally:
+        await ran.settled()
 
 
 async def _interrupted_try(deps: Deps, key: str, spec: RunSpec) -> Resume | None:

@@ -127,13 +127,9 @@ class MentionRun:
     """Everything one mention job does after the permission gate."""
 
     def __init__(self, deps: Deps, gh: GitHub[Any], task: MentionTask, now: Attempt) -> None:
-        settings = deps.settings
-        self.deps = deps
-        self.settings = settings
+        self.settings = settings = deps.settings
+        self.deps, self.gh, self.task, self.now = deps, gh, task, now
         self.redis = deps.redis
-        self.gh = gh
-        self.task = task
-        self.now = now
         self.thread = threads.key(task.repo.full_name, task.number)
         self.tracking = TrackingComment(
             gh,
@@ -240,19 +236,23 @@ class MentionRun:
         return spec, pull, context.title, repo.default_branch
 
     async def _run(self) -> RunOutcome:
-        task = self.task
         await self.tracking.phase("starting workspace")
         prepared = await self._spec()
         if isinstance(prepared, RunOutcome):
             return prepared
-        spec, pull, title, default_branch = prepared
 
         async def progress(p: Progress) -> None:
             action = self.cleaner.inline_code(p.last_action) if p.last_action else ""
             self.tracking.show("working", f"step {p.steps}" + (f": {action}" if action else ""))
 
-        run = await agent.run(self.deps, spec, on_progress=progress)
-        result = run.result
+        # The sandbox is torn down while the result is published; the run ends once it is gone.
+        async with agent.running(self.deps, prepared[0], on_progress=progress) as run:
+            return await self._conclude(run, *prepared)
+
+    async def _conclude(
+        self, run: AgentRun, spec: RunSpec, pull: PullInfo | None, title: str, default_branch: str
+    ) -> RunOutcome:
+        task, result = self.task, run.result
         stats = messages.stats(time.monotonic() - self.started, result.cost, result.steps)
         notes = messages.run_notes(run.setup, run.hooks_error, fork=spec.context_from is not None)
         if self.now.tries > 1:

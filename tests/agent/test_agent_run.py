@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from bot.agent.request import worst_case_llm_seconds
 from bot.agent.results import Progress
 from bot.agent.run import AgentRun, RunSpec, run_agent
 from bot.agent.server_client import AgentServerClient
+from bot.agent.workspace.base import Workspace
 from bot.agent.workspace.local import LocalProvider
 from bot.config import Settings
 from bot.github.auth import READ_ONLY
@@ -559,3 +561,58 @@ async def test_a_run_credential_works_during_its_run_and_not_after(
         for credential in (first_credential, second_credential):
             answer = await asyncio.to_thread(models_now, {**credential, "base_url": gateway.url})
             assert answer == 401
+
+
+async def test_a_run_hands_back_its_result_while_its_workspace_is_released(
+    repo: dict[str, str | bytes],
+    git_host: FakeGitHost,
+    llm: ScriptedLLM,
+    agent_server: LocalProvider,
+    agent_settings: Settings,
+    redis: Redis,
+    created: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`release_later`: the result comes back with the workspace still held (its release waits
+    here until the test lets it go); `settled` returns once the workspace is gone and the run's
+    credential revoked."""
+    release = asyncio.Event()
+    open_workspace = agent_server.open
+
+    @contextlib.asynccontextmanager
+    async def held(run_id: str, *, keep_seconds: float = 0) -> AsyncIterator[Workspace]:
+        async with open_workspace(run_id, keep_seconds=keep_seconds) as ws:
+            yield ws
+            await release.wait()
+
+    monkeypatch.setattr(agent_server, "open", held)
+    llm.script(steps.tool_call("terminal", command="echo more >> README.md"), steps.finish("Done"))
+    spec = _spec(git_host, "Add a line")
+    token = await clone_token(agent_settings, redis, spec)
+    async with serving_gateway(agent_settings, redis) as gateway:
+        async with asyncio.timeout(120):  # a release awaited before the result would hang here
+            run = await run_agent(
+                agent_settings,
+                agent_server,
+                spec,
+                gateway=gateway,
+                clone_token=token,
+                release_later=True,
+            )
+        assert run.result.status == "finished", run.result.error
+        assert [c.path for c in run.result.changes] == ["README.md"]
+        assert run.released is not None
+        assert not run.released.done()
+        run_dir = agent_server.workspaces_dir / spec.run_id
+        assert run_dir.is_dir()
+
+        release.set()
+        await run.settled()
+
+        assert not run_dir.is_dir()
+        credential = {**created[-1]["agent_settings"]["llm"], "base_url": gateway.url}
+        url, key = credential["base_url"] + "/v1/models", credential["api_key"]
+        answer = await asyncio.to_thread(
+            httpx.get, url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+        assert answer.status_code == 401
