@@ -292,8 +292,8 @@ class Sandbox:
         )
 
     def _warm_up(self, http: httpx.Client) -> None:
-        """The server's first command starts its terminal and its first conversation loads the
-        agent (seconds on a busy host): pay both here, in the pool; make the run's directory."""
+        """The server's first command, conversation and upload are slow (its terminal starts,
+        its agent loads): pay them here, in the pool (`warm`); make the run's directory."""
         http.post(
             f"{self.url}/api/bash/execute_bash_command",
             json={"command": f"mkdir -p {ROOT}/repo", "timeout": 60},

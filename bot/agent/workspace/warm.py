@@ -1,5 +1,5 @@
-"""A fresh agent-server's first conversation is slow (its agent, tools and LLM client load then, a
-second or more on a busy host): a pooled sandbox has one, thrown away, before a run takes it."""
+"""A fresh agent-server's first conversation and first upload are slow (its agent, tools and LLM
+client load then): a pooled sandbox has both, thrown away, before a run takes it."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def _body(conversation_id: str, working_dir: str) -> dict[str, object]:
 def first_conversation(
     http: httpx.Client, url: str, api_key: str, root: str, *, limit: float = 60.0
 ) -> str | None:
-    """Run one conversation to its (failed) end and delete it with its directory; the status
-    it ended in. Best effort: a warm-up that goes wrong leaves the sandbox only colder."""
+    """Run one conversation to its (failed) end, upload a file beside it, and delete both with
+    their directory; the status it ended in. Best effort: a warm-up that goes wrong leaves the
+    sandbox only colder."""
     headers = {API_KEY_HEADER: api_key}
     conversation_id = str(uuid.uuid4())
     working_dir = f"{root}/{WARM_DIR}"
@@ -66,6 +67,13 @@ def first_conversation(
             if status in DONE:
                 break
             time.sleep(0.1)
+        http.post(  # a run's first upload is its clone credentials
+            f"{url}/api/file/upload",
+            params={"path": f"{working_dir}/upload"},
+            files={"file": ("upload", b"warm", "application/octet-stream")},
+            headers=headers,
+            timeout=limit,
+        ).raise_for_status()
     except (httpx.HTTPError, ValueError) as exc:
         log.info("a sandbox's warm-up conversation failed: %s", str(exc)[:300])
     finally:
