@@ -149,7 +149,7 @@ def _comment_route(
 
 
 def issue_comment_created(delivery: Delivery, config: RouteConfig) -> Route:
-    event = events.IssueCommentEvent.model_validate(delivery.payload)
+    event = events.view(events.IssueCommentEvent, delivery.payload)
     return _comment_route(
         delivery,
         config,
@@ -162,7 +162,7 @@ def issue_comment_created(delivery: Delivery, config: RouteConfig) -> Route:
 
 
 def review_comment_created(delivery: Delivery, config: RouteConfig) -> Route:
-    event = events.ReviewCommentEvent.model_validate(delivery.payload)
+    event = events.view(events.ReviewCommentEvent, delivery.payload)
     return _comment_route(
         delivery,
         config,
@@ -175,7 +175,7 @@ def review_comment_created(delivery: Delivery, config: RouteConfig) -> Route:
 
 
 def issues_labeled(delivery: Delivery, config: RouteConfig) -> Route:
-    event = events.IssuesEvent.model_validate(delivery.payload)
+    event = events.view(events.IssuesEvent, delivery.payload)
     if event.label is None or event.label.name.lower() != config.trigger_label.lower():
         return Ignored(f"label is not {config.trigger_label!r}")
     if (reason := _robot_reason(event.sender, config)) is not None:
@@ -190,7 +190,7 @@ def issues_labeled(delivery: Delivery, config: RouteConfig) -> Route:
 
 
 def pull_request_changed(delivery: Delivery, config: RouteConfig) -> Route:
-    event = events.PullRequestEvent.model_validate(delivery.payload)
+    event = events.view(events.PullRequestEvent, delivery.payload)
     pr = event.pull_request
     # Whether this repository wants the review is the worker's call: its config may override
     # REVIEW_ON_OPEN / REVIEW_ON_PUSH, and routing reads nothing but the delivery.
@@ -212,7 +212,7 @@ def check_run_rerequested(delivery: Delivery, config: RouteConfig) -> Route:
     """ "Re-run" on the review's check in GitHub's UI: review that pull request again. Only a
     check run of ours names its pull request in `external_id`; GitHub sends this event only to
     the App that made the run."""
-    event = events.CheckRunEvent.model_validate(delivery.payload)
+    event = events.view(events.CheckRunEvent, delivery.payload)
     number = review_check_number(event.check_run.external_id)
     if number is None:
         return Ignored("not a review check run of this app")
@@ -229,7 +229,7 @@ def check_run_rerequested(delivery: Delivery, config: RouteConfig) -> Route:
 
 
 def installation_changed(delivery: Delivery, config: RouteConfig) -> Route:
-    event = events.InstallationEvent.model_validate(delivery.payload)
+    event = events.view(events.InstallationEvent, delivery.payload)
     added = [r.full_name for r in (event.repositories_added or event.repositories)]
     if event.action == "deleted":
         added = []
@@ -255,7 +255,7 @@ PUSH_COMMITS_SHOWN = 20
 
 def push(delivery: Delivery, config: RouteConfig) -> Route:
     """A push to the default branch that touches the repo config: read it again."""
-    event = events.PushEvent.model_validate(delivery.payload)
+    event = events.view(events.PushEvent, delivery.payload)
     branch = event.repository.default_branch
     if not branch or event.ref != f"refs/heads/{branch}":
         return Ignored("push outside the default branch")
@@ -309,6 +309,9 @@ EVENT_MODELS: dict[str, type[events.Lenient]] = {
 }
 
 
+_DECODERS = {event: events.decoder(model) for event, model in EVENT_MODELS.items()}
+
+
 class NotAnObject(ValueError):
     """The body is JSON, but not an object."""
 
@@ -318,11 +321,11 @@ def route_body(event: str, delivery_id: str, body: bytes, config: RouteConfig) -
     never builds Python objects for the many fields we do not read; a body that does not fit it
     takes the general path, so the outcome is the same either way. Raises orjson's
     JSONDecodeError or NotAnObject for a body that is not a JSON object."""
-    model = EVENT_MODELS.get(event)
-    if model is not None:
+    decode = _DECODERS.get(event)
+    if decode is not None:
         try:
-            parsed = model.model_validate_json(body)
-        except ValidationError:
+            parsed = decode.decode(body)
+        except events.Malformed:
             pass
         else:
             return route(Delivery(event, delivery_id, parsed), config)
@@ -340,16 +343,21 @@ def route(delivery: Delivery, config: RouteConfig) -> Route:
         return Ignored(f"{delivery.event}{action} is not handled")
     try:
         return handler(delivery, config)
-    except ValidationError as exc:
+    except (ValidationError, events.Invalid) as exc:
         return Ignored(_unusable(exc))
 
 
-def _unusable(exc: ValidationError) -> str:
+def _unusable(exc: ValidationError | events.Invalid) -> str:
     """Why a payload cannot be used: the fields it lacks, or those whose values we refuse."""
     missing: set[str] = set()
     invalid: set[str] = set()
-    for err in exc.errors():
-        (missing if err["type"] == "missing" else invalid).add(".".join(str(p) for p in err["loc"]))
+    if isinstance(exc, events.Invalid):  # the event's view: one problem, the first found
+        lacks, path = events.problem(exc)
+        (missing if lacks else invalid).add(path or "the event")
+    else:  # a task built from it
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            (missing if err["type"] == "missing" else invalid).add(loc)
     reasons = []
     if missing:
         reasons.append("payload lacks fields we need: " + ", ".join(sorted(missing)[:5]))

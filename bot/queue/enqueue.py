@@ -12,11 +12,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+import orjson
 from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bot import keys
 from bot.errors import QueueUnavailable
@@ -27,26 +29,27 @@ EXPIRES_MS = 24 * 3600 * 1000  # as arq: a job not started within a day is dropp
 
 # KEYS: the queue, and the workers' wake-up channel (published to, not a key).
 # ARGV: now_ms, expires_ms, dedup_seconds, the job, result and delivery key prefixes, the
-# turnstiles' line, seen and jobs key prefixes, then (job id, serialized job, run id, arrival ms,
-# line names joined by newlines) per job. The per-job keys are built here rather than passed:
-# fewer arguments to encode and send for every delivery (one Redis, not a cluster).
-# Mirrors arq's enqueue_job (skip when the job or its result exists) plus a long-lived delivery
-# marker, so a redelivery days later is still a no-op. A queued run joins the lines of the
-# turnstiles it will wait at (`turnstile`), by its arrival: a run queued later cannot take a
-# place first because its worker happened to look first.
+# turnstiles' line, seen and jobs key prefixes, then the batch as one JSON array of
+# [job id, serialized job, run id, arrival ms, line names joined by newlines]: one argument for
+# the client to encode and send, however many jobs (at a burst's rate, encoding five per job was
+# a good part of the web process's time). The per-job keys are built here (one Redis, not a
+# cluster). Mirrors arq's enqueue_job (skip when the job or its result exists) plus a long-lived
+# delivery marker, so a redelivery days later is still a no-op. A queued run joins the lines of
+# the turnstiles it will wait at (`turnstile`), by its arrival: a run queued later cannot take a
+# place first because its worker happened to look first. A line's keys are given their expiry
+# once per batch, however many of its runs the batch holds.
 _ENQUEUE_LUA = """
 local now = tonumber(ARGV[1])
 local expires = tonumber(ARGV[2])
 local dedup = tonumber(ARGV[3])
 local job_prefix, result_prefix, delivery_prefix = ARGV[4], ARGV[5], ARGV[6]
 local line_prefix, seen_prefix, jobs_prefix = ARGV[7], ARGV[8], ARGV[9]
+local batch = cjson.decode(ARGV[10])
 local out = {}
+local touched = {}
 local queued = false
-local n = (#ARGV - 9) / 5
-for i = 1, n do
-  local base = 9 + 5 * (i - 1)
-  local id, job, run = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  local arrival, names = tonumber(ARGV[base + 4]), ARGV[base + 5]
+for i, item in ipairs(batch) do
+  local id, job, run, arrival, names = item[1], item[2], item[3], tonumber(item[4]), item[5]
   local jk, rk, dk = job_prefix .. id, result_prefix .. id, delivery_prefix .. id
   if redis.call('EXISTS', jk, rk, dk) > 0 then
     out[i] = 0
@@ -55,14 +58,18 @@ for i = 1, n do
     redis.call('PSETEX', jk, expires, job)
     redis.call('ZADD', KEYS[1], now, id)
     for name in string.gmatch(names, '[^\\n]+') do
-      local line, seen, jobs = line_prefix .. name, seen_prefix .. name, jobs_prefix .. name
-      redis.call('ZADD', line, 'NX', arrival, run)
-      redis.call('ZADD', seen, now, run)
-      redis.call('HSET', jobs, run, id)
-      for _, key in ipairs({line, seen, jobs}) do redis.call('PEXPIRE', key, expires) end
+      redis.call('ZADD', line_prefix .. name, 'NX', arrival, run)
+      redis.call('ZADD', seen_prefix .. name, now, run)
+      redis.call('HSET', jobs_prefix .. name, run, id)
+      touched[name] = true
     end
     out[i] = 1
     queued = true
+  end
+end
+for name in pairs(touched) do
+  for _, prefix in ipairs({line_prefix, seen_prefix, jobs_prefix}) do
+    redis.call('PEXPIRE', prefix .. name, expires)
   end
 end
 if queued then redis.call('PUBLISH', KEYS[2], '1') end
@@ -75,7 +82,7 @@ Outcome = Literal["queued", "duplicate"]
 @dataclass(slots=True)
 class _Pending:
     job_id: str
-    payload: bytes
+    payload: str  # the signed job (JSON after its MAC: ASCII and UTF-8 text)
     future: asyncio.Future[Outcome]
     run_id: str
     arrival_ms: int
@@ -85,7 +92,8 @@ class _Pending:
 class Enqueuer:
     """Coalesces concurrent enqueues: while `max_in_flight` script calls are out, the next batch
     gathers (two keep Redis and this process busy at once: one alone left each waiting on the
-    other's half of every round trip)."""
+    other's half of every round trip). A burst that finds both free goes out as two halves, so
+    its first half's answers are sent while Redis stores the second."""
 
     def __init__(
         self,
@@ -110,6 +118,10 @@ class Enqueuer:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._flushing: set[asyncio.Task[None]] = set()
         self._script = redis.register_script(_ENQUEUE_LUA)
+        # Connections held for the script calls, one per call in flight: taking one from the
+        # pool for each call costs a probe read with a zero timeout (a cancelled read and a
+        # loop turn before the call is even sent), which dominated small batches.
+        self._connections: list[Connection] = []
 
     async def enqueue(self, task: Task) -> Outcome:
         """Store the task's job with the run id as job id; "duplicate" when it already exists."""
@@ -144,7 +156,7 @@ class Enqueuer:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         pending = _Pending(
             job_id,
-            signing.sign(self._key, payload),
+            signing.sign(self._key, payload).decode(),
             future,
             run_id or job_id,
             arrival_ms or int(time.time() * 1000),
@@ -160,8 +172,12 @@ class Enqueuer:
             self._wakeup.clear()
             while self._pending:
                 await self._slots.acquire()  # meanwhile, more requests join the next batch
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+                size = self._max_batch
+                if not self._slots.locked():
+                    # another call can go out now too: send half of what gathered
+                    size = min(size, max((len(self._pending) + 1) // 2, 8))
+                batch = self._pending[:size]
+                del self._pending[:size]
                 flush = asyncio.create_task(self._flush_then_release(batch))
                 self._flushing.add(flush)
                 flush.add_done_callback(self._flushing.discard)
@@ -187,12 +203,13 @@ class Enqueuer:
             keys.TURN_SEEN_PREFIX,
             keys.TURN_JOBS_PREFIX,
         ]
-        for item in batch:
-            args += [item.job_id.encode(), item.payload, item.run_id, item.arrival_ms, item.lines]
-        try:
-            results = await asyncio.wait_for(
-                self._script(keys=script_keys, args=args), self._timeout
+        args.append(
+            orjson.dumps(
+                [(i.job_id, i.payload, i.run_id, str(i.arrival_ms), i.lines) for i in batch]
             )
+        )
+        try:
+            results = await asyncio.wait_for(self._call(script_keys, args), self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             for item in batch:
                 if not item.future.done():
@@ -202,7 +219,29 @@ class Enqueuer:
             if not item.future.done():
                 item.future.set_result("queued" if stored else "duplicate")
 
+    async def _call(self, script_keys: list[str], args: list[Any]) -> list[int]:
+        """Run the script on a held connection (EVALSHA, then EVAL once Redis lacks it)."""
+        pool = self._redis.connection_pool
+        connection = self._connections.pop() if self._connections else await pool.get_connection()
+        try:
+            try:
+                await connection.send_command("EVALSHA", self._script.sha, 2, *script_keys, *args)
+                reply = await connection.read_response()
+            except NoScriptError:
+                await connection.send_command("EVAL", _ENQUEUE_LUA, 2, *script_keys, *args)
+                reply = await connection.read_response()
+        except BaseException:
+            # A call cut short leaves its reply unread: start the next one on a fresh socket.
+            await connection.disconnect()
+            raise
+        finally:
+            self._connections.append(connection)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return cast(list[int], reply)
+
     async def close(self) -> None:
+
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -214,3 +253,5 @@ class Enqueuer:
             if not item.future.done():
                 item.future.set_exception(QueueUnavailable("the web process is shutting down"))
         self._pending.clear()
+        while self._connections:
+            await self._redis.connection_pool.release(self._connections.pop())

@@ -224,13 +224,10 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A Redis server of this test's own, so the test can stop it."""
+def _start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed; .ci/run installs it")
-    port = _free_port()
     process = subprocess.Popen(
         [
             binary,
@@ -243,7 +240,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
             "--appendonly",
             "no",
             "--dir",
-            str(tmp_path),
+            str(directory),
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -254,6 +251,14 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
             break
         except OSError:
             time.sleep(0.05)
+    return process
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own, so the test can stop it."""
+    port = _free_port()
+    process = _start_redis(port, tmp_path)
     yield f"redis://127.0.0.1:{port}/0", process
     process.kill()
     process.wait()
@@ -279,3 +284,14 @@ def test_redis_down_is_503_never_a_2xx(
         assert httpx.get(server.url + "/readyz").status_code == 503
         # Ignored deliveries need no queue and still get their deliberate answer.
         assert deliverer.post("ping", load_payload("ping/default.json")).status_code == 200
+
+        # Redis back, empty (no script loaded): the intake's held connections reconnect and
+        # load the script again, so the next delivery is queued.
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        revived = _start_redis(port, tmp_path)
+        try:
+            assert deliverer.post("issue_comment", _mention_payload()).status_code == 202
+            assert deliverer.post("issue_comment", _mention_payload()).status_code == 202
+        finally:
+            revived.kill()
+            revived.wait()
