@@ -114,7 +114,7 @@ def live_text(body: str) -> str:
 
 def find_mention(body: str | None, handle: str) -> Mention | None:
     """The first live mention of `@handle` in `body` and the instruction after it, or None."""
-    if not body:
+    if not body or "@" not in body:  # most comments: no need to read their Markdown
         return None
     text = live_text(body)
     match = _pattern(handle).search(text)
