@@ -90,10 +90,10 @@ class _Pending:
 
 
 class Enqueuer:
-    """Coalesces concurrent enqueues: while `max_in_flight` script calls are out, the next batch
-    gathers (two keep Redis and this process busy at once: one alone left each waiting on the
-    other's half of every round trip). A burst that finds both free goes out as two halves, so
-    its first half's answers are sent while Redis stores the second."""
+    """Coalesces concurrent enqueues into script calls, up to `max_in_flight` at once, so Redis
+    and this process work at the same time rather than each waiting on the other: a burst sends
+    every `eager_batch` requests as they are decided, and what gathers while every call is out
+    goes in the next one (halved when another call could go out too)."""
 
     def __init__(
         self,
@@ -104,7 +104,8 @@ class Enqueuer:
         dedup_seconds: int = 7 * 24 * 3600,
         timeout: float = 5.0,
         max_batch: int = 256,
-        max_in_flight: int = 2,
+        max_in_flight: int = 4,
+        eager_batch: int = 16,
     ) -> None:
         self._redis = redis
         self._key = key  # signing.Keys.queue
@@ -112,6 +113,7 @@ class Enqueuer:
         self._dedup = dedup_seconds
         self._timeout = timeout
         self._max_batch = max_batch
+        self._eager_batch = eager_batch
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -163,8 +165,27 @@ class Enqueuer:
             "\n".join(lines),
         )
         self._pending.append(pending)
-        self._wakeup.set()
+        if len(self._pending) >= self._eager_batch and not self._slots.locked():
+            # A burst: this many already make a batch worth a call, and the requests decided
+            # in this same loop turn would otherwise all wait for the turn's end to be sent.
+            # The call starts now (an eager task writes it before it first waits), so Redis
+            # stores these while this process decides the rest of the burst.
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if self._pending:
+                self._wakeup.set()
+            flush = asyncio.Task(
+                self._send_now(batch), loop=asyncio.get_running_loop(), eager_start=True
+            )
+            self._flushing.add(flush)
+            flush.add_done_callback(self._flushing.discard)
+        else:
+            self._wakeup.set()
         return await future
+
+    async def _send_now(self, batch: list[_Pending]) -> None:
+        await self._slots.acquire()  # free: taken at once
+        await self._flush_then_release(batch)
 
     async def _flush_forever(self) -> None:
         while True:
