@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.agent.gateway import LLMAccess
+from bot.agent.gateway.access import PROXY_PREFIX
 from bot.config import Settings
 
 RUN_NAMESPACE = uuid.UUID("5b0e3a4e-57d8-4c1e-9d0c-0c6b1f1f0a11")
@@ -61,8 +62,13 @@ def worst_case_llm_seconds(settings: Settings) -> float:
 
 def llm_settings(settings: Settings, access: LLMAccess) -> dict[str, Any]:
     """The `llm` block in litellm's naming: the gateway and the run's credential. The provider
-    key, endpoint and prices stay with the gateway."""
-    return {
+    key, endpoint and prices stay with the gateway.
+
+    Through the gateway (`litellm_proxy/<model>`), the real model is also its canonical name:
+    the agent-server then reads the context window and capabilities from its own litellm, the
+    same table the gateway would answer from, instead of a blocking GET /v1/model/info per LLM
+    object it builds (two per conversation create, one of them from a copy without the key)."""
+    block: dict[str, Any] = {
         "usage_id": "agent",
         "model": access.model,
         "base_url": access.base_url,
@@ -73,6 +79,9 @@ def llm_settings(settings: Settings, access: LLMAccess) -> dict[str, Any]:
         "retry_multiplier": RETRY_MULTIPLIER,
         "timeout": math.ceil(settings.llm_timeout_seconds),  # the server wants whole seconds
     }
+    if access.model.startswith(PROXY_PREFIX):
+        block["model_canonical_name"] = access.model.removeprefix(PROXY_PREFIX)
+    return block
 
 
 def create_request(

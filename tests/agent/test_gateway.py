@@ -3,7 +3,9 @@ the provider: credentials, budget, cost, streaming, and the first-token and idle
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +14,9 @@ import litellm
 import pytest
 from redis.asyncio import Redis
 
-from bot.agent.gateway import Gateway, GatewayProcess, LLMAccess
+from bot.agent.gateway import Gateway, GatewayProcess, LLMAccess, bind
+from bot.agent.gateway.access import PROXY_PREFIX
+from bot.agent.request import llm_settings
 from bot.config import Settings
 from tests.conftest import BOT_SECRETS, serving_gateway
 from tests.fakes import llm as steps
@@ -139,10 +143,14 @@ async def test_only_a_live_run_credential_is_let_through(
             info = await http.get(
                 f"{second.base_url}/v1/model/info", headers=_headers(second.api_key)
             )
+            bare_info = await http.get(f"{second.base_url}/v1/model/info")
+            stale_info = await http.get(
+                f"{second.base_url}/v1/model/info", headers=_headers(first.api_key)
+            )
         after = await _complete(second, {}, client=http)
 
     assert during.status_code == 200
-    for refused in (stale, forged, bare, key, after):
+    for refused in (stale, forged, bare, key, after, bare_info, stale_info):
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"]["message"] == "no valid run credential"
     assert len(llm.completions) == 1  # nothing refused reached the provider
@@ -259,3 +267,47 @@ async def test_litellm_as_the_agent_server_uses_it_streams_tool_calls(
     assert all(
         r.headers["authorization"].endswith(BOT_SECRETS["LLM_API_KEY"]) for r in llm.completions
     )
+
+
+def test_the_agent_servers_llm_needs_no_model_info_from_the_gateway(
+    agent_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LLM block names the real model as canonical: the agent-server's LLM (built twice per
+    conversation create, once without its key) reads the context window from its own litellm,
+    the same as the gateway's answer, with no GET /v1/model/info."""
+    from openhands.sdk import LLM
+    from openhands.sdk.llm.utils import model_info
+
+    asked: list[str] = []
+    monkeypatch.setattr(model_info.httpx, "get", lambda url, **_: asked.append(url))
+    settings = agent_settings.model_copy(update={"llm_model": "anthropic/claude-sonnet-4-5"})
+    access = LLMAccess("http://127.0.0.1:9", "ohgw-" + "x" * 43, PROXY_PREFIX + settings.llm_model)
+    block = llm_settings(settings, access)
+    assert block["model_canonical_name"] == "anthropic/claude-sonnet-4-5"
+    for key in (access.api_key, None):  # the create's LLM, and its copy without the key
+        llm = LLM(**{**block, "api_key": key})
+        assert llm.model == "litellm_proxy/anthropic/claude-sonnet-4-5"
+        expected = litellm.get_model_info(settings.llm_model)["max_input_tokens"]
+        assert llm.effective_max_input_tokens == expected
+    assert asked == []
+    direct = LLMAccess("http://127.0.0.1:9", "sk-x", settings.llm_model)  # no gateway: as given
+    assert "model_canonical_name" not in llm_settings(settings, direct)
+
+
+async def test_the_gateways_tcp_connections_send_without_delay() -> None:
+    """asyncio sets TCP_NODELAY only on a socket whose proto is TCP: the listener is made so,
+    or Nagle held each answer's last write for the client's delayed ACK (~40 ms a call)."""
+    sock, url = bind.bind_tcp("127.0.0.1:0")
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = writer.get_extra_info("socket")
+        accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(serve, sock=sock)
+    async with server:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port))
+        assert await asyncio.wait_for(accepted, 10) != 0
+        writer.close()

@@ -45,7 +45,10 @@ def bind_tcp(listen: str) -> tuple[socket.socket, str]:
     """A socket on LLM_GATEWAY_LISTEN and the URL it answers at."""
     host, port = listen_address(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # accepted connections inherit it. Without it, Nagle held each answer's last write for the
+    # client's delayed ACK (~40 ms per call on loopback).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if port:
         # A fixed port is served by every worker's gateway on this host (the kernel spreads the

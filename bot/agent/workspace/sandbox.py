@@ -191,7 +191,7 @@ class Sandbox:
         if self.config.gateway_dir is None or socat is None:
             return server
         relay = (
-            f"{shlex.quote(socat)} TCP-LISTEN:{RELAY_PORT},bind=127.0.0.1,reuseaddr,fork "
+            f"{shlex.quote(socat)} TCP-LISTEN:{RELAY_PORT},bind=127.0.0.1,reuseaddr,fork,nodelay "
             f"UNIX-CONNECT:{GATEWAY_DIR}/{GATEWAY_SOCKET} </dev/null >/dev/null 2>&1 &"
         )
         return f"{relay} {server}"
