@@ -67,7 +67,9 @@ def llm_settings(settings: Settings, access: LLMAccess) -> dict[str, Any]:
     Through the gateway (`litellm_proxy/<model>`), the real model is also its canonical name:
     the agent-server then reads the context window and capabilities from its own litellm, the
     same table the gateway would answer from, instead of a blocking GET /v1/model/info per LLM
-    object it builds (two per conversation create, one of them from a copy without the key)."""
+    object it builds (two per conversation create, one of them from a copy without the key).
+    It is also told to speak chat completions, the one API the gateway serves: left to choose,
+    it would post OpenAI's newer models (gpt-5 and on) to /v1/responses and fail."""
     block: dict[str, Any] = {
         "usage_id": "agent",
         "model": access.model,
@@ -81,6 +83,7 @@ def llm_settings(settings: Settings, access: LLMAccess) -> dict[str, Any]:
     }
     if access.model.startswith(PROXY_PREFIX):
         block["model_canonical_name"] = access.model.removeprefix(PROXY_PREFIX)
+        block["api_mode"] = "chat"
     return block
 
 

@@ -294,6 +294,20 @@ def test_the_agent_servers_llm_needs_no_model_info_from_the_gateway(
     assert "model_canonical_name" not in llm_settings(settings, direct)
 
 
+@pytest.mark.parametrize("model", ["openai/gpt-5", "openai/gpt-4o", "anthropic/claude-sonnet-4-5"])
+def test_the_agent_servers_llm_speaks_the_one_api_the_gateway_serves(
+    agent_settings: Settings, model: str
+) -> None:
+    """The gateway relays chat completions only: an LLM the SDK would send to OpenAI's
+    Responses API (gpt-5 and newer, by litellm's table) is told to use chat completions."""
+    from openhands.sdk import LLM
+
+    settings = agent_settings.model_copy(update={"llm_model": model})
+    access = LLMAccess("http://127.0.0.1:9", "ohgw-" + "x" * 43, PROXY_PREFIX + model)
+    llm = LLM(**llm_settings(settings, access))
+    assert not llm.uses_responses_api()
+
+
 async def test_the_gateways_tcp_connections_send_without_delay() -> None:
     """asyncio sets TCP_NODELAY only on a socket whose proto is TCP: the listener is made so,
     or Nagle held each answer's last write for the client's delayed ACK (~40 ms a call)."""
