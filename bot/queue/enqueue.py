@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -18,7 +19,7 @@ import orjson
 from arq.constants import default_queue_name, job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from bot import keys
 from bot.errors import QueueUnavailable
@@ -75,6 +76,7 @@ end
 if queued then redis.call('PUBLISH', KEYS[2], '1') end
 return out
 """
+_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_LUA.encode()).hexdigest()  # what EVALSHA names it by
 
 Outcome = Literal["queued", "duplicate"]
 
@@ -119,7 +121,6 @@ class Enqueuer:
         self._task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_in_flight)
         self._flushing: set[asyncio.Task[None]] = set()
-        self._script = redis.register_script(_ENQUEUE_LUA)
         # Connections held for the script calls, one per call in flight: taking one from the
         # pool for each call costs a probe read with a zero timeout (a cancelled read and a
         # loop turn before the call is even sent), which dominated small batches.
@@ -174,11 +175,7 @@ class Enqueuer:
             del self._pending[: self._max_batch]
             if self._pending:
                 self._wakeup.set()
-            flush = asyncio.Task(
-                self._send_now(batch), loop=asyncio.get_running_loop(), eager_start=True
-            )
-            self._flushing.add(flush)
-            flush.add_done_callback(self._flushing.discard)
+            self._launch(self._send_now(batch), eager=True)
         else:
             self._wakeup.set()
         return await future
@@ -199,9 +196,13 @@ class Enqueuer:
                     size = min(size, max((len(self._pending) + 1) // 2, 8))
                 batch = self._pending[:size]
                 del self._pending[:size]
-                flush = asyncio.create_task(self._flush_then_release(batch))
-                self._flushing.add(flush)
-                flush.add_done_callback(self._flushing.discard)
+                self._launch(self._flush_then_release(batch))
+
+    def _launch(self, call: Coroutine[Any, Any, None], *, eager: bool = False) -> None:
+        """Run a batch's call as a task `close` can wait for (eager: up to its first wait now)."""
+        flush = asyncio.Task(call, loop=asyncio.get_running_loop(), eager_start=eager)
+        self._flushing.add(flush)
+        flush.add_done_callback(self._flushing.discard)
 
     async def _flush_then_release(self, batch: list[_Pending]) -> None:
         try:
@@ -246,7 +247,7 @@ class Enqueuer:
         connection = self._connections.pop() if self._connections else await pool.get_connection()
         try:
             try:
-                await connection.send_command("EVALSHA", self._script.sha, 2, *script_keys, *args)
+                await connection.send_command("EVALSHA", _ENQUEUE_SHA, 2, *script_keys, *args)
                 reply = await connection.read_response()
             except NoScriptError:
                 await connection.send_command("EVAL", _ENQUEUE_LUA, 2, *script_keys, *args)
@@ -257,12 +258,9 @@ class Enqueuer:
             raise
         finally:
             self._connections.append(connection)
-        if isinstance(reply, ResponseError):
-            raise reply
         return cast(list[int], reply)
 
     async def close(self) -> None:
-
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
